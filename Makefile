@@ -1,0 +1,36 @@
+# make demo : set-up, data, then the main job (the distillation sweep at demo size) on Fashion-MNIST
+# make test : set-up, data, then the test suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup data demo test clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-deploy.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -q -r requirements-deploy.txt || echo "warning: onnx/onnxruntime not installed; the onnx deploy variants will be skipped"
+	touch $@
+
+# Fashion-MNIST: Debian's package where we are root with apt, else torchvision's download on first use.
+data: setup
+	@if ls $(FMNIST)/train-images-idx3-ubyte.gz >/dev/null 2>&1 || ls data/fashion-mnist/train-images-idx3-ubyte* >/dev/null 2>&1; then \
+		echo "fashion-mnist: present"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -qq dataset-fashion-mnist || (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) >/dev/null; \
+		echo "fashion-mnist: installed $(FMNIST) (Debian package dataset-fashion-mnist)"; \
+	else \
+		$(BIN)/python -c "from config import make_config; from data.dataset import load_dataset; load_dataset(make_config())"; \
+	fi
+
+demo: setup data
+	$(BIN)/python run_experiments.py --preset=demo
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf checkpoints/smoke checkpoints/demo data/cache

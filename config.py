@@ -1,0 +1,233 @@
+"""Every knob of the project in one frozen dataclass, with presets and strict CLI overrides.
+
+    python train.py --preset=demo --blocks=6 --precision=bf16
+
+Each `--field=value` is parsed as a Python literal where it is one, else kept as a string
+(nanoGPT's configurator). An unknown field, a wrong type or a value outside its allowed set
+stops with exit code 2 and one line naming the field. Nothing here is mutated: a run gets its
+own `Config` built by `make_config` / `dataclasses.replace`.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import typing
+from dataclasses import dataclass, field
+from typing import Optional
+
+from utils.errors import UserError
+
+DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
+TEACHER_ARCHS = ("seed12", "resnet18", "resnet50", "efficientnet_b0")
+PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
+METHODS = ("ce", "kd", "dkd")
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- data ---
+    dataset: str = "fashion-mnist"  # which dataset; fashion-mnist is real data that ships with Debian
+    data_dir: str = "data"  # where the dataset files live; decoded caches go to data_dir/cache
+    image_size: int = 0  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
+    max_train_samples: int = 0  # images; 0 = all. A class-stratified, seeded subset otherwise
+    max_test_samples: int = 0  # images; 0 = all
+    val_fraction: float = 0.0  # share of train held out for early stopping; 0 = stop on test accuracy (the original)
+    augment: str = "crop+flip"  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
+    num_workers: int = 0  # processes decoding JPEGs when a cache is built; 0 = in-process
+    # --- model ---
+    role: str = "student"  # teacher | student: which model train.py trains
+    blocks: int = 4  # residual blocks in the student; every 2nd doubles channels with stride 2
+    width: int = 16  # channels after the stem (the original's 16)
+    fc_layers: Optional[tuple] = None  # hidden FC sizes of the student head; None = [final channels // 2]
+    teacher_arch: str = "seed12"  # seed12 (12 blocks, 26.5M params at 3x150x150) or a torchvision backbone
+    teacher_width: int = 16  # stem channels of the seed12 teacher; smaller only for quick smoke runs
+    teacher_pretrained: bool = False  # ImageNet weights for torchvision teachers (from the torch hub cache)
+    teacher_weights: str = ""  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
+    teacher_checkpoint: str = ""  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
+    # --- distillation ---
+    method: str = "kd"  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD)
+    temperature: float = 4.0  # softmax temperature T of kd and dkd (Hinton et al. use 1-20; 4 is the usual CIFAR value)
+    alpha: float = 0.5  # kd: weight of cross-entropy; (1 - alpha) weighs T^2 * KL
+    dkd_alpha: float = 1.0  # dkd: weight of TCKD (Zhao et al. 2022 use 1.0)
+    dkd_beta: float = 8.0  # dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)
+    dkd_warmup: int = 1  # epochs of linear warm-up of the DKD weight (the paper: 20 of 240)
+    teacher_logits: str = "cache"  # cache: teacher logits computed once per image/view and reused; online: every batch
+    # --- precision and optimisation ---
+    precision: str = "fp32"  # fp32 | fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics)
+    optimizer: str = "adam"  # adam | adamw | sgd | adam8bit (bitsandbytes 8-bit optimizer state)
+    lr: float = 1e-3  # learning rate at batch_size (the original: Adam 1e-3)
+    momentum: float = 0.9  # sgd only
+    weight_decay: float = 0.0  # L2 / decoupled decay; the original used none
+    schedule: str = "cosine"  # cosine (to 0 over epochs) | step (x0.1 every lr_step_epochs) | none
+    lr_step_epochs: int = 5  # step schedule period, epochs
+    epochs: int = 15  # upper bound; early stopping may end sooner (the original: 15)
+    patience: int = 3  # epochs without a better accuracy before stopping; 0 = never stop early (the original: 3)
+    batch_size: int = 224  # images per step (the original: 224)
+    eval_batch_size: int = 1024  # images per evaluation forward; large because no activations are kept
+    seed: int = 0  # seeds model init, data order, augmentation and the subset
+    device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps
+    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and tensor cores
+    compile: bool = False  # torch.compile the training model (pays a compile time once per run)
+    # --- outputs ---
+    out_dir: str = "checkpoints"  # every run writes out_dir/run_name/
+    run_name: str = ""  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
+    resume: bool = False  # continue out_dir/run_name/checkpoint.pt if present
+    # --- evaluate.py ---
+    run: str = ""  # evaluate.py: the run directory to evaluate
+    split: str = "test"  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)
+    deploy: bool = False  # evaluate.py / run_experiments.py: build and measure deployable variants
+    calib_samples: int = 512  # training images used to calibrate int8 static quantization
+    # --- run_experiments.py ---
+    sweep_blocks: tuple = (4, 6, 8, 10)  # student depths in the sweep
+    sweep_precisions: tuple = ("fp32", "fp16", "fp8")  # precisions of the distilled students
+    sweep_methods: tuple = ("kd",)  # distillation methods; a ce control per depth is always added
+    seeds: int = 1  # seeds 0..seeds-1 per grid point
+
+    def __post_init__(self):
+        types = _field_types()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_field(f.name, value)
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+            elif types[f.name] is float and isinstance(value, int):
+                object.__setattr__(self, f.name, float(value))
+
+
+CHOICES = {
+    "dataset": DATASETS,
+    "augment": ("none", "flip", "crop+flip"),
+    "role": ("teacher", "student"),
+    "teacher_arch": TEACHER_ARCHS,
+    "method": METHODS,
+    "teacher_logits": ("cache", "online"),
+    "precision": PRECISIONS,
+    "optimizer": ("adam", "adamw", "sgd", "adam8bit"),
+    "schedule": ("cosine", "step", "none"),
+    "split": ("test", "pred"),
+}
+POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds",
+            "lr_step_epochs", "calib_samples"}
+NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience",
+                "seed", "dkd_warmup", "momentum", "weight_decay", "alpha", "dkd_alpha", "dkd_beta"}
+
+PRESETS = {
+    # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
+    "smoke": dict(max_train_samples=256, max_test_samples=128, epochs=1, batch_size=64,
+                  eval_batch_size=256, teacher_width=4, out_dir="checkpoints/smoke"),
+    # the CPU demo `make demo` runs (see README: the teacher leads every student)
+    "demo": dict(max_train_samples=10000, max_test_samples=2000, epochs=3, batch_size=128,
+                 out_dir="checkpoints/demo"),
+    # the real experiment for a GPU: the original's Adam 1e-3, batch 224, up to 15 epochs, patience 3
+    "full": dict(epochs=15, patience=3, batch_size=224, lr=1e-3, optimizer="adam",
+                 out_dir="checkpoints/full"),
+}
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types() -> dict:
+    return typing.get_type_hints(Config)
+
+
+def _check_field(name: str, value) -> None:
+    tp = _field_types()[name]
+    origin = typing.get_origin(tp)
+    if origin is typing.Union:  # Optional[tuple]
+        if value is None:
+            return
+        tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
+    ok = (isinstance(value, tp) and not (tp is int and isinstance(value, bool))) \
+        or (tp is float and isinstance(value, int) and not isinstance(value, bool))
+    if tp is tuple and isinstance(value, list):
+        ok = True
+    if not ok:
+        raise UserError(f"--{name}={value!r}: expected {_type_name(tp)}")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise UserError(f"--{name}={value}: allowed values are {', '.join(CHOICES[name])}")
+    if name in POSITIVE and value <= 0:
+        raise UserError(f"--{name}={value}: must be a positive number")
+    if name in NON_NEGATIVE and value < 0:
+        raise UserError(f"--{name}={value}: must not be negative")
+    if name == "val_fraction" and not 0.0 <= value < 1.0:
+        raise UserError(f"--val_fraction={value}: must be in [0, 1)")
+    if name == "fc_layers" and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise UserError(f"--fc_layers={value!r}: expected a list of positive ints, e.g. [128]")
+    if name == "sweep_blocks" and not all(isinstance(v, int) and v > 0 for v in value):
+        raise UserError(f"--sweep_blocks={value!r}: expected a list of positive ints, e.g. [4,6]")
+    for sweep, allowed in (("sweep_precisions", PRECISIONS), ("sweep_methods", METHODS)):
+        if name == sweep and not all(v in allowed for v in value):
+            raise UserError(f"--{sweep}={value!r}: allowed values are {', '.join(allowed)}")
+    if name == "device" and not (value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:")):
+        raise UserError(f"--device={value}: allowed values are auto, cpu, cuda, cuda:N, mps")
+
+
+def _parse_value(name: str, text: str):
+    tp = _field_types()[name]
+    if tp is str:
+        return text  # never literal-eval a string field: --run_name=123 stays "123"
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    if typing.get_origin(tp) is typing.Union or tp is tuple:
+        if isinstance(value, (int, str)) and not isinstance(value, bool):
+            value = (value,)  # --sweep_blocks=4 means (4,); --sweep_precisions=fp8 means ("fp8",)
+        if isinstance(value, list):
+            value = tuple(value)
+    return value
+
+
+def parse_overrides(argv: list[str]) -> dict:
+    """`--field=value` strings -> {field: value} (preset first, then overrides in order)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    preset, overrides = None, {}
+    for arg in argv:
+        if not arg.startswith("--") or "=" not in arg:
+            raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see README for every field")
+        key, text = arg[2:].split("=", 1)
+        if key == "preset":
+            if text not in PRESETS:
+                raise UserError(f"--preset={text}: allowed values are {', '.join(PRESETS)}")
+            preset = text
+            continue
+        if key not in names:
+            raise UserError(f"--{key}: unknown config field (fields are listed in README.md)")
+        overrides[key] = _parse_value(key, text)
+    merged = dict(PRESETS[preset]) if preset else {}
+    merged.update(overrides)
+    return merged
+
+
+def make_config(argv: Optional[list[str]] = None, **fields) -> Config:
+    """Defaults <- preset <- CLI overrides <- keyword fields; returns one frozen Config."""
+    merged = parse_overrides(list(argv or []))
+    merged.update(fields)
+    return Config(**merged)
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def config_from_dict(d: dict) -> Config:
+    """Rebuild a Config from config.json; fields this version does not know are ignored."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+def teacher_run_name(cfg: Config) -> str:
+    return f"{cfg.dataset}_teacher_{cfg.teacher_arch}"
+
+
+def default_run_name(cfg: Config) -> str:
+    """Like the original's res4_b224_fp16, plus dataset, method and seed."""
+    if cfg.run_name:
+        return cfg.run_name
+    if cfg.role == "teacher":
+        return teacher_run_name(cfg)
+    return f"{cfg.dataset}_res{cfg.blocks}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}_s{cfg.seed}"

@@ -1,0 +1,133 @@
+"""The sweep: teacher once, then students over blocks x precision x method x seed, plus a CE control per depth.
+
+    python run_experiments.py --preset=demo
+    python run_experiments.py --preset=smoke --seeds=2
+    python run_experiments.py --sweep_blocks=[4,8] --sweep_precisions=[fp32,fp8] --deploy=True
+
+One frozen config per grid point goes to train.main(); nothing global is mutated. Rerunning the
+same command skips complete runs (files untouched), continues partial ones from checkpoint.pt and
+runs the rest. A failed run is recorded (summary.json status "failed") and the sweep goes on; the
+exit code is 1 at the end if any run failed. Aggregates: out_dir/results.csv and results.md.
+"""
+import dataclasses
+import os
+import sys
+import traceback
+
+import torch
+from tqdm import tqdm
+
+import train
+from config import Config, config_to_dict, default_run_name, make_config
+from utils.checkpoint import atomic_write_json, read_json
+from utils.errors import UserError, cli_entry
+from utils.results import collect_results, write_results
+from utils.train_utils import RunFailed
+
+
+def teacher_config(base: Config) -> Config:
+    return dataclasses.replace(base, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
+                               resume=True, optimizer="adam" if base.optimizer == "adam8bit" else base.optimizer)
+
+
+def student_config(base: Config, blocks: int, precision: str, method: str, seed: int) -> Config:
+    # fp8 runs keep optimizer state in 8 bits too (bitsandbytes Adam8bit), as the original repo intended
+    opt = "adam8bit" if precision == "fp8" and base.optimizer == "adam" else base.optimizer
+    return dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
+                               seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None)
+
+
+def grid(base: Config) -> list:
+    """Every run of the sweep in order: the teacher first, then per depth and seed the CE control and the students."""
+    runs = [teacher_config(base)]
+    for blocks in base.sweep_blocks:
+        for seed in range(base.seeds):
+            runs.append(student_config(base, blocks, "fp32", "ce", seed))
+            for method in base.sweep_methods:
+                runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
+    return runs
+
+
+def run_dir_of(cfg: Config) -> str:
+    return os.path.join(cfg.out_dir, default_run_name(cfg))
+
+
+def is_complete(cfg: Config) -> bool:
+    path = os.path.join(run_dir_of(cfg), "summary.json")
+    try:
+        return os.path.isfile(path) and read_json(path).get("status") == "complete"
+    except UserError:  # a torn or foreign summary: run it again
+        return False
+
+
+def record_failure(cfg: Config, err: BaseException) -> str:
+    message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    run_dir = run_dir_of(cfg)
+    atomic_write_json(os.path.join(run_dir, "summary.json"), {
+        "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
+        "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
+        "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
+    if not os.path.isfile(os.path.join(run_dir, "config.json")):
+        atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    return message
+
+
+def run_one(cfg: Config) -> str:
+    """'done', 'skipped' or 'failed: <why>'. A failure never stops the sweep."""
+    if is_complete(cfg):
+        return "skipped"
+    try:
+        train.main(cfg)
+        return "done"
+    except (RunFailed, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) \
+                and "out of memory" not in str(e).lower():
+            traceback.print_exc()
+        return "failed: " + record_failure(cfg, e)
+
+
+def deploy_finished(base: Config, runs: list) -> None:
+    from deploy.variants import deploy_run_dir
+
+    for cfg in tqdm(runs, desc="deploy", unit="run"):
+        if is_complete(cfg):
+            deploy_run_dir(run_dir_of(cfg), base)
+
+
+def main(base: Config) -> int:
+    runs = grid(base)
+    os.makedirs(base.out_dir, exist_ok=True)
+    failed = []
+    bar = tqdm(runs, desc="sweep", unit="run", dynamic_ncols=True)
+    for cfg in bar:
+        name = default_run_name(cfg)
+        bar.set_postfix_str(name)
+        status = run_one(cfg)
+        if status.startswith("failed") and cfg.role == "teacher":
+            tqdm.write(f"{name}: {status}; the students need the teacher, stopping the sweep")
+            failed.append(name)
+            break
+        if status.startswith("failed"):
+            failed.append(name)
+        tqdm.write(f"[{bar.n + 1}/{len(runs)}] {name}: {status}")
+    bar.close()
+    if base.deploy:
+        deploy_finished(base, [c for c in runs])
+    rows = collect_results(base.out_dir, [run_dir_of(c) for c in runs])
+    csv_path, md_path = write_results(base.out_dir, rows, base)
+    with open(md_path) as f:
+        print(f.read())
+    print(f"results: {csv_path}, {md_path}")
+    if failed:
+        print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+@cli_entry
+def cli(argv=None):
+    sys.exit(main(make_config(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,43 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import Config, make_config, parse_overrides
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_literals_strings_and_presets():
+    cfg = make_config(["--preset=smoke", "--blocks=6", "--fc_layers=[32, 16]", "--lr=1e-2", "--run_name=123"])
+    assert cfg.blocks == 6 and cfg.fc_layers == (32, 16) and cfg.lr == 0.01 and cfg.run_name == "123"
+    assert cfg.max_train_samples == 256  # from the preset
+    assert make_config(["--sweep_precisions=fp8"]).sweep_precisions == ("fp8",)
+
+
+def test_config_is_frozen():
+    import dataclasses
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.blocks = 8
+    assert dataclasses.replace(cfg, blocks=8).blocks == 8 and cfg.blocks == 4
+
+
+@pytest.mark.parametrize("arg,needle", [("--precision=fp7", "precision"), ("--blocks=many", "blocks"),
+                                        ("--nope=1", "nope"), ("--preset=huge", "preset"),
+                                        ("--blocks=0", "blocks"), ("--lr=fast", "lr"), ("blocks=4", "blocks=4"),
+                                        ("--sweep_methods=[\"kd\",\"xx\"]", "sweep_methods")])
+def test_bad_values_raise_user_error(arg, needle):
+    with pytest.raises(UserError, match=needle):
+        parse_overrides([arg]) and make_config([arg])
+
+
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "run_experiments.py", "plot_experiment_results.py"])
+def test_cli_bad_value_exits_2_with_one_line(script):
+    r = subprocess.run([sys.executable, script, "--precision=fp7"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "precision" in lines[0] and "fp32" in lines[0]
+    assert "Traceback" not in r.stderr

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from config import make_config
+from models.cnn_model import ResidualCNN, build_student, count_params, res4, res10
+from models.teacher_arch import build_teacher, seed12
+from models import blocks
+
+
+@pytest.mark.parametrize("n_blocks,fc,expected", [(4, [32], 98_294), (6, [64], 408_854),
+                                                  (8, [128], 1_648_470), (10, [256], 6_601_686)])
+def test_original_student_counts(n_blocks, fc, expected):
+    model = ResidualCNN(n_blocks, in_channels=3, num_classes=6, fc_layers=fc)
+    assert count_params(model) == expected
+    assert count_params(ResidualCNN(n_blocks, 3, 6)) == expected  # the default head follows the rule
+
+
+def test_seed12_teacher_count():
+    assert count_params(seed12(3, 6)) == 26_534_358
+
+
+def test_factories_are_the_parametric_class():
+    assert count_params(res4(in_channels=3, num_classes=6)) == 98_294
+    assert isinstance(res10(), ResidualCNN)
+    assert sum(isinstance(m, blocks.ResidualBlock) for m in res10().modules()) == 10
+
+
+@pytest.mark.parametrize("arch", ["seed12", "resnet18", "resnet50", "efficientnet_b0"])
+def test_teachers_forward_backward_no_nan(arch):
+    cfg = make_config(teacher_arch=arch, teacher_width=4 if arch == "seed12" else 16)
+    model = build_teacher(cfg, in_channels=1, num_classes=10)
+    out = model(torch.randn(2, 1, 32, 32))
+    out.sum().backward()
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
+
+
+def test_student_forward_shapes_and_channels_last():
+    model = build_student(make_config(blocks=6), in_channels=1, num_classes=10).to(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    assert model(x).shape == (4, 10)
+
+
+def test_pretrained_teacher_offline_fails_fast(tmp_path, monkeypatch):
+    from utils.errors import UserError
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(UserError, match="ImageNet weights"):
+        build_teacher(make_config(teacher_arch="resnet18", teacher_pretrained=True), 3, 6)

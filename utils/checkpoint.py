@@ -1,0 +1,115 @@
+"""The one place that writes and reads run files: atomic writes, weights-only loads, resume state.
+
+A run directory (out_dir/run_name/) can be re-read without the code that wrote it:
+model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
+config.json, summary.json, training_summary.txt.
+"""
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from utils.errors import UserError
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then os.replace: a kill leaves old or new."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj, path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def save_weights(model_or_state, path, metadata: dict = None) -> int:
+    """State dict -> safetensors (atomic). Returns the file size in bytes."""
+    state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    atomic_write_bytes(path, save(state, metadata=meta))
+    return os.path.getsize(path)
+
+
+def read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found")
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})")
+
+
+def load_state_dict_file(path) -> dict:
+    """A state dict from .safetensors or a weights-only torch file. Pickled code is refused, never run."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such weights file")
+    if path.endswith(".safetensors"):
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{path}: not a readable safetensors file ({e})")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
+        raise UserError(f"{path}: refused, the file carries a pickle payload that weights-only loading "
+                        f"does not run ({first[:160]})")
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"{path}: not a readable torch weights file ({str(e).splitlines()[0][:160]})")
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UserError(f"{path}: holds no state dict of tensors")
+    return obj
+
+
+def load_checkpoint(path) -> dict:
+    """checkpoint.pt for resume: weights-only (tensors, numbers, strings, dicts), never arbitrary code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path}: refused, not a weights-only checkpoint ({str(e).splitlines()[0][:160]})")
+    except (RuntimeError, EOFError, OSError) as e:
+        raise UserError(f"{path}: unreadable checkpoint, delete it to start over ({str(e).splitlines()[0][:120]})")
+
+
+def load_weights_into(model: torch.nn.Module, path) -> None:
+    """Load a weights file into `model`, with one clear line when they do not match."""
+    state = load_state_dict_file(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise UserError(f"{path}: weights do not match the model built from the config ({detail})")

@@ -1,0 +1,33 @@
+"""Human-readable run reports (training_summary.txt with the original repo's line labels)."""
+from utils.checkpoint import atomic_write_text
+
+
+def _acc(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}%"
+
+
+def write_training_summary(path, s: dict) -> None:
+    fc = ", ".join(str(v) for v in s["fc_layers"]) if s["fc_layers"] else "n/a"
+    lines = [
+        f"Model Architecture: {s['model']}",
+        f"Residual Blocks: {s['blocks'] if s['blocks'] is not None else 'n/a'}",
+        f"Fully Connected Layers: [{fc}]",
+        f"Trainable Parameters: {s['params']:,}",
+        f"Model Size: {s['model_bytes']:,} bytes (model.safetensors)",
+        f"Training Time: {s['train_seconds']:.1f} seconds ({s['train_seconds'] / 60:.2f} minutes)",
+        f"Hardware Used: {s['hardware']}",
+        f"Precision: {s['precision_description']}",
+        f"Dataset: {s['dataset']} ({s['train_images']:,} train / {s['test_images']:,} test images, "
+        f"{s['image_size']}x{s['image_size']} px)",
+        f"Method: {s['method']}" + (f" (T={s['temperature']}, alpha={s['alpha']})" if s["method"] == "kd" else ""),
+        f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))})" if s.get("teacher_run") else ""),
+        f"Batch Size: {s['batch_size']}",
+        f"Learning Rate: {s['lr']} ({s['optimizer']}, {s['schedule']} schedule)",
+        f"Epochs: {s['epochs_run']} of {s['epochs']}",
+        f"Best Test Accuracy: {_acc(s['best_test_acc'])} (epoch {s['best_epoch']}, selected on {s['selected_on']})",
+        f"Final Test Accuracy: {_acc(s['final_test_acc'])}",
+        f"Early Stopping: {'Yes' if s['early_stopped'] else 'No'}",
+        f"Stopped at epoch: {s['stopped_at_epoch']}",
+        f"Seed: {s['seed']}",
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")

@@ -1,0 +1,123 @@
+"""Sweep aggregation: every run's summary.json -> out_dir/results.csv (one row per run) and results.md."""
+import csv
+import io
+import math
+import os
+from collections import defaultdict
+
+from utils.checkpoint import atomic_write_text, read_json
+
+COLUMNS = ["run_name", "dataset", "role", "blocks", "params", "model_bytes", "precision", "precision_how",
+           "method", "seed", "best_test_acc", "final_test_acc", "teacher_acc", "kd_gain", "train_seconds",
+           "seconds_per_epoch", "images_per_second", "epochs_run", "early_stopped", "status", "error"]
+
+
+def precision_how(summary: dict) -> str:
+    """Short label of how the precision really ran, e.g. 'fp8 simulated', 'bf16 autocast on cpu'."""
+    desc = summary.get("precision_description") or ""
+    p = summary.get("precision", "")
+    if p == "fp8":
+        kind = "native+simulated" if "native" in desc else "simulated"
+        return f"fp8 {kind} e4m3/e5m2"
+    if p == "fp16":
+        return f"fp16 autocast+GradScaler on {summary.get('device', '?')}"
+    if p == "bf16":
+        return f"bf16 autocast on {summary.get('device', '?')}"
+    return f"fp32 on {summary.get('device', '?')}" if summary.get("device") else p
+
+
+def collect_results(out_dir: str, run_dirs: list) -> list:
+    """One row per run dir that has a summary.json, with the KD gain against the same-seed CE control."""
+    rows = []
+    for d in run_dirs:
+        path = os.path.join(d, "summary.json")
+        if not os.path.isfile(path):
+            continue
+        s = read_json(path)
+        rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
+                                                       "status": s.get("status"), "error": s.get("error", "")})
+    ce = {(r["blocks"], r["seed"]): r["best_test_acc"] for r in rows
+          if r["role"] == "student" and r["method"] == "ce" and r["status"] == "complete"}
+    for r in rows:
+        if r["role"] == "student" and r["method"] != "ce" and r["status"] == "complete" \
+                and (r["blocks"], r["seed"]) in ce:
+            r["kd_gain"] = r["best_test_acc"] - ce[(r["blocks"], r["seed"])]
+    return rows
+
+
+def mean_std(values: list) -> tuple:
+    """(mean, sample std or None, n)."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None, 0
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return m, sd, len(vals)
+
+
+def fmt_ms(values: list, signed: bool = False) -> str:
+    m, sd, n = mean_std(values)
+    if m is None:
+        return "-"
+    f = "+.2f" if signed else ".2f"
+    return f"{m:{f}} ± {sd:.2f} (n={n})" if n > 1 else f"{m:{f}}"
+
+
+def _csv_text(rows: list) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def markdown_table(rows: list, seeds: int = 1) -> str:
+    ok = [r for r in rows if r["status"] == "complete"]
+    teacher = [r for r in ok if r["role"] == "teacher"]
+    groups = defaultdict(list)
+    for r in ok:
+        if r["role"] == "student":
+            groups[(r["blocks"], r["method"], r["precision"])].append(r)
+    order = {"ce": 0, "kd": 1, "dkd": 2}
+    porder = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
+    acc_head = "best test acc % (mean ± std, n seeds)" if seeds > 1 else "best test acc %"
+    lines = [f"| model | params | method | precision (how it ran) | {acc_head} | final acc % | "
+             f"KD gain (pts vs CE) | train s | s/epoch |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+    for t in teacher:
+        lines.append(f"| teacher {t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
+                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.0f} | "
+                     f"{t['seconds_per_epoch']:.1f} |")
+    for key in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), porder.get(k[2], 9))):
+        g = groups[key]
+        r0 = g[0]
+        lines.append(
+            f"| res{key[0]} | {r0['params']:,} | {key[1]} | {r0['precision_how']} | "
+            f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
+            f"{fmt_ms([r['kd_gain'] for r in g], signed=True) if key[1] != 'ce' else '(control)'} | "
+            f"{fmt_ms([r['train_seconds'] for r in g]).split(' ')[0]} | "
+            f"{fmt_ms([r['seconds_per_epoch'] for r in g]).split(' ')[0]} |")
+    failed = [r for r in rows if r["status"] != "complete"]
+    if failed:
+        lines += ["", "Failed runs:"] + [f"- {r['run_name']}: {r['error']}" for r in failed]
+    return "\n".join(lines)
+
+
+def write_results(out_dir: str, rows: list, cfg) -> tuple:
+    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
+    atomic_write_text(csv_path, _csv_text(rows))
+    teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
+    hw = ""
+    for r in rows:
+        s_path = os.path.join(out_dir, r["run_name"], "summary.json")
+        if r["status"] == "complete" and os.path.isfile(s_path):
+            hw = read_json(s_path).get("hardware", "")
+            break
+    head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
+            f"Accuracy in percent on the test split; best = the epoch early stopping kept. KD gain = the "
+            f"distilled student's accuracy minus the fp32 CE control's (same depth, same seed, no teacher)."
+            + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else "")
+            + (f" Hardware: {hw}." if hw else ""), ""]
+    atomic_write_text(md_path, "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n")
+    return csv_path, md_path

@@ -1,0 +1,116 @@
+"""The frozen teacher: loaded from its run (or a weights file), pinned in eval mode, and its logits.
+
+`teacher_logits=cache` computes the teacher's logits once per training image and fixed view
+(identity, plus the horizontal flip when augment=flip) and reuses them in every epoch and every
+student of a sweep (stored beside the teacher's weights, keyed by a hash of weights and images).
+With random crops every view is new, so crop+flip falls back to online (teacher forward per batch).
+Fixed teacher targets can overfit on very long schedules (Beyer et al. 2022, "Knowledge
+distillation: A good teacher is patient and consistent"): use online there.
+"""
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from config import config_from_dict, teacher_run_name
+from utils.checkpoint import atomic_write_bytes, load_state_dict_file, read_json
+from utils.errors import UserError
+from utils.train_utils import DeviceData, predict, prepare_batch
+
+
+def resolve_teacher_path(cfg) -> tuple:
+    """(weights file, run dir or None) for cfg.teacher_checkpoint ('' = out_dir/<dataset's teacher run>)."""
+    spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
+    if os.path.isdir(spec):
+        for name in ("best_model.safetensors", "model.safetensors"):
+            if os.path.isfile(os.path.join(spec, name)):
+                return os.path.join(spec, name), spec
+        raise UserError(f"{spec}: teacher run has no best_model.safetensors; train it first "
+                        f"(python train.py --role=teacher --dataset={cfg.dataset})")
+    if os.path.isfile(spec):
+        return spec, None
+    raise UserError(f"{spec}: no teacher run or weights file; train one first "
+                    f"(python train.py --role=teacher --dataset={cfg.dataset} --out_dir={cfg.out_dir}) "
+                    f"or pass --teacher_checkpoint=<run dir or weights file>")
+
+
+def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tuple:
+    """(teacher in eval mode with requires_grad False, info dict: run, weights, arch, accuracy)."""
+    from models.teacher_arch import build_teacher
+    from dataclasses import replace
+
+    weights, run_dir = resolve_teacher_path(cfg)
+    tcfg = replace(cfg, role="teacher", teacher_pretrained=False)
+    info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
+            "teacher_acc": None}
+    if run_dir:
+        saved = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
+        tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
+        info["teacher_arch"] = saved.teacher_arch
+        summary = os.path.join(run_dir, "summary.json")
+        if os.path.isfile(summary):
+            info["teacher_acc"] = read_json(summary).get("best_test_acc")
+    teacher = build_teacher(tcfg, in_channels, num_classes)
+    state = load_state_dict_file(weights)
+    try:
+        teacher.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{weights}: teacher weights do not match a {info['teacher_arch']} teacher for "
+                        f"{in_channels} channels and {num_classes} classes ({' '.join(str(e).split())[:160]})")
+    teacher.to(device)
+    if cfg.channels_last:
+        teacher.to(memory_format=torch.channels_last)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher, info
+
+
+def _fingerprint(weights: str, images: torch.Tensor, view: str) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    st = os.stat(weights)
+    h.update(f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}|{view}|{tuple(images.shape)}".encode())
+    h.update(images.detach().to("cpu").contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, view: str) -> torch.Tensor:
+    """Teacher logits for every image of `data` under `view` (identity|flip), from disk when present."""
+    from safetensors.torch import load_file, save
+
+    key = _fingerprint(info["teacher_weights"], data.images, view)
+    path = Path(info["teacher_weights"]).parent / "logits_cache" / f"{key}.safetensors"
+    if path.is_file():
+        return load_file(str(path))["logits"].to(data.images.device)
+    images = data.images.flip(3) if view == "flip" else data.images
+    logits = predict(teacher, DeviceData(images, data.labels), mean, std, cfg.eval_batch_size, cfg.channels_last)
+    atomic_write_bytes(path, save({"logits": logits.to("cpu").contiguous()}))
+    return logits
+
+
+def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
+    """(fn(idx, x_u8, generator) -> (augmented x_u8, teacher logits), how the logits were made)."""
+    from data.dataset import augment_batch
+
+    if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip"):
+        views = {"identity": cached_teacher_logits(cfg, teacher, info, data, mean, std, "identity")}
+        if cfg.augment == "flip":
+            views["flip"] = cached_teacher_logits(cfg, teacher, info, data, mean, std, "flip")
+
+        def fn(idx, x_u8, generator):
+            if cfg.augment == "none":
+                return x_u8, views["identity"][idx]
+            flips = (torch.rand(idx.shape[0], generator=generator) < 0.5).to(x_u8.device)
+            x_u8 = torch.where(flips[:, None, None, None], x_u8.flip(3), x_u8)
+            return x_u8, torch.where(flips[:, None], views["flip"][idx], views["identity"][idx])
+
+        return fn, f"cached once per image and view ({', '.join(views)})"
+
+    @torch.no_grad()
+    def online(idx, x_u8, generator):
+        x_u8 = augment_batch(x_u8, cfg.augment, generator)
+        return x_u8, teacher(prepare_batch(x_u8, mean, std, cfg.channels_last)).float()
+
+    why = "" if cfg.teacher_logits == "online" else " (crop augmentation makes every view new)"
+    return online, f"online, teacher forward on every batch{why}"
