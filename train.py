@@ -93,6 +93,8 @@ def main(cfg: Config) -> dict:
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     prec = setup_precision(cfg.precision, model, device)
+    if cfg.precision_note:
+        prec.description += f" ({cfg.precision_note})"
 
     teacher_fn, teacher_info, logits_how = None, {}, None
     if cfg.role == "student" and cfg.method != "ce":

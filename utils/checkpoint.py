@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,7 +80,9 @@ def load_state_dict_file(path) -> dict:
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{path}: not a readable safetensors file ({e})")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
         raise UserError(f"{path}: refused, the file carries a pickle payload that weights-only loading "
@@ -98,7 +101,9 @@ def load_state_dict_file(path) -> dict:
 def load_checkpoint(path) -> dict:
     """checkpoint.pt for resume: weights-only (tensors, numbers, strings, dicts), never arbitrary code."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: refused, not a weights-only checkpoint ({str(e).splitlines()[0][:160]})")
     except (RuntimeError, EOFError, OSError) as e:

@@ -22,7 +22,8 @@ def precision_how(summary: dict) -> str:
     if p == "fp16":
         return f"fp16 autocast+GradScaler on {summary.get('device', '?')}"
     if p == "bf16":
-        return f"bf16 autocast on {summary.get('device', '?')}"
+        note = " in place of fp16" if "in place of fp16" in desc else ""
+        return f"bf16 autocast on {summary.get('device', '?')}{note}"
     return f"fp32 on {summary.get('device', '?')}" if summary.get("device") else p
 
 

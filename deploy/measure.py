@@ -1,0 +1,120 @@
+"""Accuracy, agreement and timing of variants, all in one process on the same inputs.
+
+Every variant sees only two batch shapes, 1 and 64 (the ragged last test batch is zero-padded to 64),
+so a statically compiled graph is built twice and never recompiled while it is timed. Timing rounds
+interleave the variants (round r times every variant once) so that load from other processes on a
+shared machine drifts over all of them alike; each number is a median.
+"""
+import os
+import statistics
+import time
+
+import torch
+
+from data.dataset import normalize
+from deploy.common import Variant, first_line
+
+TIMING_BATCH = 64  # images per call for accuracy passes and the throughput number
+WARMUP_CALLS = 3  # per shape, after compilation: caches, allocator, thread pools
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
+             "amx_int8", "amx_fp16")
+
+
+def prepare(images_u8: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
+    x = normalize(images_u8, mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def batches(images_u8, mean, std, channels_last: bool, batch: int = TIMING_BATCH):
+    """(normalized batch padded to `batch`, number of real images) over the whole split, in order."""
+    for i in range(0, len(images_u8), batch):
+        chunk = images_u8[i:i + batch]
+        n = chunk.shape[0]
+        if n < batch:
+            pad = torch.zeros((batch - n, *chunk.shape[1:]), dtype=chunk.dtype)
+            chunk = torch.cat([chunk, pad])
+        yield prepare(chunk, mean, std, channels_last), n
+
+
+@torch.inference_mode()
+def predictions(variant: Variant, images_u8, mean, std, channels_last: bool) -> torch.Tensor:
+    """Predicted class of every image (int64), via the variant's run function."""
+    out = []
+    for x, n in batches(images_u8, mean, std, channels_last):
+        out.append(variant.run(x)[:n].float().argmax(1))
+    return torch.cat(out)
+
+
+def accuracy_and_agreement(pred: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor) -> tuple:
+    acc = 100.0 * (pred == labels).float().mean().item()
+    agree = 100.0 * (pred == ref).float().mean().item()
+    return acc, agree
+
+
+@torch.inference_mode()
+def warm_up(variant: Variant, x1: torch.Tensor, x64: torch.Tensor) -> None:
+    for x in (x1, x64):
+        for _ in range(WARMUP_CALLS):
+            variant.run(x)
+
+
+@torch.inference_mode()
+def time_variants(variants: list, x1: torch.Tensor, x64: torch.Tensor, repeats: int) -> dict:
+    """name -> (median ms per batch-1 call, median images/s at batch 64). Rounds interleave variants.
+
+    Batch 1 is timed `repeats` times, batch 64 max(3, repeats // 5) times (one b64 call is ~64x the
+    work, and the median of 10 is already stable)."""
+    b1 = {v.name: [] for v in variants}
+    b64 = {v.name: [] for v in variants}
+    for v in variants:
+        warm_up(v, x1, x64)
+    for r in range(repeats):
+        for v in variants:
+            t0 = time.perf_counter()
+            v.run(x1)
+            b1[v.name].append(time.perf_counter() - t0)
+        if r < max(3, repeats // 5):
+            for v in variants:
+                t0 = time.perf_counter()
+                v.run(x64)
+                b64[v.name].append(time.perf_counter() - t0)
+    return {v.name: (1000.0 * statistics.median(b1[v.name]), x64.shape[0] / statistics.median(b64[v.name]))
+            for v in variants}
+
+
+def check_runs(variant: Variant, x1: torch.Tensor, num_classes: int) -> Variant:
+    """One batch-1 call; a variant that cannot run here becomes 'skipped' with the reason."""
+    if variant.status != "ok":
+        return variant
+    try:
+        with torch.inference_mode():
+            y = variant.run(x1)
+        if tuple(y.shape) != (1, num_classes):
+            raise RuntimeError(f"output shape {tuple(y.shape)}, expected (1, {num_classes})")
+    except Exception as e:  # a backend that does not work on this machine: say so, never fake it
+        variant.status, variant.run = "skipped", None
+        variant.note = f"cannot run on this device: {first_line(e)}"
+    return variant
+
+
+def cpu_flags() -> list:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ISA_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def hardware() -> str:
+    from utils.precision import hardware_name
+
+    flags = cpu_flags()
+    return f"{hardware_name(torch.device('cpu'))}; {os.cpu_count()} CPUs; ISA: {', '.join(flags) or 'unknown'}"
+
+
+def file_size(path) -> int:
+    return os.path.getsize(path) if path and os.path.isfile(path) else 0

@@ -1,0 +1,33 @@
+"""benchmarks/bench_train.py at toy size, through its CLI: it runs all three paths on both datasets
+and writes the JSON the README numbers come from (so the benchmark cannot rot)."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_train_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--dataset=intel,fashion-mnist",
+           "--images=8", "--test_images=4", "--image_size=16", "--classes=2", "--epochs=1", "--batch_size=4",
+           "--teacher_width=4", "--threads=1", f"--work_dir={tmp_path / 'work'}", f"--json={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["machine"]["hardware"]
+    assert set(res["datasets"]) == {"intel", "fashion-mnist"}
+    for name, d in res["datasets"].items():
+        for path in ("reference", "project", "floor"):
+            m = d["median"][path]
+            assert m["images_per_second"] > 0 and math.isfinite(m["images_per_second"]), (name, path)
+            # every path trains on the same images: 1 epoch x 2 full batches of 4
+            assert d["runs"][path][0]["train_images_seen"] == 8, (name, path)
+        for k in ("project_over_reference", "project_over_floor"):
+            assert math.isfinite(d["ratios"][k]) and d["ratios"][k] > 0, (name, k)
+        for path in ("reference", "project"):
+            assert 0.0 <= d["median"][path]["final_test_acc"] <= 100.0
+        assert isinstance(d["target_met"], bool)
+    assert "(b)/(a) speed-up" in proc.stdout
