@@ -169,14 +169,20 @@ def _check_field(name: str, value) -> None:
         raise UserError(f"--device={value}: allowed values are auto, cpu, cuda, cuda:N, mps")
 
 
+def _literal(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
 def _parse_value(name: str, text: str):
     tp = _field_types()[name]
     if tp is str:
         return text  # never literal-eval a string field: --run_name=123 stays "123"
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
+    value = _literal(text)
+    if isinstance(value, str) and text.strip()[:1] in "[(" and text.strip()[-1:] in ")]":
+        value = [_literal(v.strip()) for v in text.strip()[1:-1].split(",") if v.strip()]  # [fp32,fp8]
     if typing.get_origin(tp) is typing.Union or tp is tuple:
         if isinstance(value, (int, str)) and not isinstance(value, bool):
             value = (value,)  # --sweep_blocks=4 means (4,); --sweep_precisions=fp8 means ("fp8",)

@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from config import config_from_dict, parse_overrides
+from config import config_from_dict, make_config, parse_overrides
 from data.dataset import load_dataset, load_pred_images
 from models.teacher_arch import build_model
 from utils.checkpoint import atomic_write_bytes, atomic_write_json, load_weights_into, read_json
@@ -98,6 +98,7 @@ def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
 
 
 def main(argv) -> None:
+    make_config(argv)  # validates every value: a bad one exits 2 naming the field
     overrides = parse_overrides(argv)
     run_dir = overrides.pop("run", "")
     if not run_dir:

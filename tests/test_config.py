@@ -15,6 +15,8 @@ def test_literals_strings_and_presets():
     assert cfg.blocks == 6 and cfg.fc_layers == (32, 16) and cfg.lr == 0.01 and cfg.run_name == "123"
     assert cfg.max_train_samples == 256  # from the preset
     assert make_config(["--sweep_precisions=fp8"]).sweep_precisions == ("fp8",)
+    assert make_config(["--sweep_precisions=[fp32,fp8]"]).sweep_precisions == ("fp32", "fp8")
+    assert make_config(["--sweep_blocks=[4, 6]"]).sweep_blocks == (4, 6)
 
 
 def test_config_is_frozen():

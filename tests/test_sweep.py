@@ -1,0 +1,87 @@
+"""run_experiments.py: the grid, resumability after SIGKILL, failures recorded, seeds aggregated."""
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import run_experiments
+import train
+from config import make_config
+from utils.train_utils import RunFailed
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_grid_has_teacher_controls_and_students():
+    base = make_config(["--preset=smoke", "--seeds=2"])
+    runs = run_experiments.grid(base)
+    assert runs[0].role == "teacher" and runs[0].precision == "fp32"
+    students = runs[1:]
+    assert len(students) == 4 * 2 * (1 + 3)  # depths x seeds x (ce control + 3 precisions)
+    assert sum(r.method == "ce" for r in students) == 8
+    assert all(r.optimizer == "adam8bit" for r in students if r.precision == "fp8")
+    # on a CPU fp16 becomes bf16, and says so
+    half = [r for r in students if r.precision_note]
+    assert half and all(r.precision == "bf16" and "fp16" in r.precision_note for r in half)
+    assert len({run_experiments.run_dir_of(r) for r in runs}) == len(runs)
+
+
+def test_sigkill_after_first_student_then_rerun_completes_without_redoing(tmp_path):
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "run_experiments.py", "--preset=smoke", f"--out_dir={out}", "--sweep_blocks=[2,3]",
+           "--sweep_precisions=[fp32,fp8]"]
+    first = out / "fashion-mnist_res2_b64_fp32_ce_s0" / "summary.json"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists()
+    done = {p: p.stat().st_mtime_ns for p in first.parent.iterdir()}
+    contents = {p: p.read_bytes() for p in done}
+    assert not (out / "results.csv").exists(), "the sweep finished before it could be killed"
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fashion-mnist_res2_b64_fp32_ce_s0: skipped" in r.stdout
+    assert {p: p.stat().st_mtime_ns for p in first.parent.iterdir()} == done
+    assert {p: p.read_bytes() for p in done} == contents
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 1 + 2 * 3 and all(r["status"] == "complete" for r in rows)
+    kd = [r for r in rows if r["method"] == "kd"]
+    assert all(r["kd_gain"] != "" for r in kd)
+    assert any("simulated" in r["precision_how"] for r in rows if r["precision"] == "fp8")
+    md = (out / "results.md").read_text()
+    assert "teacher" in md and "KD gain" in md and "res3" in md
+
+
+def test_failed_run_is_recorded_and_sweep_goes_on(tmp_path, monkeypatch):
+    real_main = train.main
+
+    def flaky(cfg):
+        if cfg.role == "student" and cfg.precision == "fp8":
+            raise RunFailed("non-finite training loss at epoch 1: try a lower --lr")
+        return real_main(cfg)
+
+    monkeypatch.setattr(train, "main", flaky)
+    base = make_config(["--preset=smoke"], out_dir=str(tmp_path), sweep_blocks=(2,), sweep_precisions=("fp32", "fp8"))
+    assert run_experiments.main(base) == 1
+    rows = {r["run_name"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    assert rows["fashion-mnist_res2_b64_fp8_kd_s0"]["status"] == "failed"
+    assert "non-finite" in rows["fashion-mnist_res2_b64_fp8_kd_s0"]["error"]
+    assert rows["fashion-mnist_res2_b64_fp32_kd_s0"]["status"] == "complete"
+    assert "Failed runs:" in (tmp_path / "results.md").read_text()
+
+
+def test_two_seeds_give_mean_and_std(tmp_path):
+    base = make_config(["--preset=smoke", "--seeds=2"], out_dir=str(tmp_path), sweep_blocks=(2,),
+                       sweep_precisions=("fp32",))
+    assert run_experiments.main(base) == 0
+    md = (tmp_path / "results.md").read_text()
+    assert "mean ± std" in md and "(n=2)" in md
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert sorted(r["seed"] for r in rows if r["role"] == "student") == ["0", "0", "1", "1"]
