@@ -398,14 +398,18 @@ def normalize(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 AUGMENT_MODES = ("none", "flip", "crop+flip")
 
 
-def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: int = 4,
+                  return_flips: bool = False):
     """Random horizontal flips ("flip"), plus random crops with `pad` zero padding ("crop+flip").
+
+    With return_flips=True also returns the bool mask of flipped images (on x's device), which
+    the teacher-logit cache uses to pick the flipped view's logits.
 
     Random numbers come from the CPU `generator` and then move to x's device, so a seed gives the
     same batch on CPU and GPU. The crop is one gather over padded images: no loop over images.
     """
     if mode == "none":
-        return x
+        return (x, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)) if return_flips else x
     if mode not in AUGMENT_MODES:
         raise ValueError(f"augment mode must be one of {AUGMENT_MODES}, got {mode!r}")
     n, c, h, w = x.shape
@@ -431,4 +435,4 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: i
     torch.gather(x.reshape(n, c, h * w), 2, idx, out=out.view(n, c, h * w))
     if pad:
         out.masked_fill_(outside[:, None], 0)
-    return out
+    return (out, flip.to(x.device)) if return_flips else out

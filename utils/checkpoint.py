@@ -8,7 +8,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -16,32 +15,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
+from utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json  # noqa: F401 (re-exported)
 from utils.errors import UserError
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then os.replace: a kill leaves old or new."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -57,16 +32,6 @@ def save_weights(model_or_state, path, metadata: dict = None) -> int:
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     atomic_write_bytes(path, save(state, metadata=meta))
     return os.path.getsize(path)
-
-
-def read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found")
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})")
 
 
 def load_state_dict_file(path) -> dict:

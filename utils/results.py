@@ -5,7 +5,7 @@ import math
 import os
 from collections import defaultdict
 
-from utils.checkpoint import atomic_write_text, read_json
+from utils.atomic import atomic_write_text, read_json
 
 COLUMNS = ["run_name", "dataset", "role", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "seed", "best_test_acc", "final_test_acc", "teacher_acc", "kd_gain", "train_seconds",
@@ -46,13 +46,14 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
     return rows
 
 
-def mean_std(values: list) -> tuple:
-    """(mean, sample std or None, n)."""
-    vals = [v for v in values if v is not None]
+def mean_std(values) -> tuple:
+    """(mean, sample std (0 for one value), n) over the values that are finite numbers."""
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)]
     if not vals:
         return None, None, 0
     m = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
     return m, sd, len(vals)
 
 

@@ -99,10 +99,9 @@ def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
             views["flip"] = cached_teacher_logits(cfg, teacher, info, data, mean, std, "flip")
 
         def fn(idx, x_u8, generator):
+            x_u8, flips = augment_batch(x_u8, cfg.augment, generator, return_flips=True)
             if cfg.augment == "none":
                 return x_u8, views["identity"][idx]
-            flips = (torch.rand(idx.shape[0], generator=generator) < 0.5).to(x_u8.device)
-            x_u8 = torch.where(flips[:, None, None, None], x_u8.flip(3), x_u8)
             return x_u8, torch.where(flips[:, None], views["flip"][idx], views["identity"][idx])
 
         return fn, f"cached once per image and view ({', '.join(views)})"

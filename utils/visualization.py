@@ -1,12 +1,15 @@
-"""Matplotlib helpers: every figure is saved to a file (Agg backend), never shown."""
+"""Matplotlib helpers: every figure is saved to a file (Agg backend), never shown.
+
+Torch-free on purpose: plot_experiment_results.py reads a finished out_dir without the training code.
+"""
 import io
 
 import matplotlib
 
+from utils.atomic import atomic_write_bytes
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-from utils.checkpoint import atomic_write_bytes  # noqa: E402
 
 
 def save_figure(fig, path, dpi: int = 120) -> None:
@@ -36,3 +39,31 @@ def plot_confusion_matrix(cm, classes, path, title: str) -> None:
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     save_figure(fig, path)
+
+
+# --- shared looks of the experiment plots (plot_experiment_results.py, utils/plots_*.py) ---
+PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#ff7f0e", "bf16": "#2ca02c", "fp8": "#d62728"}
+CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
+TEACHER_COLOR = "black"
+DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
+
+
+def depth_colors(depths) -> dict:
+    """{blocks: colour}: a sequential map, so deeper reads darker/greener at a glance."""
+    depths = sorted(set(depths))
+    cmap = plt.get_cmap("viridis")
+    n = len(depths)
+    return {b: cmap(0.1 + 0.75 * i / max(n - 1, 1)) for i, b in enumerate(depths)}
+
+
+def finish_figure(fig, title: str, footnote: str) -> None:
+    """Title on top and the context (dataset, hardware, how many seeds) as a footnote under the axes."""
+    fig.suptitle(title, fontsize=12)
+    fig.tight_layout()
+    fig.text(0.5, -0.01, footnote, ha="center", va="top", fontsize=8, color="#444444")
+
+
+def legend_right(fig, handles, title: str = None) -> None:
+    """One legend for the whole figure, right of the axes: it never covers data."""
+    fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title=title, title_fontsize=8, frameon=False)

@@ -1,0 +1,110 @@
+"""Plot a finished sweep: reads only the files under out_dir, writes PNGs to out_dir/plots/.
+
+    python plot_experiment_results.py                      # out_dir = checkpoints
+    python plot_experiment_results.py --preset=demo        # checkpoints/demo
+    python plot_experiment_results.py --out_dir=/tmp/sweep
+
+Needs matplotlib and numpy, not torch or the training code: a run directory is re-read from its
+summary.json, history.json, evaluation.json (evaluate.py) and deploy.json (the deploy step). Failed
+runs are left out. One line per file written; a missing or empty out_dir stops with exit code 2.
+
+    accuracy_curves.png / loss_curves.png   test accuracy / loss per epoch, one panel per precision
+    accuracy_vs_params.png                  best accuracy vs parameters, per precision, teacher line
+    kd_gain.png                             KD vs the CE control per depth, gain in points
+    seconds_per_epoch.png                   training time per epoch, every grid point and the teacher
+    confusion_matrix_best_student.png       from the best student's evaluation.json (if evaluate.py ran)
+    deploy_accuracy_vs_latency.png / deploy_accuracy_vs_bytes.png   with Pareto frontier (if deployed)
+
+An out_dir holding runs of several datasets gets one set per dataset, named <dataset>_<plot>.png.
+"""
+import os
+import sys
+import traceback
+
+from config import make_config
+from utils.errors import cli_entry
+from utils.plots_data import by_dataset, context_line, load_runs, students
+from utils.plots_deploy import pareto_front, plot_deploy  # noqa: F401  (pareto_front: part of the API)
+from utils.plots_runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
+from utils.visualization import plot_confusion_matrix
+
+
+def plot_best_confusion(runs: list, path: str):
+    """The best student's confusion matrix from its evaluation.json; None (and a printed line) without one.
+    Never computes one here: that needs the model, torch and the data (evaluate.py does it)."""
+    ranked = [r for r in students(runs) if r.acc is not None]
+    if not ranked:
+        print(f"skipped {os.path.basename(path)}: no finished student run")
+        return None
+    best = max(ranked, key=lambda r: r.acc)
+    ev = best.evaluation if isinstance(best.evaluation, dict) else {}
+    cm = ev.get("confusion_matrix")
+    if not cm:
+        print(f"skipped {os.path.basename(path)}: evaluate.py has not been run for the best student "
+              f"{best.name} ({best.acc:.2f}%); run: python evaluate.py --run={best.dir}")
+        return None
+    classes = ev.get("classes") or best.get("classes") or [str(i) for i in range(len(cm))]
+    acc = ev.get("accuracy", best.acc)
+    plot_confusion_matrix(cm, classes, path,
+                          f"Best student {best.name}\ntest accuracy {acc:.2f}% "
+                          f"({best.method}, {best.precision}, {best.get('params', 0):,} params)\n"
+                          f"{context_line([best])}".replace(" | ", "\n"))
+    return path
+
+
+def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
+    """Every figure for one dataset's runs; returns how many figures failed (each failure is reported)."""
+    out = lambda name: os.path.join(plots_dir, f"{prefix}{name}.png")  # noqa: E731
+    have_students = bool(students(runs))
+    jobs = [  # (name, needs student runs, draw(path) -> path | [paths] | None)
+        ("accuracy_curves", False, lambda p: plot_curves(runs, "test_acc", "test accuracy (%)",
+                                                         "Test accuracy per epoch", p)),
+        ("loss_curves", False, lambda p: plot_curves(runs, "test_loss", "test loss (cross-entropy)",
+                                                     "Test loss per epoch", p)),
+        ("accuracy_vs_params", True, lambda p: plot_accuracy_vs_params(runs, p)),
+        ("kd_gain", True, lambda p: plot_kd_gain(runs, p)),
+        ("seconds_per_epoch", False, lambda p: plot_seconds_per_epoch(runs, p)),
+        ("confusion_matrix_best_student", True, lambda p: plot_best_confusion(runs, p)),
+        ("deploy", False, lambda p: plot_deploy(runs, out("deploy_accuracy_vs_latency"),
+                                                out("deploy_accuracy_vs_bytes"))),
+    ]
+    failures = 0
+    for name, needs_students, draw in jobs:
+        if needs_students and not have_students:
+            print(f"skipped {prefix}{name}.png: no finished student run")
+            continue
+        try:
+            written = draw(out(name))
+        except Exception as e:  # one broken figure must not cost the others
+            traceback.print_exc()
+            print(f"error: {prefix}{name}: {type(e).__name__}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        if name == "deploy" and not written:
+            print("skipped deploy plots: no deploy.json with a measured variant "
+                  "(run the sweep with --deploy=True)")
+        for path in (written if isinstance(written, list) else [written] if written else []):
+            print(f"wrote {path}")
+    return failures
+
+
+def main(out_dir: str) -> int:
+    runs, failed = load_runs(out_dir)
+    if failed:
+        print(f"left out {len(failed)} failed run(s): {', '.join(failed)}")
+    plots_dir = os.path.join(out_dir, "plots")
+    datasets = by_dataset(runs)
+    failures = 0
+    for dataset, ds_runs in datasets.items():
+        failures += plot_dataset(ds_runs, plots_dir, f"{dataset}_" if len(datasets) > 1 else "")
+    return 1 if failures else 0
+
+
+@cli_entry
+def cli(argv=None):
+    cfg = make_config(sys.argv[1:] if argv is None else argv)
+    sys.exit(main(cfg.out_dir))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,163 @@
+"""What the plots read: a sweep's out_dir, through its run files only (no torch, no training code).
+
+Each run dir holds summary.json (the run facts; status "failed" = skipped), history.json (one dict
+per epoch) and, when later steps ran, evaluation.json (evaluate.py) and deploy.json (deploy step).
+"""
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Optional
+
+from utils.errors import UserError
+from utils.results import mean_std  # noqa: F401 (the plots' aggregation is the table's)
+
+METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
+
+
+def read_json_or_none(path: str):
+    """The parsed file, or None when it is missing or torn (a plot never stops on one bad file)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        print(f"warning: {path}: unreadable ({type(e).__name__}), left out of the plots")
+        return None
+
+
+@dataclass
+class Run:
+    name: str
+    dir: str
+    summary: dict
+    history: list
+    evaluation: Optional[dict] = None
+    deploy: Optional[dict] = None
+
+    def get(self, key, default=None):
+        value = self.summary.get(key)
+        return default if value is None else value
+
+    @property
+    def is_teacher(self) -> bool:
+        return self.summary.get("role") == "teacher"
+
+    @property
+    def method(self) -> str:
+        return self.get("method", "ce")
+
+    @property
+    def precision(self) -> str:
+        return self.get("precision", "fp32")
+
+    @property
+    def blocks(self) -> int:
+        return int(self.get("blocks", 0))
+
+    @property
+    def acc(self) -> Optional[float]:
+        return self.summary.get("best_test_acc")
+
+    @property
+    def label(self) -> str:
+        """res4 / teacher seed12: the model, as the legends name it."""
+        return f"teacher {self.get('arch', self.get('teacher_arch', ''))}".strip() if self.is_teacher \
+            else f"res{self.blocks}"
+
+
+def load_runs(out_dir: str) -> tuple:
+    """(complete runs sorted teacher-first then by depth/method/precision/seed, names of failed runs).
+
+    Raises UserError when out_dir is missing or holds no run with a summary.json."""
+    if not os.path.isdir(out_dir):
+        raise UserError(f"--out_dir={out_dir}: no such directory; run run_experiments.py first")
+    runs, failed = [], []
+    for name in sorted(os.listdir(out_dir)):
+        run_dir = os.path.join(out_dir, name)
+        summary = read_json_or_none(os.path.join(run_dir, "summary.json"))
+        if not os.path.isdir(run_dir) or not isinstance(summary, dict):
+            continue
+        if summary.get("status") != "complete":
+            failed.append(name)
+            continue
+        history = read_json_or_none(os.path.join(run_dir, "history.json"))
+        runs.append(Run(name=summary.get("run_name", name), dir=run_dir, summary=summary,
+                        history=history if isinstance(history, list) else [],
+                        evaluation=read_json_or_none(os.path.join(run_dir, "evaluation.json")),
+                        deploy=read_json_or_none(os.path.join(run_dir, "deploy.json"))))
+    if not runs:
+        what = f"only failed runs ({', '.join(failed)})" if failed else "no run with a summary.json"
+        raise UserError(f"--out_dir={out_dir}: {what}; run run_experiments.py first")
+    runs.sort(key=lambda r: (not r.is_teacher, r.blocks, METHOD_ORDER.get(r.method, 9),
+                             PRECISION_ORDER.get(r.precision, 9), r.get("seed", 0)))
+    return runs, failed
+
+
+def by_dataset(runs: list) -> dict:
+    groups = defaultdict(list)
+    for r in runs:
+        groups[r.get("dataset", "unknown dataset")].append(r)
+    return dict(groups)
+
+
+def students(runs: list) -> list:
+    return [r for r in runs if not r.is_teacher]
+
+
+def teacher_of(runs: list) -> Optional[Run]:
+    return next((r for r in runs if r.is_teacher), None)
+
+
+def group_key(r: Run) -> tuple:
+    """A grid point of the sweep (every seed of it): (blocks, method, precision)."""
+    return r.blocks, r.method, r.precision
+
+
+def group_students(runs: list) -> dict:
+    """{(blocks, method, precision): [runs over seeds]} in sweep order."""
+    groups = defaultdict(list)
+    for r in students(runs):
+        groups[group_key(r)].append(r)
+    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], METHOD_ORDER.get(kv[0][1], 9),
+                                                       PRECISION_ORDER.get(kv[0][2], 9))))
+
+
+def kd_gains(runs: list) -> dict:
+    """{(blocks, method, precision): [gain per seed]}: a distilled student's best accuracy minus the
+    same-depth, same-seed CE control's (as utils.results computes it for results.csv)."""
+    ce = {(r.blocks, r.get("seed", 0)): r.acc for r in students(runs) if r.method == "ce" and r.acc is not None}
+    gains = defaultdict(list)
+    for r in students(runs):
+        key = (r.blocks, r.get("seed", 0))
+        if r.method != "ce" and r.acc is not None and key in ce:
+            gains[group_key(r)].append(r.acc - ce[key])
+    return dict(gains)
+
+
+def precision_label(runs: list, precision: str) -> str:
+    """fp8 -> 'fp8 (simulated e4m3/e5m2)'; bf16 run in place of fp16 -> 'bf16 (in place of fp16)'."""
+    descs = " ".join(r.get("precision_description", "") for r in runs if r.precision == precision)
+    if precision == "fp8":
+        return "fp8 (native)" if "native" in descs and "simulat" not in descs else "fp8 (simulated e4m3/e5m2)"
+    if precision == "bf16" and "in place of fp16" in descs:
+        return "bf16 (in place of fp16)"
+    return precision
+
+
+def context_line(runs: list) -> str:
+    """'fashion-mnist (256 train / 128 test images) | trained on <hardware>' for footnotes."""
+    datasets = sorted({r.get("dataset", "?") for r in runs})
+    sizes = sorted({(r.get("train_images"), r.get("test_images")) for r in runs
+                    if r.get("train_images") is not None})
+    size = f" ({sizes[0][0]:,} train / {sizes[0][1]:,} test images)" if len(sizes) == 1 else ""
+    hardware = sorted({r.get("hardware") for r in runs if r.get("hardware")})
+    hw = "; ".join(hardware) if hardware else "hardware not recorded"
+    return f"dataset: {', '.join(datasets)}{size} | trained on {hw}"
+
+
+def seeds_note(runs: list) -> str:
+    n = max((len(g) for g in group_students(runs).values()), default=1)
+    return f"mean ± std over {n} seeds" if n > 1 else "1 seed per point (no error bars)"
