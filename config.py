@@ -22,6 +22,8 @@ DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
 TEACHER_ARCHS = ("seed12", "resnet18", "resnet50", "efficientnet_b0")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 METHODS = ("ce", "kd", "dkd")
+DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
+                   "nf4-head-bnb", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,9 @@ class Config:
     split: str = "test"  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)
     deploy: bool = False  # evaluate.py / run_experiments.py: build and measure deployable variants
     calib_samples: int = 512  # training images used to calibrate int8 static quantization
+    deploy_variants: tuple = ()  # deploy variants to build and measure; () = all of DEPLOY_VARIANTS
+    deploy_repeats: int = 50  # timed batch-1 calls per variant (median reported); >= 50 for quoted numbers
+    deploy_threads: int = 0  # intra-op threads while measuring deploy variants; 0 = torch's default
     # --- run_experiments.py ---
     sweep_blocks: tuple = (4, 6, 8, 10)  # student depths in the sweep
     sweep_precisions: tuple = ("fp32", "fp16", "fp8")  # precisions of the distilled students
@@ -111,9 +116,9 @@ CHOICES = {
     "fp16_on_cpu": ("bf16", "fp16"),
 }
 POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds",
-            "lr_step_epochs", "calib_samples"}
+            "lr_step_epochs", "calib_samples", "deploy_repeats"}
 NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience",
-                "seed", "dkd_warmup", "momentum", "weight_decay", "alpha", "dkd_alpha", "dkd_beta"}
+                "seed", "dkd_warmup", "deploy_threads", "momentum", "weight_decay", "alpha", "dkd_alpha", "dkd_beta"}
 
 PRESETS = {
     # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
@@ -162,7 +167,8 @@ def _check_field(name: str, value) -> None:
         raise UserError(f"--fc_layers={value!r}: expected a list of positive ints, e.g. [128]")
     if name == "sweep_blocks" and not all(isinstance(v, int) and v > 0 for v in value):
         raise UserError(f"--sweep_blocks={value!r}: expected a list of positive ints, e.g. [4,6]")
-    for sweep, allowed in (("sweep_precisions", PRECISIONS), ("sweep_methods", METHODS)):
+    for sweep, allowed in (("sweep_precisions", PRECISIONS), ("sweep_methods", METHODS),
+                           ("deploy_variants", DEPLOY_VARIANTS)):
         if name == sweep and not all(v in allowed for v in value):
             raise UserError(f"--{sweep}={value!r}: allowed values are {', '.join(allowed)}")
     if name == "device" and not (value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:")):

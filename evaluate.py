@@ -25,7 +25,8 @@ from utils.train_utils import DeviceData, evaluate_logits, predict
 from utils.visualization import plot_confusion_matrix
 
 RUN_OVERRIDABLE = {"data_dir", "device", "eval_batch_size", "split", "deploy", "calib_samples",
-                   "max_test_samples", "num_workers"}
+                   "max_test_samples", "num_workers", "deploy_variants", "deploy_repeats", "deploy_threads"}
+DEPLOY_FIELDS = ("data_dir", "device", "calib_samples", "deploy_variants", "deploy_repeats", "deploy_threads")
 
 
 def load_run(run_dir: str, overrides: dict = None, weights: str = "best_model.safetensors"):
@@ -111,7 +112,7 @@ def main(argv) -> None:
         evaluate_test(cfg, model, ds, weights, run_dir, device)
     if cfg.deploy:
         from deploy.variants import deploy_run
-        deploy_run(run_dir, cfg, model, ds)
+        deploy_run(run_dir, cfg, model, ds, repeats=cfg.deploy_repeats, threads=cfg.deploy_threads)
 
 
 @cli_entry

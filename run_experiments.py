@@ -99,6 +99,18 @@ def deploy_finished(base: Config, runs: list) -> None:
             deploy_run_dir(run_dir_of(cfg), base)
 
 
+def evaluate_best_student(runs: list) -> None:
+    """evaluation.json + confusion matrix of the most accurate student (the plots show it)."""
+    import evaluate
+
+    done = [(read_json(os.path.join(run_dir_of(c), "summary.json"))["best_test_acc"], run_dir_of(c))
+            for c in runs if c.role == "student" and is_complete(c)]
+    if done:
+        best = max(done)[1]
+        if not os.path.isfile(os.path.join(best, "evaluation.json")):
+            evaluate.main([f"--run={best}"])
+
+
 def main(base: Config) -> int:
     runs = grid(base)
     os.makedirs(base.out_dir, exist_ok=True)
@@ -118,6 +130,7 @@ def main(base: Config) -> int:
     bar.close()
     if base.deploy:
         deploy_finished(base, [c for c in runs])
+    evaluate_best_student(runs)
     rows = collect_results(base.out_dir, [run_dir_of(c) for c in runs])
     csv_path, md_path = write_results(base.out_dir, rows, base)
     with open(md_path) as f:

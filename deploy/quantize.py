@@ -1,0 +1,177 @@
+"""Quantized variants: int8 static (torchao PT2E + X86InductorQuantizer), fp8 weights, bitsandbytes heads."""
+import contextlib
+import copy
+import time
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from deploy.common import BuildContext, Variant, skipped, write_artifact
+from utils.checkpoint import save_weights
+from utils.fp8 import E4M3, fp8_max, saturating_cast
+
+MAX_BATCH = 1 << 16  # upper bound of the exported dynamic batch dimension
+
+
+@contextlib.contextmanager
+def inductor_freezing():
+    """Inductor freezing (weights become constants: conv+BN folding, int8 weight prepacking), scoped."""
+    import torch._inductor.config as inductor_config
+
+    with inductor_config.patch(freezing=True):
+        yield
+
+
+def compiled(fn):
+    """torch.compile with freezing and static shapes; every call runs inside the scoped config, so
+    the compilations triggered by the first batch-1 and batch-64 calls see freezing on."""
+    graph = torch.compile(fn, dynamic=False)
+
+    def run(x):
+        with inductor_freezing():
+            return graph(x)
+
+    return run
+
+
+def dynamic_batch(x: torch.Tensor) -> tuple:
+    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+
+
+def drop_unused_attributes(gm: torch.fx.GraphModule) -> int:
+    """convert_pt2e leaves the original fp32 weights registered beside their int8 copies; without this
+    the saved program would carry both. Returns how many tensors were dropped."""
+    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
+    dropped = 0
+    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
+        if name not in used:
+            owner, _, attr = name.rpartition(".")
+            delattr(gm.get_submodule(owner) if owner else gm, attr)
+            dropped += 1
+    return dropped
+
+
+def build_int8(ctx: BuildContext) -> Variant:
+    """Post-training static int8: export, X86InductorQuantizer (per-channel weights, per-tensor
+    activations), calibrate on training images, convert, save the quantized program (.pt2), load it
+    back and compile it with freezing (Inductor lowers q/dq patterns to int8 oneDNN kernels)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
+
+    t0 = time.perf_counter()
+    model = ctx.fresh_model()
+    example = (ctx.example[:2].clone(),)  # the program stores its example input (clone: not the whole batch)
+    graph = torch.export.export(model, example, dynamic_shapes=dynamic_batch(ctx.example)).module()
+    quantizer = X86InductorQuantizer()
+    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=False))
+    prepared = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for x in ctx.calib:
+            prepared(x)
+    quantized = convert_pt2e(prepared)  # q/dq graph, weights folded to int8 constants
+    drop_unused_attributes(quantized)
+    program = torch.export.export(quantized, example, dynamic_shapes=dynamic_batch(ctx.example))
+    path = write_artifact(ctx.path("int8.pt2"), lambda f: torch.export.save(program, f))
+    loaded = torch.export.load(path).module()  # deploy from the artifact, not from memory
+    calib_n = sum(x.shape[0] for x in ctx.calib)
+    how = (f"torchao PT2E static int8 (X86InductorQuantizer, per-channel weights, calibrated on {calib_n} "
+           f"training images)")
+    if ctx.compile:
+        run, note = compiled(loaded), f"{how}; torch.compile with freezing -> oneDNN int8 kernels"
+    else:
+        run, note = loaded, f"{how}; NOT compiled: reference q/dq graph in fp32 (accuracy only, speed not int8)"
+    return Variant("int8", run, path, note, build_seconds=time.perf_counter() - t0)
+
+
+def fp8_state(state: dict) -> dict:
+    """Conv/Linear weights (dim >= 2) -> float8_e4m3fn with a float32 scale per output channel;
+    everything else (BN statistics, biases) stays as it is: a few hundred numbers per layer."""
+    out = {}
+    for k, v in state.items():
+        if v.is_floating_point() and v.dim() >= 2:
+            amax = v.abs().amax(dim=tuple(range(1, v.dim())), keepdim=True).float()
+            scale = torch.where(amax > 0, amax / fp8_max(E4M3), torch.ones_like(amax))
+            out[k] = saturating_cast(v.float() / scale, E4M3)
+            out[k + ".fp8_scale"] = scale.flatten()
+        else:
+            out[k] = v
+    return out
+
+
+def dequantize_fp8_state(stored: dict) -> dict:
+    state = {}
+    for k, v in stored.items():
+        if k.endswith(".fp8_scale"):
+            continue
+        if v.dtype == E4M3:
+            scale = stored[k + ".fp8_scale"].view(-1, *([1] * (v.dim() - 1)))
+            v = v.float() * scale
+        state[k] = v
+    return state
+
+
+def build_fp8_weights(ctx: BuildContext) -> Variant:
+    t0 = time.perf_counter()
+    path = ctx.path("fp8-weights.safetensors")
+    save_weights(fp8_state(ctx.model.state_dict()), path, {"format": "fp8-weights e4m3fn per-channel"})
+    model = ctx.fresh_model()
+    model.load_state_dict(dequantize_fp8_state(load_file(path)))
+    note = ("weights stored float8_e4m3fn with a per-output-channel float32 scale, dequantized to fp32 "
+            "at load; fp32 compute (storage format, not fp8 arithmetic)")
+    return Variant("fp8-weights", model, path, note, build_seconds=time.perf_counter() - t0)
+
+
+def _replace_linears(model: nn.Module, make) -> int:
+    count = 0
+    for name, child in list(model.named_children()):
+        if isinstance(child, nn.Linear):
+            setattr(model, name, make(child))
+            count += 1
+        else:
+            count += _replace_linears(child, make)
+    return count
+
+
+def _bnb_linear(kind: str):
+    import bitsandbytes as bnb
+
+    def make(lin: nn.Linear) -> nn.Module:
+        bias = lin.bias is not None
+        w = lin.weight.detach().clone()
+        if kind == "int8":
+            new = bnb.nn.Linear8bitLt(lin.in_features, lin.out_features, bias=bias, has_fp16_weights=False,
+                                      threshold=0.0)
+            new.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+        else:
+            new = bnb.nn.Linear4bit(lin.in_features, lin.out_features, bias=bias, compute_dtype=torch.float32,
+                                    quant_type="nf4")
+            new.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+        if bias:
+            new.bias = nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
+        return new.to("cpu")  # the .to() is where bitsandbytes quantizes the weight
+
+    return make
+
+
+def build_bnb_head(ctx: BuildContext, kind: str) -> Variant:
+    name = f"{kind}-head-bnb"
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        return skipped(name, "bitsandbytes is not installed (pip install bitsandbytes)")
+    t0 = time.perf_counter()
+    model = copy.deepcopy(ctx.model).eval()
+    n = _replace_linears(model, _bnb_linear(kind))
+    if n == 0:
+        return skipped(name, "the model has no nn.Linear layer to replace")
+    if ctx.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    path = ctx.path(f"{name}.safetensors")
+    save_weights(model.state_dict(), path, {"format": name})
+    layer = "Linear8bitLt (int8 row-wise absmax weights, threshold 0)" if kind == "int8" else \
+        "Linear4bit (nf4 blockwise weights, fp32 compute)"
+    import bitsandbytes as bnb
+    note = f"bitsandbytes {bnb.__version__} {layer} for {n} Linear layer(s); convolutions stay fp32"
+    return Variant(name, model, path, note, build_seconds=time.perf_counter() - t0)
