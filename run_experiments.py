@@ -28,7 +28,9 @@ from utils.train_utils import RunFailed
 
 def teacher_config(base: Config) -> Config:
     return dataclasses.replace(base, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
-                               resume=True, optimizer="adam" if base.optimizer == "adam8bit" else base.optimizer)
+                               resume=True, optimizer="adam" if base.optimizer == "adam8bit" else base.optimizer,
+                               epochs=base.teacher_epochs or base.epochs,
+                               max_train_samples=base.teacher_train_samples or base.max_train_samples)
 
 
 def student_config(base: Config, blocks: int, precision: str, method: str, seed: int) -> Config:
@@ -116,7 +118,7 @@ def main(base: Config) -> int:
     os.makedirs(base.out_dir, exist_ok=True)
     failed = []
     bar = tqdm(runs, desc="sweep", unit="run", dynamic_ncols=True)
-    for cfg in bar:
+    for i, cfg in enumerate(bar, start=1):
         name = default_run_name(cfg)
         bar.set_postfix_str(name)
         status = run_one(cfg)
@@ -126,7 +128,7 @@ def main(base: Config) -> int:
             break
         if status.startswith("failed"):
             failed.append(name)
-        tqdm.write(f"[{bar.n + 1}/{len(runs)}] {name}: {status}")
+        tqdm.write(f"[{i}/{len(runs)}] {name}: {status}")
     bar.close()
     if base.deploy:
         deploy_finished(base, [c for c in runs])

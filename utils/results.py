@@ -89,7 +89,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for t in teacher:
         lines.append(f"| teacher {t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
-                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.0f} | "
+                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
     for key in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), porder.get(k[2], 9))):
         g = groups[key]
@@ -98,8 +98,8 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
             f"| res{key[0]} | {r0['params']:,} | {key[1]} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
             f"{fmt_ms([r['kd_gain'] for r in g], signed=True) if key[1] != 'ce' else '(control)'} | "
-            f"{fmt_ms([r['train_seconds'] for r in g]).split(' ')[0]} | "
-            f"{fmt_ms([r['seconds_per_epoch'] for r in g]).split(' ')[0]} |")
+            f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
+            f"{mean_std([r['seconds_per_epoch'] for r in g])[0]:.1f} |")
     failed = [r for r in rows if r["status"] != "complete"]
     if failed:
         lines += ["", "Failed runs:"] + [f"- {r['run_name']}: {r['error']}" for r in failed]
