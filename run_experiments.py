@@ -133,7 +133,12 @@ def main(base: Config) -> int:
     if base.deploy:
         deploy_finished(base, [c for c in runs])
     evaluate_best_student(runs)
-    rows = collect_results(base.out_dir, [run_dir_of(c) for c in runs])
+    # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
+    grid_dirs = [run_dir_of(c) for c in runs]
+    others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
+                    if os.path.isfile(os.path.join(base.out_dir, d, "summary.json"))
+                    and os.path.join(base.out_dir, d) not in grid_dirs)
+    rows = collect_results(base.out_dir, grid_dirs + others)
     csv_path, md_path = write_results(base.out_dir, rows, base)
     with open(md_path) as f:
         print(f.read())

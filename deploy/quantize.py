@@ -10,6 +10,7 @@ from torch import nn
 from deploy.common import BuildContext, Variant, skipped, write_artifact
 from utils.checkpoint import save_weights
 from utils.fp8 import E4M3, fp8_max, saturating_cast
+from utils.precision import import_bitsandbytes
 
 MAX_BATCH = 1 << 16  # upper bound of the exported dynamic batch dimension
 
@@ -135,7 +136,7 @@ def _replace_linears(model: nn.Module, make) -> int:
 
 
 def _bnb_linear(kind: str):
-    import bitsandbytes as bnb
+    bnb = import_bitsandbytes()
 
     def make(lin: nn.Linear) -> nn.Module:
         bias = lin.bias is not None
@@ -158,7 +159,7 @@ def _bnb_linear(kind: str):
 def build_bnb_head(ctx: BuildContext, kind: str) -> Variant:
     name = f"{kind}-head-bnb"
     try:
-        import bitsandbytes  # noqa: F401
+        bnb = import_bitsandbytes()
     except ImportError:
         return skipped(name, "bitsandbytes is not installed (pip install bitsandbytes)")
     t0 = time.perf_counter()
@@ -172,6 +173,5 @@ def build_bnb_head(ctx: BuildContext, kind: str) -> Variant:
     save_weights(model.state_dict(), path, {"format": name})
     layer = "Linear8bitLt (int8 row-wise absmax weights, threshold 0)" if kind == "int8" else \
         "Linear4bit (nf4 blockwise weights, fp32 compute)"
-    import bitsandbytes as bnb
     note = f"bitsandbytes {bnb.__version__} {layer} for {n} Linear layer(s); convolutions stay fp32"
     return Variant(name, model, path, note, build_seconds=time.perf_counter() - t0)

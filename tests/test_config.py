@@ -43,3 +43,10 @@ def test_cli_bad_value_exits_2_with_one_line(script):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "precision" in lines[0] and "fp32" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_readme_documents_every_field():
+    import dataclasses
+    readme = (ROOT / "README.md").read_text()
+    missing = [f.name for f in dataclasses.fields(Config) if f"`{f.name}`" not in readme]
+    assert not missing, f"README.md lacks config fields: {missing}"

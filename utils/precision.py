@@ -87,3 +87,14 @@ def hardware_name(device: torch.device) -> str:
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads"
+
+
+def import_bitsandbytes():
+    """bitsandbytes, without its CPU backend's warning that an optional hub kernel is missing
+    (it falls back to its own kernels; the warning is noise in every fp8 run's log)."""
+    import logging
+
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+    import bitsandbytes
+
+    return bitsandbytes

@@ -35,7 +35,9 @@ def build_optimizer(cfg, params):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    import bitsandbytes as bnb  # adam8bit: 8-bit optimizer state (Dettmers et al. 2022), CPU and CUDA
+    from utils.precision import import_bitsandbytes
+
+    bnb = import_bitsandbytes()  # adam8bit: 8-bit optimizer state (Dettmers et al. 2022), CPU and CUDA
 
     return bnb.optim.Adam8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
