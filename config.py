@@ -13,7 +13,7 @@ import ast
 import dataclasses
 import functools
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError

@@ -7,10 +7,8 @@
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
 config.json, training_summary.txt, summary.json (see README).
 """
-import dataclasses
 import os
 import sys
-import time
 
 import torch
 

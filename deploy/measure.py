@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from data.dataset import normalize
+from data.transforms import normalize
 from deploy.common import Variant, first_line
 
 TIMING_BATCH = 64  # images per call for accuracy passes and the throughput number

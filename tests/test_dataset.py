@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from data import dataset as ds
 from data import folders
-from data.dataset import DataError, augment_batch, load_dataset, load_pred_images, normalize, stratified_subset
+from data.dataset import DataError, load_dataset, load_pred_images, stratified_subset
+from data.transforms import augment_batch, normalize
 from tests.fixtures import (INTEL_CLASSES, ODD_CORRUPT, ODD_VALID, cifar_pattern, class_image, fashion_pattern,
                             intel_test_per_class, make_cifar, make_fashion_mnist_idx, make_imagefolder,
                             make_intel_folder)

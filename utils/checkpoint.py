@@ -5,11 +5,9 @@ model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable)
 config.json, summary.json, training_summary.txt.
 """
 import io
-import json
 import os
 import pickle
 import warnings
-from pathlib import Path
 
 import torch
 from safetensors import SafetensorError

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
-from utils.results import mean_std  # noqa: F401 (the plots' aggregation is the table's)
 
 METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}

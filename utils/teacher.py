@@ -91,7 +91,7 @@ def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, view:
 
 def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
     """(fn(idx, x_u8, generator) -> (augmented x_u8, teacher logits), how the logits were made)."""
-    from data.dataset import augment_batch
+    from data.transforms import augment_batch
 
     if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip"):
         views = {"identity": cached_teacher_logits(cfg, teacher, info, data, mean, std, "identity")}

@@ -7,12 +7,11 @@ a few times per epoch).
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from tqdm import tqdm
 
-from data.dataset import augment_batch, normalize
+from data.transforms import augment_batch, normalize
 from utils.errors import UserError
 from utils.losses import distill_loss
 

@@ -1,0 +1,52 @@
+"""Batch transforms on tensors (any device): normalization and augmentation of uint8 batches."""
+import torch
+
+
+def normalize(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """float32 (x / 255 - mean) / std per channel, on x's device, keeping x's memory format."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
+    return x_uint8.to(torch.float32).mul(1.0 / (255.0 * s)).sub_(m / s)
+
+
+AUGMENT_MODES = ("none", "flip", "crop+flip")
+
+
+def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: int = 4,
+                  return_flips: bool = False):
+    """Random horizontal flips ("flip"), plus random crops with `pad` zero padding ("crop+flip").
+
+    With return_flips=True also returns the bool mask of flipped images (on x's device), which
+    the teacher-logit cache uses to pick the flipped view's logits.
+
+    Random numbers come from the CPU `generator` and then move to x's device, so a seed gives the
+    same batch on CPU and GPU. The crop is one gather over padded images: no loop over images.
+    """
+    if mode == "none":
+        return (x, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)) if return_flips else x
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augment mode must be one of {AUGMENT_MODES}, got {mode!r}")
+    n, c, h, w = x.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    if mode == "flip":
+        pad = 0
+        dy = dx = torch.zeros(n, dtype=torch.int64)
+    else:
+        dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+        dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    # output pixel (i, j) of image k reads input pixel (dy-pad + i, dx-pad + j), mirrored to
+    # (dy-pad + i, dx-pad + w-1-j) when flipped; pixels that fall outside are zero. One flat index
+    # per pixel, shared by the channels, makes the batch one gather (no padded copy, no loop).
+    j = torch.arange(w)
+    cols = torch.where(flip[:, None], w - 1 - j, j) + (dx - pad)[:, None]  # [n, w]
+    rows = (dy - pad)[:, None] + torch.arange(h)                            # [n, h]
+    outside = ((rows < 0) | (rows >= h))[:, :, None] | ((cols < 0) | (cols >= w))[:, None, :]
+    flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
+    flat, outside = flat.reshape(n, h * w).to(x.device), outside.to(x.device)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    out = torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    idx = flat[:, None, :].expand(n, c, h * w)
+    torch.gather(x.reshape(n, c, h * w), 2, idx, out=out.view(n, c, h * w))
+    if pad:
+        out.masked_fill_(outside[:, None], 0)
+    return (out, flip.to(x.device)) if return_flips else out
