@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
+from utils.results import ce_controls, kd_gain
 
 METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
 PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
@@ -127,12 +128,12 @@ def group_students(runs: list) -> dict:
 def kd_gains(runs: list) -> dict:
     """{(blocks, method, precision): [gain per seed]}: a distilled student's best accuracy minus the
     same-depth, same-seed CE control's (as utils.results computes it for results.csv)."""
-    ce = {(r.blocks, r.get("seed", 0)): r.acc for r in students(runs) if r.method == "ce" and r.acc is not None}
+    ce = ce_controls([r.summary for r in runs])
     gains = defaultdict(list)
     for r in students(runs):
-        key = (r.blocks, r.get("seed", 0))
-        if r.method != "ce" and r.acc is not None and key in ce:
-            gains[group_key(r)].append(r.acc - ce[key])
+        gain = kd_gain(r.summary, ce)
+        if gain is not None:
+            gains[group_key(r)].append(gain)
     return dict(gains)
 
 

@@ -27,6 +27,22 @@ def precision_how(summary: dict) -> str:
     return f"fp32 on {summary.get('device', '?')}" if summary.get("device") else p
 
 
+def kd_gain(summary: dict, ce_controls: dict):
+    """A distilled student's best accuracy minus its same-depth, same-seed CE control's; None without one."""
+    if summary.get("role") != "student" or summary.get("method") in ("ce", None) \
+            or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
+        return None
+    control = ce_controls.get((summary.get("blocks"), summary.get("seed")))
+    return None if control is None else summary["best_test_acc"] - control
+
+
+def ce_controls(summaries: list) -> dict:
+    """{(blocks, seed): best accuracy} of the complete CE-control students among `summaries`."""
+    return {(s.get("blocks"), s.get("seed")): s["best_test_acc"] for s in summaries
+            if s.get("role") == "student" and s.get("method") == "ce" and s.get("status") == "complete"
+            and s.get("best_test_acc") is not None}
+
+
 def collect_results(out_dir: str, run_dirs: list) -> list:
     """One row per run dir that has a summary.json, with the KD gain against the same-seed CE control."""
     rows = []
@@ -37,12 +53,9 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
         s = read_json(path)
         rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
                                                        "status": s.get("status"), "error": s.get("error", "")})
-    ce = {(r["blocks"], r["seed"]): r["best_test_acc"] for r in rows
-          if r["role"] == "student" and r["method"] == "ce" and r["status"] == "complete"}
+    ce = ce_controls(rows)
     for r in rows:
-        if r["role"] == "student" and r["method"] != "ce" and r["status"] == "complete" \
-                and (r["blocks"], r["seed"]) in ce:
-            r["kd_gain"] = r["best_test_acc"] - ce[(r["blocks"], r["seed"])]
+        r["kd_gain"] = kd_gain(r, ce)
     return rows
 
 
