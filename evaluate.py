@@ -18,7 +18,7 @@ import torch
 from config import config_from_dict, make_config, parse_overrides
 from data.dataset import load_dataset, load_pred_images
 from models.teacher_arch import build_model
-from utils.checkpoint import atomic_write_bytes, atomic_write_json, load_weights_into, read_json
+from utils.checkpoint import atomic_write_bytes, atomic_write_json, load_weights_into, read_json, run_weights_file
 from utils.errors import UserError, cli_entry
 from utils.precision import resolve_device
 from utils.train_utils import DeviceData, evaluate_logits, predict
@@ -29,7 +29,7 @@ RUN_OVERRIDABLE = {"data_dir", "device", "eval_batch_size", "split", "deploy", "
 DEPLOY_FIELDS = ("data_dir", "device", "calib_samples", "deploy_variants", "deploy_repeats", "deploy_threads")
 
 
-def load_run(run_dir: str, overrides: dict = None, weights: str = "best_model.safetensors"):
+def load_run(run_dir: str, overrides: dict = None):
     """(config, model in eval mode on CPU, dataset) of a finished run directory."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run={run_dir}: no such run directory")
@@ -39,10 +39,8 @@ def load_run(run_dir: str, overrides: dict = None, weights: str = "best_model.sa
         raise UserError(f"--{sorted(bad)[0]}: fixed by the run's config.json; evaluate.py takes only "
                         f"--run and {', '.join('--' + k for k in sorted(RUN_OVERRIDABLE))}")
     cfg = dataclasses.replace(cfg, **(overrides or {}))
-    path = os.path.join(run_dir, weights)
-    if not os.path.isfile(path):
-        path = os.path.join(run_dir, "model.safetensors")
-    if not os.path.isfile(path):
+    path = run_weights_file(run_dir)
+    if path is None:
         raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
     ds = load_dataset(cfg)
     model = build_model(dataclasses.replace(cfg, teacher_pretrained=False), ds.in_channels, ds.num_classes)

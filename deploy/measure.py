@@ -11,18 +11,13 @@ import time
 
 import torch
 
-from data.transforms import normalize
+from utils.train_utils import prepare_batch
 from deploy.common import Variant, first_line
 
 TIMING_BATCH = 64  # images per call for accuracy passes and the throughput number
 WARMUP_CALLS = 3  # per shape, after compilation: caches, allocator, thread pools
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
              "amx_int8", "amx_fp16")
-
-
-def prepare(images_u8: torch.Tensor, mean, std, channels_last: bool) -> torch.Tensor:
-    x = normalize(images_u8, mean, std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
 def batches(images_u8, mean, std, channels_last: bool, batch: int = TIMING_BATCH):
@@ -33,7 +28,7 @@ def batches(images_u8, mean, std, channels_last: bool, batch: int = TIMING_BATCH
         if n < batch:
             pad = torch.zeros((batch - n, *chunk.shape[1:]), dtype=chunk.dtype)
             chunk = torch.cat([chunk, pad])
-        yield prepare(chunk, mean, std, channels_last), n
+        yield prepare_batch(chunk, mean, std, channels_last), n
 
 
 @torch.inference_mode()

@@ -13,16 +13,16 @@ import time
 
 import torch
 
-from config import teacher_run_name
+from config import Config, teacher_run_name
 from deploy import measure, report
 from deploy.common import BuildContext, Variant, first_line, skipped
 from deploy.onnx_export import build_onnx, build_onnx_int8
 from deploy.quantize import build_bnb_head, build_fp8_weights, build_int8, compiled
-from utils.checkpoint import atomic_write_json, atomic_write_text, read_json, save_weights
+from utils.checkpoint import atomic_write_json, atomic_write_text, read_json, run_weights_file, save_weights
 from utils.errors import UserError
+from utils.train_utils import prepare_batch
 
-DEFAULT_REPEATS = 50  # timed batch-1 calls per variant (the CLI default; tests pass fewer)
-WEIGHT_FILES = ("best_model.safetensors", "model.safetensors")
+DEFAULT_REPEATS = Config.deploy_repeats  # timed batch-1 calls per variant (tests pass fewer)
 
 
 def build_fp32(ctx: BuildContext) -> Variant:
@@ -78,7 +78,7 @@ def _calibration(cfg, ds, batch: int) -> list:
     g = torch.Generator().manual_seed(cfg.seed)
     idx = torch.randperm(len(train), generator=g)[:min(cfg.calib_samples, len(train))].sort().values
     images = train.index_select(0, idx)
-    return [measure.prepare(images[i:i + batch], ds.mean, ds.std, cfg.channels_last)
+    return [prepare_batch(images[i:i + batch], ds.mean, ds.std, cfg.channels_last)
             for i in range(0, len(images), batch)]
 
 
@@ -180,19 +180,11 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     return result
 
 
-def _weights_file(run_dir: str):
-    for name in WEIGHT_FILES:
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
 def deploy_run_dir(run_dir: str, base_cfg, **kw) -> dict:
     """deploy_run for a run directory (the sweep). Skips when deploy.json is newer than the weights."""
     from evaluate import load_run
 
-    weights = _weights_file(run_dir)
+    weights = run_weights_file(run_dir)
     out = os.path.join(run_dir, "deploy.json")
     if weights and os.path.isfile(out) and os.path.getmtime(out) > os.path.getmtime(weights):
         return read_json(out)

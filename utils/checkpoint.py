@@ -17,6 +17,18 @@ from utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_tex
 from utils.errors import UserError
 
 
+RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
+
+
+def run_weights_file(run_dir):
+    """The weights a finished run is used by: best_model.safetensors, else model.safetensors; None if neither."""
+    for name in RUN_WEIGHTS:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def atomic_torch_save(obj, path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from config import config_from_dict, teacher_run_name
-from utils.checkpoint import atomic_write_bytes, load_state_dict_file, read_json
+from utils.checkpoint import atomic_write_bytes, load_state_dict_file, read_json, run_weights_file
 from utils.errors import UserError
 from utils.train_utils import DeviceData, predict, prepare_batch
 
@@ -23,9 +23,9 @@ def resolve_teacher_path(cfg) -> tuple:
     """(weights file, run dir or None) for cfg.teacher_checkpoint ('' = out_dir/<dataset's teacher run>)."""
     spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
     if os.path.isdir(spec):
-        for name in ("best_model.safetensors", "model.safetensors"):
-            if os.path.isfile(os.path.join(spec, name)):
-                return os.path.join(spec, name), spec
+        weights = run_weights_file(spec)
+        if weights:
+            return weights, spec
         raise UserError(f"{spec}: teacher run has no best_model.safetensors; train it first "
                         f"(python train.py --role=teacher --dataset={cfg.dataset})")
     if os.path.isfile(spec):
