@@ -53,6 +53,18 @@ def drop_unused_attributes(gm: torch.fx.GraphModule) -> int:
     return dropped
 
 
+DEBUG_METADATA = ("stack_trace", "from_node", "torch_fn")  # provenance for debugging, not needed to run
+
+
+def strip_debug_metadata(program: torch.export.ExportedProgram) -> None:
+    """Drop per-node source provenance (file/line stack traces, the pass history of each node) before
+    saving: torch.export.save writes it into the archive's model.json, where it was 0.3 MB of the res8
+    student's 2.0 MB int8 artifact. Loading and compiling the program do not read it."""
+    for node in program.graph_module.graph.nodes:
+        for key in DEBUG_METADATA:
+            node.meta.pop(key, None)
+
+
 def build_int8(ctx: BuildContext) -> Variant:
     """Post-training static int8: export, X86InductorQuantizer (per-channel weights, per-tensor
     activations), calibrate on training images, convert, save the quantized program (.pt2), load it
@@ -74,6 +86,7 @@ def build_int8(ctx: BuildContext) -> Variant:
     quantized = convert_pt2e(prepared)  # q/dq graph, weights folded to int8 constants
     drop_unused_attributes(quantized)
     program = torch.export.export(quantized, example, dynamic_shapes=dynamic_batch(ctx.example))
+    strip_debug_metadata(program)
     path = write_artifact(ctx.path("int8.pt2"), lambda f: torch.export.save(program, f))
     loaded = torch.export.load(path).module()  # deploy from the artifact, not from memory
     calib_n = sum(x.shape[0] for x in ctx.calib)

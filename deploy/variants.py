@@ -10,6 +10,7 @@ deploy.json is written once, atomically, at the very end.
 """
 import os
 import time
+import warnings
 
 import torch
 
@@ -107,6 +108,11 @@ def _build(name: str, ctx: BuildContext, x1: torch.Tensor, num_classes: int) -> 
     return v
 
 
+# Warnings raised inside torch's own code on every int8 build/load, which a user cannot act on:
+# Inductor's int8 lowering copy-constructs tensors; the .pt2 loader warns about CPU weights "groups".
+LIBRARY_NOISE = ("To copy construct from a tensor", "No complete tensor found in the group")
+
+
 def deploy_run(run_dir: str, cfg, model, ds, variants=None, repeats: int = DEFAULT_REPEATS,
                compile: bool = True, threads: int = 0) -> dict:
     """Build, measure and report every variant of a loaded run; writes deploy.json/deploy.md at the end.
@@ -118,7 +124,10 @@ def deploy_run(run_dir: str, cfg, model, ds, variants=None, repeats: int = DEFAU
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _deploy(run_dir, cfg, model, ds, variants, repeats, compile)
+        with warnings.catch_warnings():
+            for message in LIBRARY_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            return _deploy(run_dir, cfg, model, ds, variants, repeats, compile)
     finally:
         torch.set_num_threads(before)
 

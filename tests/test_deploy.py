@@ -77,6 +77,15 @@ def test_int8_agrees_with_fp32_and_is_smaller(deployed):
         assert by[name]["size_bytes"] < 0.6 * by["fp32"]["size_bytes"], name
 
 
+def test_int8_program_carries_no_debug_metadata(deployed, run_dir):
+    import zipfile
+
+    with zipfile.ZipFile(os.path.join(run_dir, "deploy", "int8.pt2")) as z:
+        graph = next(z.read(n) for n in z.namelist() if n.endswith("models/model.json"))
+    assert b"dequantize_per_channel" in graph  # the q/dq program itself is there
+    assert b"stack_trace" not in graph and b"from_node" not in graph
+
+
 def test_low_precision_sizes(deployed):
     _, by = deployed
     fp32 = by["fp32"]["size_bytes"]
