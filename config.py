@@ -55,6 +55,7 @@ class Config:
     dkd_beta: float = 8.0  # dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)
     dkd_warmup: int = 1  # epochs of linear warm-up of the DKD weight (the paper: 20 of 240)
     teacher_logits: str = "cache"  # cache: teacher logits computed once per image/view and reused; online: every batch
+    teacher_precision: str = "fp32"  # fp32 | bf16: the frozen teacher's forward only (autocast; the student keeps `precision`)
     # --- precision and optimisation ---
     precision: str = "fp32"  # fp32 | fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics)
     optimizer: str = "adam"  # adam | adamw | sgd | adam8bit (bitsandbytes 8-bit optimizer state)
@@ -111,6 +112,7 @@ CHOICES = {
     "teacher_arch": TEACHER_ARCHS,
     "method": METHODS,
     "teacher_logits": ("cache", "online"),
+    "teacher_precision": ("fp32", "bf16"),
     "precision": PRECISIONS,
     "optimizer": ("adam", "adamw", "sgd", "adam8bit"),
     "schedule": ("cosine", "step", "none"),

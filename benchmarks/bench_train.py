@@ -11,6 +11,8 @@ teacher (random init: its accuracy does not matter for speed), for the same epoc
       forward on every batch, loss.item() and accuracy .item() per batch, fp32, Adam, KD;
   (b) project: train.main(cfg) from a cold data cache and a cold teacher-logit cache, timed as a whole
       (decode, teacher logits, training, evaluation every epoch, run files);
+  (b') project_fast: (b) with the frozen teacher's forward in bf16 (teacher_precision=bf16; the
+      student still trains fp32) and, with --fast_compile, compile=True;
   (c) floor: the student's forward + backward + Adam step alone on random tensors of the same shape
       and count (channels_last, as the project trains).
 Images per second = training images seen (epochs x full batches x batch) / wall seconds, for all three,
@@ -70,7 +72,10 @@ def parse_args(argv=None):
                    help="reference DataLoader workers and project decode threads (-1: 0 on cpu, 8 on cuda)")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = torch's default)")
     p.add_argument("--repeats", type=int, default=1, help="runs of each path, interleaved; medians are reported")
-    p.add_argument("--paths", default="reference,project,floor", help="which of the three paths to run")
+    p.add_argument("--paths", default="reference,project,project_fast,floor",
+                   help="which paths to run: reference, project, project_fast, floor")
+    p.add_argument("--fast_compile", action="store_true",
+                   help="project_fast also compiles the student (pays off only when training runs for minutes)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work_dir", default="", help="scratch folder (default: a temp dir, removed afterwards)")
     p.add_argument("--json", default="", help="write the results here as JSON")
@@ -134,13 +139,20 @@ def run_floor(args, data, device, images_per_epoch: int) -> dict:
     return out
 
 
-def run_project(args, data, teacher_src: Path, work: Path, device, rep: int) -> dict:
+def fast_overrides(args) -> dict:
+    """(b'): the project path with the opt-in speed settings: the frozen teacher's forward in bf16
+    (the student stays fp32) and, with --fast_compile, torch.compile of the student's training step."""
+    return {"teacher_precision": "bf16", "compile": bool(args.fast_compile)}
+
+
+def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, overrides=None) -> dict:
     """(b): train.main(cfg) from a cold data cache and a cold teacher-logit cache, timed as a whole."""
     import train
 
     bench_data.clear_cache(data)
-    teacher_dir = bench_data.fresh_copy(teacher_src, work / f"project_{rep}" / "teacher")
-    out_dir = work / f"project_{rep}" / "runs"
+    tag = f"project{'_fast' if overrides else ''}_{rep}"
+    teacher_dir = bench_data.fresh_copy(teacher_src, work / tag / "teacher")
+    out_dir = work / tag / "runs"
     cfg = make_config(
         dataset=data.dataset, data_dir=str(data.data_dir), image_size=data.size, max_train_samples=data.max_train,
         max_test_samples=data.max_test, augment=args.augment, num_workers=args.workers, role="student",
@@ -148,7 +160,7 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int) -> 
         teacher_checkpoint=str(teacher_dir), method="kd", temperature=args.temperature, alpha=args.alpha,
         teacher_logits="cache", precision="fp32", optimizer="adam", lr=args.lr, schedule="none",
         epochs=args.epochs, patience=0, batch_size=args.batch_size, seed=args.seed, device=args.device,
-        out_dir=str(out_dir), run_name="bench_student")
+        out_dir=str(out_dir), run_name="bench_student", **(overrides or {}))
     t0 = time.perf_counter()
     summary = train.main(cfg)
     sync(device)
@@ -158,6 +170,7 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int) -> 
             "final_test_acc": summary["final_test_acc"], "best_test_acc": summary["best_test_acc"],
             "train_loop_seconds": summary["train_seconds"], "other_seconds": seconds - summary["train_seconds"],
             "teacher_logits": summary["teacher_logits"], "precision": summary["precision_description"],
+            "settings": {"teacher_precision": cfg.teacher_precision, "compile": cfg.compile},
             "history": json.loads((out_dir / "bench_student" / "history.json").read_text())}
 
 
@@ -184,7 +197,7 @@ def bench_dataset(args, name: str, work: Path, device) -> dict:
           f"Adam lr {args.lr} constant, batch {args.batch_size}, {args.epochs} epochs, {device}, "
           f"{args.workers} workers; set-up {setup_s:.0f} s (untimed)", flush=True)
 
-    runs = {"reference": [], "project": [], "floor": []}
+    runs = {"reference": [], "project": [], "project_fast": [], "floor": []}
     wanted = [p.strip() for p in args.paths.split(",")]
     images_per_epoch = data.n_train
     for rep in range(args.repeats):
@@ -202,6 +215,9 @@ def bench_dataset(args, name: str, work: Path, device) -> dict:
             runs["project"].append(run_project(args, data, teacher_src, work, device, rep))
             images_per_epoch = runs["project"][-1]["train_images_seen"] // args.epochs
             print(f"  (b) project run {rep + 1}: {runs['project'][-1]['seconds']:.1f} s", flush=True)
+        if "project_fast" in wanted:
+            runs["project_fast"].append(run_project(args, data, teacher_src, work, device, rep, fast_overrides(args)))
+            print(f"  (b') project fast run {rep + 1}: {runs['project_fast'][-1]['seconds']:.1f} s", flush=True)
         if "floor" in wanted:
             runs["floor"].append(run_floor(args, data, device, data.n_train))
             print(f"  (c) floor run {rep + 1}: {runs['floor'][-1]['seconds']:.1f} s", flush=True)
@@ -215,10 +231,15 @@ def bench_dataset(args, name: str, work: Path, device) -> dict:
     ratio = lambda a, b: med[a]["images_per_second"] / med[b]["images_per_second"] if a in med and b in med else None
     result["ratios"] = {"project_over_reference": ratio("project", "reference"),
                         "project_over_floor": ratio("project", "floor"),
+                        "project_fast_over_reference": ratio("project_fast", "reference"),
+                        "project_fast_over_floor": ratio("project_fast", "floor"),
                         "reference_over_floor": ratio("reference", "floor")}
-    r = result["ratios"]["project_over_reference"]
+    result["project_fast_settings"] = fast_overrides(args) if runs["project_fast"] else None
     result["target_speedup"] = TARGET_SPEEDUP
-    result["target_met"] = None if r is None else bool(r >= TARGET_SPEEDUP)
+    for path in ("project", "project_fast"):
+        r = result["ratios"][f"{path}_over_reference"]
+        result[f"target_met_{path}"] = None if r is None else bool(r >= TARGET_SPEEDUP)
+    result["target_met"] = result["target_met_project"]  # the all-fp32 default path
     print_report(result)
     return result
 
@@ -234,9 +255,11 @@ def _median(rs: list) -> dict:
 
 
 def print_report(res: dict) -> None:
-    med, names = res["median"], {"reference": "(a) reference, original-style loop",
-                                 "project": "(b) project train.main, cold caches",
-                                 "floor": "(c) compute floor, student step only"}
+    med = res["median"]
+    fast = res.get("project_fast_settings") or {}
+    fast_label = "(b') project, teacher bf16" + (" + compile" if fast.get("compile") else "")
+    names = {"reference": "(a) reference, original-style loop", "project": "(b) project train.main, cold caches",
+             "project_fast": fast_label, "floor": "(c) compute floor, student step only"}
     print(f"\n   {'path':38s} {'seconds':>8s} {'img/s':>8s} {'final test acc':>15s}  breakdown")
     for k, label in names.items():
         if k not in med:
@@ -247,16 +270,17 @@ def print_report(res: dict) -> None:
         if k == "reference":
             extra = f"data wait {m.get('data_wait_seconds', 0):.1f} s" + (
                 f", teacher fwd {m['teacher_seconds']:.1f} s" if "teacher_seconds" in m else "")
-        elif k == "project":
+        elif k.startswith("project"):
             extra = (f"train loop {m['train_loop_seconds']:.1f} s, decode+teacher logits+eval+files "
                      f"{m['other_seconds']:.1f} s")
         print(f"   {label:38s} {m['seconds']:8.1f} {m['images_per_second']:8.2f} {acc:>15s}  {extra}")
     r = res["ratios"]
-    if r["project_over_reference"] is not None:
-        print(f"   (b)/(a) speed-up: {r['project_over_reference']:.2f}x  (target >= {TARGET_SPEEDUP}x: "
-              f"{'met' if res['target_met'] else 'NOT met'})")
-    if r["project_over_floor"] is not None:
-        print(f"   (b)/(c): {r['project_over_floor']:.2f}  (project throughput as a share of the student's floor)")
+    for path, tag in (("project", "(b)"), ("project_fast", "(b')")):
+        if r[f"{path}_over_reference"] is not None:
+            met = "met" if res[f"target_met_{path}"] else "NOT met"
+            print(f"   {tag}/(a) speed-up: {r[f'{path}_over_reference']:.2f}x  (target >= {TARGET_SPEEDUP}x: {met})")
+        if r[f"{path}_over_floor"] is not None:
+            print(f"   {tag}/(c): {r[f'{path}_over_floor']:.2f}  (throughput as a share of the student's floor)")
     if r["reference_over_floor"] is not None:
         print(f"   (a)/(c): {r['reference_over_floor']:.2f}")
 

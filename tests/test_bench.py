@@ -20,14 +20,17 @@ def test_bench_train_writes_json(tmp_path):
     assert res["machine"]["hardware"]
     assert set(res["datasets"]) == {"intel", "fashion-mnist"}
     for name, d in res["datasets"].items():
-        for path in ("reference", "project", "floor"):
+        for path in ("reference", "project", "project_fast", "floor"):
             m = d["median"][path]
             assert m["images_per_second"] > 0 and math.isfinite(m["images_per_second"]), (name, path)
             # every path trains on the same images: 1 epoch x 2 full batches of 4
             assert d["runs"][path][0]["train_images_seen"] == 8, (name, path)
-        for k in ("project_over_reference", "project_over_floor"):
+        for k in ("project_over_reference", "project_over_floor", "project_fast_over_reference"):
             assert math.isfinite(d["ratios"][k]) and d["ratios"][k] > 0, (name, k)
-        for path in ("reference", "project"):
+        assert d["runs"]["project_fast"][0]["settings"] == {"teacher_precision": "bf16", "compile": False}
+        assert "teacher forward in bf16" in d["runs"]["project_fast"][0]["teacher_logits"]
+        assert d["runs"]["project"][0]["settings"]["teacher_precision"] == "fp32"
+        for path in ("reference", "project", "project_fast"):
             assert 0.0 <= d["median"][path]["final_test_acc"] <= 100.0
-        assert isinstance(d["target_met"], bool)
-    assert "(b)/(a) speed-up" in proc.stdout
+        assert isinstance(d["target_met"], bool) and isinstance(d["target_met_project_fast"], bool)
+    assert "(b)/(a) speed-up" in proc.stdout and "(b')/(a) speed-up" in proc.stdout
