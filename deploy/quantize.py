@@ -58,8 +58,9 @@ DEBUG_METADATA = ("stack_trace", "from_node", "torch_fn")  # provenance for debu
 
 def strip_debug_metadata(program: torch.export.ExportedProgram) -> None:
     """Drop per-node source provenance (file/line stack traces, the pass history of each node) before
-    saving: torch.export.save writes it into the archive's model.json, where it was 0.3 MB of the res8
-    student's 2.0 MB int8 artifact. Loading and compiling the program do not read it."""
+    saving: torch.export.save writes it into the archive's model.json, where it was 0.12 MB of the res8
+    student's 2.03 MB int8 artifact (0.31x -> 0.29x its fp32 bytes). Loading and compiling the program
+    do not read it."""
     for node in program.graph_module.graph.nodes:
         for key in DEBUG_METADATA:
             node.meta.pop(key, None)
