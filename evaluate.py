@@ -24,9 +24,8 @@ from utils.precision import resolve_device
 from utils.train_utils import DeviceData, evaluate_logits, predict
 from utils.visualization import plot_confusion_matrix
 
-RUN_OVERRIDABLE = {"data_dir", "device", "eval_batch_size", "split", "deploy", "calib_samples",
-                   "max_test_samples", "num_workers", "deploy_variants", "deploy_repeats", "deploy_threads"}
 DEPLOY_FIELDS = ("data_dir", "device", "calib_samples", "deploy_variants", "deploy_repeats", "deploy_threads")
+RUN_OVERRIDABLE = set(DEPLOY_FIELDS) | {"eval_batch_size", "split", "deploy", "max_test_samples", "num_workers"}
 
 
 def load_run(run_dir: str, overrides: dict = None):

@@ -6,8 +6,6 @@ from typing import Callable, Optional
 
 import torch
 
-from utils.checkpoint import atomic_write_bytes
-
 
 @dataclass
 class Variant:
@@ -18,7 +16,7 @@ class Variant:
     artifact: Optional[str]  # the file a deployment would ship; its real size is reported
     note: str
     status: str = "ok"  # ok | skipped
-    build_seconds: float = 0.0
+    build_seconds: float = 0.0  # set by deploy.variants._build, which times every builder alike
 
 
 def skipped(name: str, reason: str) -> Variant:
@@ -43,18 +41,9 @@ class BuildContext:
         os.makedirs(self.out_dir, exist_ok=True)
         return os.path.join(self.out_dir, filename)
 
-    def layout(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last and x.dim() == 4 else x
-
-
-def write_artifact(path: str, writer: Callable[[object], None]) -> str:
-    """`writer(file_object)` into memory, then an atomic write: no half-written artifact on a crash."""
-    import io
-
-    buf = io.BytesIO()
-    writer(buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    @property
+    def calib_images(self) -> int:
+        return sum(x.shape[0] for x in self.calib)
 
 
 def first_line(e: BaseException, limit: int = 200) -> str:

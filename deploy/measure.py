@@ -54,6 +54,10 @@ def warm_up(variant: Variant, x1: torch.Tensor, x64: torch.Tensor) -> None:
 
 
 @torch.inference_mode()
+def b64_repeats(repeats: int) -> int:
+    return max(3, repeats // 5)
+
+
 def time_variants(variants: list, x1: torch.Tensor, x64: torch.Tensor, repeats: int) -> dict:
     """name -> (median ms per batch-1 call, median images/s at batch 64). Rounds interleave variants.
 
@@ -68,7 +72,7 @@ def time_variants(variants: list, x1: torch.Tensor, x64: torch.Tensor, repeats: 
             t0 = time.perf_counter()
             v.run(x1)
             b1[v.name].append(time.perf_counter() - t0)
-        if r < max(3, repeats // 5):
+        if r < b64_repeats(repeats):
             for v in variants:
                 t0 = time.perf_counter()
                 v.run(x64)

@@ -1,13 +1,12 @@
 """ONNX variants: torch.onnx export (dynamic batch) run by onnxruntime, and its static QDQ int8 form."""
 import os
 import tempfile
-import time
 
 import torch
 
 from deploy.common import BuildContext, Variant, skipped
 from deploy.quantize import dynamic_batch
-from utils.checkpoint import atomic_write_bytes
+from utils.atomic import atomic_copy_file
 
 ORT_MISSING = "onnxruntime is not installed (pip install onnxruntime onnx onnxscript)"
 
@@ -48,12 +47,11 @@ def export_onnx(ctx: BuildContext) -> str:
     model = ctx.fresh_model()
     program = torch.onnx.export(model, (ctx.example,), dynamo=True, optimize=True, verbose=False,
                                 input_names=["images"], output_names=["logits"],
-                                dynamic_shapes=dynamic_batch(ctx.example))
+                                dynamic_shapes=dynamic_batch())
     path = ctx.path("onnx.onnx")
     with tempfile.TemporaryDirectory() as tmp:
         program.save(os.path.join(tmp, "m.onnx"))  # one file: these models are far below 2 GB
-        with open(os.path.join(tmp, "m.onnx"), "rb") as f:
-            atomic_write_bytes(path, f.read())
+        atomic_copy_file(os.path.join(tmp, "m.onnx"), path)
     ctx.artifacts["onnx"] = path
     return path
 
@@ -63,10 +61,9 @@ def build_onnx(ctx: BuildContext) -> Variant:
         return skipped("onnx", ORT_MISSING)
     import onnxruntime as ort
 
-    t0 = time.perf_counter()
     path = export_onnx(ctx)
     note = f"torch.onnx.export (dynamo, dynamic batch) fp32; onnxruntime {ort.__version__} CPUExecutionProvider"
-    return Variant("onnx", _session(path), path, note, build_seconds=time.perf_counter() - t0)
+    return Variant("onnx", _session(path), path, note)
 
 
 class _CalibReader:
@@ -93,7 +90,6 @@ def build_onnx_int8(ctx: BuildContext) -> Variant:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     reader_cls = type("CalibReader", (_CalibReader, CalibrationDataReader), {})
-    t0 = time.perf_counter()
     src = export_onnx(ctx)
     path = ctx.path("onnx-int8.onnx")
     with tempfile.TemporaryDirectory() as tmp:
@@ -101,9 +97,7 @@ def build_onnx_int8(ctx: BuildContext) -> Variant:
         quant_pre_process(src, pre)  # shape inference + graph optimization (folds BN into conv)
         quantize_static(pre, out, reader_cls("images", ctx.calib), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        with open(out, "rb") as f:
-            atomic_write_bytes(path, f.read())
-    calib_n = sum(x.shape[0] for x in ctx.calib)
+        atomic_copy_file(out, path)
     note = (f"onnxruntime {ort.__version__} quantize_static QDQ (per-channel int8 weights, uint8 activations, "
-            f"MinMax on {calib_n} training images); CPUExecutionProvider")
-    return Variant("onnx-int8", _session(path), path, note, build_seconds=time.perf_counter() - t0)
+            f"MinMax on {ctx.calib_images} training images); CPUExecutionProvider")
+    return Variant("onnx-int8", _session(path), path, note)

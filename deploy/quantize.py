@@ -1,13 +1,12 @@
 """Quantized variants: int8 static (torchao PT2E + X86InductorQuantizer), fp8 weights, bitsandbytes heads."""
 import contextlib
-import copy
-import time
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from deploy.common import BuildContext, Variant, skipped, write_artifact
+from deploy.common import BuildContext, Variant, skipped
+from utils.atomic import atomic_write_via
 from utils.checkpoint import save_weights
 from utils.fp8 import E4M3, fp8_max, saturating_cast
 from utils.precision import import_bitsandbytes
@@ -36,7 +35,7 @@ def compiled(fn):
     return run
 
 
-def dynamic_batch(x: torch.Tensor) -> tuple:
+def dynamic_batch() -> tuple:
     return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
@@ -74,10 +73,9 @@ def build_int8(ctx: BuildContext) -> Variant:
     from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
         X86InductorQuantizer, get_default_x86_inductor_quantization_config)
 
-    t0 = time.perf_counter()
     model = ctx.fresh_model()
     example = (ctx.example[:2].clone(),)  # the program stores its example input (clone: not the whole batch)
-    graph = torch.export.export(model, example, dynamic_shapes=dynamic_batch(ctx.example)).module()
+    graph = torch.export.export(model, example, dynamic_shapes=dynamic_batch()).module()
     quantizer = X86InductorQuantizer()
     quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=False))
     prepared = prepare_pt2e(graph, quantizer)
@@ -86,18 +84,17 @@ def build_int8(ctx: BuildContext) -> Variant:
             prepared(x)
     quantized = convert_pt2e(prepared)  # q/dq graph, weights folded to int8 constants
     drop_unused_attributes(quantized)
-    program = torch.export.export(quantized, example, dynamic_shapes=dynamic_batch(ctx.example))
+    program = torch.export.export(quantized, example, dynamic_shapes=dynamic_batch())
     strip_debug_metadata(program)
-    path = write_artifact(ctx.path("int8.pt2"), lambda f: torch.export.save(program, f))
+    path = atomic_write_via(ctx.path("int8.pt2"), lambda f: torch.export.save(program, f))
     loaded = torch.export.load(path).module()  # deploy from the artifact, not from memory
-    calib_n = sum(x.shape[0] for x in ctx.calib)
-    how = (f"torchao PT2E static int8 (X86InductorQuantizer, per-channel weights, calibrated on {calib_n} "
+    how = (f"torchao PT2E static int8 (X86InductorQuantizer, per-channel weights, calibrated on {ctx.calib_images} "
            f"training images)")
     if ctx.compile:
         run, note = compiled(loaded), f"{how}; torch.compile with freezing -> oneDNN int8 kernels"
     else:
         run, note = loaded, f"{how}; NOT compiled: reference q/dq graph in fp32 (accuracy only, speed not int8)"
-    return Variant("int8", run, path, note, build_seconds=time.perf_counter() - t0)
+    return Variant("int8", run, path, note)
 
 
 def fp8_state(state: dict) -> dict:
@@ -128,14 +125,13 @@ def dequantize_fp8_state(stored: dict) -> dict:
 
 
 def build_fp8_weights(ctx: BuildContext) -> Variant:
-    t0 = time.perf_counter()
     path = ctx.path("fp8-weights.safetensors")
     save_weights(fp8_state(ctx.model.state_dict()), path, {"format": "fp8-weights e4m3fn per-channel"})
     model = ctx.fresh_model()
     model.load_state_dict(dequantize_fp8_state(load_file(path)))
     note = ("weights stored float8_e4m3fn with a per-output-channel float32 scale, dequantized to fp32 "
             "at load; fp32 compute (storage format, not fp8 arithmetic)")
-    return Variant("fp8-weights", model, path, note, build_seconds=time.perf_counter() - t0)
+    return Variant("fp8-weights", model, path, note)
 
 
 def _replace_linears(model: nn.Module, make) -> int:
@@ -176,16 +172,13 @@ def build_bnb_head(ctx: BuildContext, kind: str) -> Variant:
         bnb = import_bitsandbytes()
     except ImportError:
         return skipped(name, "bitsandbytes is not installed (pip install bitsandbytes)")
-    t0 = time.perf_counter()
-    model = copy.deepcopy(ctx.model).eval()
+    model = ctx.fresh_model()
     n = _replace_linears(model, _bnb_linear(kind))
     if n == 0:
         return skipped(name, "the model has no nn.Linear layer to replace")
-    if ctx.channels_last:
-        model = model.to(memory_format=torch.channels_last)
     path = ctx.path(f"{name}.safetensors")
     save_weights(model.state_dict(), path, {"format": name})
     layer = "Linear8bitLt (int8 row-wise absmax weights, threshold 0)" if kind == "int8" else \
         "Linear4bit (nf4 blockwise weights, fp32 compute)"
     note = f"bitsandbytes {bnb.__version__} {layer} for {n} Linear layer(s); convolutions stay fp32"
-    return Variant(name, model, path, note, build_seconds=time.perf_counter() - t0)
+    return Variant(name, model, path, note)

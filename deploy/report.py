@@ -59,11 +59,11 @@ def teacher_sentence(result: dict, teacher: dict):
     names = [n for n in ("int8", "onnx-int8") if n in ok]
     fastest = max(ok.values(), key=lambda v: v["throughput_b64"])["name"]
     for name in names + ([fastest] if fastest not in names else []):
-        v = ok[name]
-        d = v["accuracy"] - t["accuracy"]
-        lines.append(f"The {name} {result['model']} student is {v['throughput_b64'] / t['throughput_b64']:.1f}x "
-                     f"faster (batch-64 throughput; {t['latency_ms_b1'] / v['latency_ms_b1']:.1f}x at batch 1) "
-                     f"and {t['size_bytes'] / v['size_bytes']:.1f}x smaller than the fp32 teacher "
+        v, r = ok[name], ratios(ok[name], t)
+        d = -r["accuracy_drop"]
+        lines.append(f"The {name} {result['model']} student is {r['speedup_b64']:.1f}x "
+                     f"faster (batch-64 throughput; {r['speedup_b1']:.1f}x at batch 1) "
+                     f"and {1 / r['bytes_ratio']:.1f}x smaller than the fp32 teacher "
                      f"({teacher['model']}, {teacher['run_name']}), at {abs(d):.2f} points of accuracy "
                      f"{'below' if d < 0 else 'above'} it ({v['accuracy']:.2f}% vs {t['accuracy']:.2f}%).")
     return " ".join(lines)
@@ -96,11 +96,9 @@ def render(result: dict, teacher: dict = None) -> str:
             lines.append(f"| {v['name']} | skipped | | | | | | | | {v['note']} |")
             continue
         r = ratios(v, ref) if ref else None
-        lines.append(f"| {v['name']} | ok | {v['accuracy']:.2f} | {v['agreement']:.2f} | {_mb(v['size_bytes'])} | "
-                     f"{r['bytes_ratio']:.2f} | {v['latency_ms_b1']:.2f} | {v['throughput_b64']:.0f} | "
-                     f"{r['speedup_b64']:.2f} | {v['note']} |" if r else
-                     f"| {v['name']} | ok | {v['accuracy']:.2f} | {v['agreement']:.2f} | {_mb(v['size_bytes'])} | "
-                     f"| {v['latency_ms_b1']:.2f} | {v['throughput_b64']:.0f} | | {v['note']} |")
+        bytes_x, speed_x = (f" {r['bytes_ratio']:.2f} ", f" {r['speedup_b64']:.2f} ") if r else (" ", " ")
+        lines.append(f"| {v['name']} | ok | {v['accuracy']:.2f} | {v['agreement']:.2f} | {_mb(v['size_bytes'])} |"
+                     f"{bytes_x}| {v['latency_ms_b1']:.2f} | {v['throughput_b64']:.0f} |{speed_x}| {v['note']} |")
     lines += ["", f"Targets for int8 (vs fp32 eager): >= {TARGET_SPEEDUP_B64}x throughput at batch 64, "
                   f"<= {TARGET_ACC_DROP} point accuracy drop, <= {TARGET_BYTES_RATIO}x bytes."]
     for name, r in result.get("targets", {}).items():

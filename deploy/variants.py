@@ -174,9 +174,9 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
         "run_name": summary.get("run_name") or os.path.basename(os.path.normpath(run_dir)),
         "role": cfg.role, "params": sum(p.numel() for p in model.parameters()),
         "model": summary.get("arch") or (cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}"),
-        "test_images": len(labels), "calib_images": sum(x.shape[0] for x in calib),
+        "test_images": len(labels), "calib_images": ctx.calib_images,
         "hardware": measure.hardware(), "threads": threads, "repeats": repeats,
-        "repeats_b64": max(3, repeats // 5), "torch": torch.__version__,
+        "repeats_b64": measure.b64_repeats(repeats), "torch": torch.__version__,
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpus": os.cpu_count(),
         "variants": rows,
     }
@@ -191,14 +191,12 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
 
 def deploy_run_dir(run_dir: str, base_cfg, **kw) -> dict:
     """deploy_run for a run directory (the sweep). Skips when deploy.json is newer than the weights."""
-    from evaluate import load_run
+    from evaluate import DEPLOY_FIELDS, load_run  # evaluate imports this module: import at call time
 
     weights = run_weights_file(run_dir)
     out = os.path.join(run_dir, "deploy.json")
     if weights and os.path.isfile(out) and os.path.getmtime(out) > os.path.getmtime(weights):
         return read_json(out)
-    from evaluate import DEPLOY_FIELDS
-
     cfg, model, ds, _ = load_run(run_dir, {k: getattr(base_cfg, k) for k in DEPLOY_FIELDS})
     kw = {"repeats": cfg.deploy_repeats, "threads": cfg.deploy_threads, **kw}
     return deploy_run(run_dir, cfg, model, ds, **kw)

@@ -25,6 +25,23 @@ def atomic_write_bytes(path, data: bytes) -> None:
         raise
 
 
+def atomic_write_via(path, writer) -> str:
+    """`writer(file_object)` into memory, then an atomic write: no half-written file on a crash."""
+    import io
+
+    buf = io.BytesIO()
+    writer(buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
+
+
+def atomic_copy_file(src, dst) -> str:
+    """A finished file (e.g. one a library wrote into a temp dir) published atomically at `dst`."""
+    with open(src, "rb") as f:
+        atomic_write_bytes(dst, f.read())
+    return str(dst)
+
+
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 

@@ -4,7 +4,6 @@ A run directory (out_dir/run_name/) can be re-read without the code that wrote i
 model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
 config.json, summary.json, training_summary.txt.
 """
-import io
 import os
 import pickle
 import warnings
@@ -13,7 +12,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from utils.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json  # noqa: F401 (re-exported)
+from utils.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_via,  # noqa: F401
+                          read_json)  # (re-exported)
 from utils.errors import UserError
 
 
@@ -30,9 +30,7 @@ def run_weights_file(run_dir):
 
 
 def atomic_torch_save(obj, path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_via(path, lambda f: torch.save(obj, f))
 
 
 def save_weights(model_or_state, path, metadata: dict = None) -> int:
