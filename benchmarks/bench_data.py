@@ -21,7 +21,7 @@ from config import config_to_dict, make_config
 from data import folders
 from data.dataset import FASHION_CLASSES, _find_fashion, stratified_subset
 from models.teacher_arch import build_teacher
-from utils.checkpoint import atomic_write_json, save_weights
+from utils.checkpoint import atomic_write_json, load_weights_into, save_weights
 
 INTEL_CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 
@@ -137,9 +137,7 @@ def clear_cache(data: BenchData) -> None:
 
 def load_teacher(run_dir: Path, data: BenchData, teacher_width: int):
     """The same teacher weights as a plain seed12 module (NCHW, as the original ran it)."""
-    from utils.checkpoint import load_state_dict_file
-
     cfg = make_config(role="teacher", teacher_arch="seed12", teacher_width=teacher_width)
     teacher = build_teacher(cfg, data.channels, len(data.classes))
-    teacher.load_state_dict(load_state_dict_file(str(run_dir / "best_model.safetensors")))
+    load_weights_into(teacher, run_dir / "best_model.safetensors", "the benchmark's seed12 teacher")
     return teacher

@@ -1,12 +1,24 @@
-"""Batch transforms on tensors (any device): normalization and augmentation of uint8 batches."""
+"""Batch transforms on tensors (any device): normalization and augmentation of uint8 batches.
+
+Host-to-GPU copies here are non_blocking and the per-channel constants are made once per device:
+a blocking copy (or torch.as_tensor(list, device="cuda")) would make the host wait for the GPU on
+every batch."""
+import functools
+
 import torch
+
+
+@functools.lru_cache(maxsize=32)
+def _scale_shift(mean: tuple, std: tuple, device: torch.device) -> tuple:
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return (1.0 / (255.0 * s)).to(device), (m / s).to(device)
 
 
 def normalize(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     """float32 (x / 255 - mean) / std per channel, on x's device, keeping x's memory format."""
-    m = torch.as_tensor(mean, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=x_uint8.device).view(-1, 1, 1)
-    return x_uint8.to(torch.float32).mul(1.0 / (255.0 * s)).sub_(m / s)
+    scale, shift = _scale_shift(tuple(map(float, mean)), tuple(map(float, std)), x_uint8.device)
+    return x_uint8.to(torch.float32).mul(scale).sub_(shift)
 
 
 AUGMENT_MODES = ("none", "flip", "crop+flip")
@@ -42,11 +54,11 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: i
     rows = (dy - pad)[:, None] + torch.arange(h)                            # [n, h]
     outside = ((rows < 0) | (rows >= h))[:, :, None] | ((cols < 0) | (cols >= w))[:, None, :]
     flat = rows.clamp(0, h - 1)[:, :, None] * w + cols.clamp(0, w - 1)[:, None, :]
-    flat, outside = flat.reshape(n, h * w).to(x.device), outside.to(x.device)
+    flat, outside = flat.reshape(n, h * w).to(x.device, non_blocking=True), outside.to(x.device, non_blocking=True)
     channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
     out = torch.empty_like(x, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     idx = flat[:, None, :].expand(n, c, h * w)
     torch.gather(x.reshape(n, c, h * w), 2, idx, out=out.view(n, c, h * w))
     if pad:
         out.masked_fill_(outside[:, None], 0)
-    return (out, flip.to(x.device)) if return_flips else out
+    return (out, flip.to(x.device, non_blocking=True)) if return_flips else out

@@ -75,12 +75,12 @@ def test_bf16_teacher_logits_are_cached_apart_and_close_to_fp32(teacher_dir):
     teacher, info = load_frozen_teacher(cfg, 1, 10, "cpu")
     g = torch.Generator().manual_seed(0)
     data = DeviceData(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(64).long())
-    fp32 = cached_teacher_logits(cfg, teacher, info, data, (0.3,), (0.35,), "identity")
+    fp32 = cached_teacher_logits(cfg, teacher, info, data, (0.3,), (0.35,))["identity"]
     bf16_cfg = make_config(SMALL, blocks=2, out_dir=str(teacher_dir), teacher_precision="bf16")
-    bf16 = cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,), "identity")
+    bf16 = cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,))["identity"]
     assert not torch.equal(fp32, bf16)  # really computed in bf16, not read from the fp32 cache entry
     assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item() + 1e-3)
-    assert torch.equal(bf16, cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,), "identity"))
+    assert torch.equal(bf16, cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,))["identity"])
     s = train.main(make_config(SMALL, blocks=2, epochs=1, teacher_precision="bf16", out_dir=str(teacher_dir)))
     assert "teacher forward in bf16" in s["teacher_logits"] and s["status"] == "complete"
 

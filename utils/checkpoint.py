@@ -83,11 +83,11 @@ def load_checkpoint(path) -> dict:
         raise UserError(f"{path}: unreadable checkpoint, delete it to start over ({str(e).splitlines()[0][:120]})")
 
 
-def load_weights_into(model: torch.nn.Module, path) -> None:
-    """Load a weights file into `model`, with one clear line when they do not match."""
+def load_weights_into(model: torch.nn.Module, path, what: str = "the model built from the config") -> None:
+    """Load a weights file into `model`, with one clear line naming `what` when they do not match."""
     state = load_state_dict_file(path)
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         detail = " ".join(str(e).split())[:200]
-        raise UserError(f"{path}: weights do not match the model built from the config ({detail})")
+        raise UserError(f"{path}: weights do not match {what} ({detail})")

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from config import config_from_dict, teacher_run_name
-from utils.checkpoint import atomic_write_bytes, load_state_dict_file, read_json, run_weights_file
+from utils.checkpoint import atomic_write_bytes, load_weights_into, read_json, run_weights_file
 from utils.errors import UserError
 from utils.train_utils import DeviceData, predict, prepare_batch
 
@@ -57,12 +57,8 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tupl
         if os.path.isfile(summary):
             info["teacher_acc"] = read_json(summary).get("best_test_acc")
     teacher = build_teacher(tcfg, in_channels, num_classes)
-    state = load_state_dict_file(weights)
-    try:
-        teacher.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{weights}: teacher weights do not match a {info['teacher_arch']} teacher for "
-                        f"{in_channels} channels and {num_classes} classes ({' '.join(str(e).split())[:160]})")
+    load_weights_into(teacher, weights,
+                      f"a {info['teacher_arch']} teacher for {in_channels} channels and {num_classes} classes")
     teacher.to(device)
     if cfg.channels_last:
         teacher.to(memory_format=torch.channels_last)
@@ -73,9 +69,9 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tupl
 
 
 def teacher_autocast(cfg, device):
-    """A bf16 autocast context factory for the teacher's forward, or None for fp32."""
+    """The context factory for the teacher's forward: bf16 autocast, or a no-op for fp32."""
     if cfg.teacher_precision == "fp32":
-        return None
+        return nullcontext
     kind = torch.device(device).type
     return lambda: torch.autocast(kind, dtype=torch.bfloat16)
 
@@ -84,28 +80,34 @@ def teacher_precision_label(cfg) -> str:
     return "" if cfg.teacher_precision == "fp32" else f"; teacher forward in {cfg.teacher_precision} (autocast)"
 
 
-def _fingerprint(weights: str, images: torch.Tensor, view: str) -> str:
+def _fingerprint(weights: str, host_images, shape: tuple, view: str) -> str:
     h = hashlib.blake2b(digest_size=12)
     st = os.stat(weights)
-    h.update(f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}|{view}|{tuple(images.shape)}".encode())
-    h.update(images.detach().to("cpu").contiguous().numpy().tobytes())
+    h.update(f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}|{view}|{shape}".encode())
+    h.update(host_images)  # the array's buffer itself: no copy of the (up to ~1 GB) train set
     return h.hexdigest()
 
 
-def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, view: str) -> torch.Tensor:
-    """Teacher logits for every image of `data` under `view` (identity|flip), from disk when present."""
+def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, views=("identity",)) -> dict:
+    """{view: teacher logits for every image of `data`} for each view (identity|flip), from disk when
+    present. The images are copied to the host (on a GPU) once for all the views' cache keys."""
     from safetensors.torch import load_file, save
 
     autocast = teacher_autocast(cfg, data.images.device)
-    key = _fingerprint(info["teacher_weights"], data.images, view + ("" if autocast is None else "|bf16"))
-    path = Path(info["teacher_weights"]).parent / "logits_cache" / f"{key}.safetensors"
-    if path.is_file():
-        return load_file(str(path))["logits"].to(data.images.device)
-    images = data.images.flip(3) if view == "flip" else data.images
-    logits = predict(teacher, DeviceData(images, data.labels), mean, std, cfg.eval_batch_size, cfg.channels_last,
-                     autocast=autocast)
-    atomic_write_bytes(path, save({"logits": logits.to("cpu").contiguous()}))
-    return logits
+    host = data.images.detach().to("cpu").contiguous().numpy()
+    out = {}
+    for view in views:
+        key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),
+                           view + ("" if cfg.teacher_precision == "fp32" else "|bf16"))
+        path = Path(info["teacher_weights"]).parent / "logits_cache" / f"{key}.safetensors"
+        if path.is_file():
+            out[view] = load_file(str(path))["logits"].to(data.images.device)
+            continue
+        images = data.images.flip(3) if view == "flip" else data.images
+        out[view] = predict(teacher, DeviceData(images, data.labels), mean, std, cfg.eval_batch_size,
+                            cfg.channels_last, autocast=autocast)
+        atomic_write_bytes(path, save({"logits": out[view].to("cpu").contiguous()}))
+    return out
 
 
 def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
@@ -113,9 +115,8 @@ def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
     from data.transforms import augment_batch
 
     if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip"):
-        views = {"identity": cached_teacher_logits(cfg, teacher, info, data, mean, std, "identity")}
-        if cfg.augment == "flip":
-            views["flip"] = cached_teacher_logits(cfg, teacher, info, data, mean, std, "flip")
+        views = cached_teacher_logits(cfg, teacher, info, data, mean, std,
+                                      ("identity", "flip") if cfg.augment == "flip" else ("identity",))
 
         def fn(idx, x_u8, generator):
             x_u8, flips = augment_batch(x_u8, cfg.augment, generator, return_flips=True)
@@ -130,7 +131,7 @@ def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
     @torch.no_grad()
     def online(idx, x_u8, generator):
         x_u8 = augment_batch(x_u8, cfg.augment, generator)
-        with (autocast() if autocast else nullcontext()):
+        with autocast():
             return x_u8, teacher(prepare_batch(x_u8, mean, std, cfg.channels_last)).float()
 
     why = "" if cfg.teacher_logits == "online" else " (crop augmentation makes every view new)"

@@ -6,6 +6,7 @@ a few times per epoch).
 """
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -83,8 +84,8 @@ def train_epoch(cfg, model, data: DeviceData, mean, std, prec, optimizer, schedu
     model.train()
     n, bs = len(data), cfg.batch_size
     steps = max(1, n // bs)  # drop the ragged last batch: BatchNorm1d needs more than one sample
-    order = torch.randperm(n, generator=generator)
     dev = data.images.device
+    order = torch.randperm(n, generator=generator).to(dev)  # one copy per epoch, not one per batch
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.long)
     term_sums: dict = {}
@@ -93,7 +94,7 @@ def train_epoch(cfg, model, data: DeviceData, mean, std, prec, optimizer, schedu
     bar = tqdm(range(steps), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     every = max(1, steps // POSTFIX_UPDATES)
     for step in bar:
-        idx = order[step * bs:(step + 1) * bs].to(dev, non_blocking=True)
+        idx = order[step * bs:(step + 1) * bs]
         x_u8, y = data.images[idx], data.labels[idx]
         if teacher_fn is not None:
             x_u8, t_logits = teacher_fn(idx, x_u8, generator)
@@ -124,17 +125,15 @@ def train_epoch(cfg, model, data: DeviceData, mean, std, prec, optimizer, schedu
 
 
 @torch.no_grad()
-def predict(model, data: DeviceData, mean, std, batch_size: int, channels_last: bool, autocast=None):
+def predict(model, data: DeviceData, mean, std, batch_size: int, channels_last: bool, autocast=nullcontext):
     """Logits (float32, on the device) of every image, in order, in eval mode."""
-    from contextlib import nullcontext
-
     model.eval()
     if data.images.device.type == "cpu":  # big batches fall out of the CPU caches (2.5x slower at 150 px)
         batch_size = max(1, min(batch_size, CPU_EVAL_PIXELS // (data.images.shape[-1] * data.images.shape[-2])))
     out = []
     for i in range(0, len(data), batch_size):
         x = prepare_batch(data.images[i:i + batch_size], mean, std, channels_last)
-        with (autocast() if autocast else nullcontext()):
+        with autocast():
             out.append(model(x).float())
     return torch.cat(out) if out else torch.zeros(0)
 
