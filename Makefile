@@ -29,7 +29,6 @@ data: setup
 demo: setup data
 	$(BIN)/python run_experiments.py --preset=demo
 	$(BIN)/python plot_experiment_results.py --preset=demo
-	@cat checkpoints/demo/results.md
 
 test: setup data
 	$(BIN)/python -m pytest -q

@@ -24,7 +24,7 @@ import traceback
 from config import make_config
 from utils.errors import cli_entry
 from utils.plots_data import by_dataset, context_line, load_runs, students
-from utils.plots_deploy import pareto_front, plot_deploy  # noqa: F401  (pareto_front: part of the API)
+from utils.plots_deploy import plot_deploy
 from utils.plots_runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
 from utils.visualization import plot_confusion_matrix
 

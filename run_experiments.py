@@ -131,7 +131,7 @@ def main(base: Config) -> int:
         tqdm.write(f"[{i}/{len(runs)}] {name}: {status}")
     bar.close()
     if base.deploy:
-        deploy_finished(base, [c for c in runs])
+        deploy_finished(base, runs)
     evaluate_best_student(runs)
     # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
     grid_dirs = [run_dir_of(c) for c in runs]

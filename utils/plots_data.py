@@ -10,10 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
-from utils.results import ce_controls, kd_gain
-
-METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
+from utils.results import ce_controls, grid_order, kd_gain
 
 
 def read_json_or_none(path: str):
@@ -91,8 +88,7 @@ def load_runs(out_dir: str) -> tuple:
     if not runs:
         what = f"only failed runs ({', '.join(failed)})" if failed else "no run with a summary.json"
         raise UserError(f"--out_dir={out_dir}: {what}; run run_experiments.py first")
-    runs.sort(key=lambda r: (not r.is_teacher, r.blocks, METHOD_ORDER.get(r.method, 9),
-                             PRECISION_ORDER.get(r.precision, 9), r.get("seed", 0)))
+    runs.sort(key=lambda r: (not r.is_teacher, *grid_order(r.blocks, r.method, r.precision), r.get("seed", 0)))
     return runs, failed
 
 
@@ -121,8 +117,7 @@ def group_students(runs: list) -> dict:
     groups = defaultdict(list)
     for r in students(runs):
         groups[group_key(r)].append(r)
-    return dict(sorted(groups.items(), key=lambda kv: (kv[0][0], METHOD_ORDER.get(kv[0][1], 9),
-                                                       PRECISION_ORDER.get(kv[0][2], 9))))
+    return dict(sorted(groups.items(), key=lambda kv: grid_order(*kv[0])))
 
 
 def kd_gains(runs: list) -> dict:

@@ -9,9 +9,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from utils.results import mean_std
-from utils.plots_data import (PRECISION_ORDER, context_line, group_students, kd_gains,
-                              precision_label, seeds_note, teacher_of)
+from utils.plots_data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
+from utils.results import PRECISION_ORDER, mean_std
 from utils.visualization import (CE_COLOR, PRECISION_COLORS, TEACHER_COLOR, depth_colors, finish_figure,
                                  legend_right, plt, save_figure)
 

@@ -12,6 +12,15 @@ COLUMNS = ["run_name", "dataset", "role", "blocks", "params", "model_bytes", "pr
            "seconds_per_epoch", "images_per_second", "epochs_run", "early_stopped", "status", "error"]
 
 
+METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
+PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
+
+
+def grid_order(blocks: int, method: str, precision: str) -> tuple:
+    """Sort key of a student group in sweep order: depth, then ce < kd < dkd, then precision."""
+    return blocks, METHOD_ORDER.get(method, 9), PRECISION_ORDER.get(precision, 9)
+
+
 def precision_how(summary: dict) -> str:
     """Short label of how the precision really ran, e.g. 'fp8 simulated', 'bf16 autocast on cpu'."""
     desc = summary.get("precision_description") or ""
@@ -94,8 +103,6 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     for r in ok:
         if r["role"] == "student":
             groups[(r["blocks"], r["method"], r["precision"])].append(r)
-    order = {"ce": 0, "kd": 1, "dkd": 2}
-    porder = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
     acc_head = "best test acc % (mean ± std, n seeds)" if seeds > 1 else "best test acc %"
     lines = [f"| model | params | method | precision (how it ran) | {acc_head} | final acc % | "
              f"KD gain (pts vs CE) | train s | s/epoch |",
@@ -104,7 +111,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         lines.append(f"| teacher {t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
                      f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
-    for key in sorted(groups, key=lambda k: (k[0], order.get(k[1], 9), porder.get(k[2], 9))):
+    for key in sorted(groups, key=lambda k: grid_order(*k)):
         g = groups[key]
         r0 = g[0]
         lines.append(
