@@ -16,12 +16,12 @@ import sys
 import torch
 
 from config import config_from_dict, make_config, parse_overrides
-from data.dataset import load_dataset, load_pred_images
+from data.dataset import Split, load_dataset, load_pred_images
 from models.teacher_arch import build_model
 from utils.checkpoint import atomic_write_bytes, atomic_write_json, load_weights_into, read_json, run_weights_file
 from utils.errors import UserError, cli_entry
 from utils.precision import resolve_device
-from utils.train_utils import DeviceData, evaluate_logits, predict
+from utils.train_utils import evaluate_logits, predict
 from utils.visualization import plot_confusion_matrix
 
 DEPLOY_FIELDS = ("data_dir", "device", "calib_samples", "deploy_variants", "deploy_repeats", "deploy_threads")
@@ -60,7 +60,7 @@ def classification_report(cm: torch.Tensor, classes) -> list:
 
 
 def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
-    test = DeviceData(ds.test.images.to(device), ds.test.labels.to(device))
+    test = ds.test.to(device)
     logits = predict(model.to(device), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
     loss, acc = evaluate_logits(logits, test.labels)
     k = ds.num_classes
@@ -81,7 +81,7 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
 
 def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
     images, paths = load_pred_images(cfg)
-    logits = predict(model.to(device), DeviceData(images.to(device), torch.zeros(len(paths), dtype=torch.long)),
+    logits = predict(model.to(device), Split(images, torch.zeros(len(paths), dtype=torch.long)).to(device),
                      ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
     prob = logits.softmax(1).cpu()
     buf = io.StringIO()

@@ -13,7 +13,7 @@ import sys
 import torch
 
 from config import Config, config_to_dict, default_run_name, make_config
-from data.dataset import load_dataset, stratified_subset
+from data.dataset import Split, load_dataset, stratified_subset
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, read_json,
@@ -21,7 +21,7 @@ from utils.checkpoint import (atomic_torch_save, atomic_write_json, load_checkpo
 from utils.errors import UserError, cli_entry
 from utils.precision import hardware_name, resolve_device, setup_precision
 from utils.reports import write_training_summary
-from utils.train_utils import (DeviceData, EarlyStopping, build_optimizer, build_scheduler,
+from utils.train_utils import (EarlyStopping, build_optimizer, build_scheduler,
                                evaluate_logits, predict, train_epoch)
 
 RESUME_IGNORES = {"resume", "device", "num_workers", "run", "split", "deploy", "calib_samples",
@@ -36,8 +36,7 @@ def split_train_val(cfg, train):
     val_idx = stratified_subset(train.labels, n_val, cfg.seed + 1)
     keep = torch.ones(len(train.labels), dtype=torch.bool)
     keep[val_idx] = False
-    return (DeviceData(train.images[keep], train.labels[keep]),
-            DeviceData(train.images[val_idx], train.labels[val_idx]))
+    return Split(train.images[keep], train.labels[keep]), Split(train.images[val_idx], train.labels[val_idx])
 
 
 def model_label(cfg) -> str:
@@ -81,9 +80,8 @@ def main(cfg: Config) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
 
     ds = load_dataset(cfg)
-    train_split, val = split_train_val(cfg, DeviceData(ds.train.images, ds.train.labels))
-    to_dev = lambda d: DeviceData(d.images.to(device), d.labels.to(device)) if d is not None else None
-    train, val, test = to_dev(train_split), to_dev(val), to_dev(DeviceData(ds.test.images, ds.test.labels))
+    train, val = split_train_val(cfg, ds.train)
+    train, val, test = train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
 
     model = build_model(cfg, ds.in_channels, ds.num_classes)
     params = count_params(model)

@@ -44,11 +44,16 @@ DOWNLOAD_DEADLINE_S = 300        # whole download, so a stalled mirror can never
 
 @dataclass(frozen=True)
 class Split:
+    """One split: uint8 images [N, C, H, W] and int64 labels [N], on the CPU or on the training device."""
+
     images: torch.Tensor  # uint8 [N, C, H, W], contiguous
     labels: torch.Tensor  # int64 [N]
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def to(self, device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
 
 
 @dataclass(frozen=True)

@@ -69,12 +69,12 @@ def test_kd_student_teacher_stays_frozen(teacher_dir):
 
 def test_bf16_teacher_logits_are_cached_apart_and_close_to_fp32(teacher_dir):
     from utils.teacher import cached_teacher_logits, load_frozen_teacher
-    from utils.train_utils import DeviceData
+    from data.dataset import Split
 
     cfg = make_config(SMALL, blocks=2, out_dir=str(teacher_dir))
     teacher, info = load_frozen_teacher(cfg, 1, 10, "cpu")
     g = torch.Generator().manual_seed(0)
-    data = DeviceData(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(64).long())
+    data = Split(torch.randint(0, 256, (64, 1, 28, 28), dtype=torch.uint8, generator=g), torch.zeros(64).long())
     fp32 = cached_teacher_logits(cfg, teacher, info, data, (0.3,), (0.35,))["identity"]
     bf16_cfg = make_config(SMALL, blocks=2, out_dir=str(teacher_dir), teacher_precision="bf16")
     bf16 = cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,))["identity"]

@@ -21,7 +21,8 @@ import torch
 from config import config_from_dict, teacher_run_name
 from utils.checkpoint import atomic_write_bytes, load_weights_into, read_json, run_weights_file
 from utils.errors import UserError
-from utils.train_utils import DeviceData, predict, prepare_batch
+from data.dataset import Split
+from utils.train_utils import predict, prepare_batch
 
 
 def resolve_teacher_path(cfg) -> tuple:
@@ -88,7 +89,7 @@ def _fingerprint(weights: str, host_images, shape: tuple, view: str) -> str:
     return h.hexdigest()
 
 
-def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, views=("identity",)) -> dict:
+def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("identity",)) -> dict:
     """{view: teacher logits for every image of `data`} for each view (identity|flip), from disk when
     present. The images are copied to the host (on a GPU) once for all the views' cache keys."""
     from safetensors.torch import load_file, save
@@ -104,13 +105,13 @@ def cached_teacher_logits(cfg, teacher, info, data: DeviceData, mean, std, views
             out[view] = load_file(str(path))["logits"].to(data.images.device)
             continue
         images = data.images.flip(3) if view == "flip" else data.images
-        out[view] = predict(teacher, DeviceData(images, data.labels), mean, std, cfg.eval_batch_size,
+        out[view] = predict(teacher, Split(images, data.labels), mean, std, cfg.eval_batch_size,
                             cfg.channels_last, autocast=autocast)
         atomic_write_bytes(path, save({"logits": out[view].to("cpu").contiguous()}))
     return out
 
 
-def make_teacher_fn(cfg, teacher, info, data: DeviceData, mean, std) -> tuple:
+def make_teacher_fn(cfg, teacher, info, data: Split, mean, std) -> tuple:
     """(fn(idx, x_u8, generator) -> (augmented x_u8, teacher logits), how the logits were made)."""
     from data.transforms import augment_batch
 

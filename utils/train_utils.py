@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
+from data.dataset import Split
 from data.transforms import augment_batch, normalize
 from utils.errors import UserError
 from utils.losses import distill_loss
@@ -54,17 +55,6 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@dataclass
-class DeviceData:
-    """One split on the device: uint8 images (N,C,H,W) and int64 labels."""
-
-    images: torch.Tensor
-    labels: torch.Tensor
-
-    def __len__(self):
-        return self.labels.shape[0]
-
-
 def prepare_batch(images_u8, mean, std, channels_last: bool) -> torch.Tensor:
     x = normalize(images_u8, mean, std)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -78,7 +68,7 @@ class EpochStats:
     seconds: float = 0.0
 
 
-def train_epoch(cfg, model, data: DeviceData, mean, std, prec, optimizer, scheduler, generator,
+def train_epoch(cfg, model, data: Split, mean, std, prec, optimizer, scheduler, generator,
                 epoch: int, teacher_fn=None, desc: str = "") -> EpochStats:
     """One pass over `data` in a seeded order. `teacher_fn(idx, x_u8, flips)` -> (x_u8, teacher logits)."""
     model.train()
@@ -125,7 +115,7 @@ def train_epoch(cfg, model, data: DeviceData, mean, std, prec, optimizer, schedu
 
 
 @torch.no_grad()
-def predict(model, data: DeviceData, mean, std, batch_size: int, channels_last: bool, autocast=nullcontext):
+def predict(model, data: Split, mean, std, batch_size: int, channels_last: bool, autocast=nullcontext):
     """Logits (float32, on the device) of every image, in order, in eval mode."""
     model.eval()
     if data.images.device.type == "cpu":  # big batches fall out of the CPU caches (2.5x slower at 150 px)
