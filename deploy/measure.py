@@ -53,11 +53,11 @@ def warm_up(variant: Variant, x1: torch.Tensor, x64: torch.Tensor) -> None:
             variant.run(x)
 
 
-@torch.inference_mode()
 def b64_repeats(repeats: int) -> int:
     return max(3, repeats // 5)
 
 
+@torch.inference_mode()
 def time_variants(variants: list, x1: torch.Tensor, x64: torch.Tensor, repeats: int) -> dict:
     """name -> (median ms per batch-1 call, median images/s at batch 64). Rounds interleave variants.
 
