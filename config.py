@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import re
 import typing
 from dataclasses import dataclass
 from typing import Optional
@@ -19,80 +20,100 @@ from typing import Optional
 from utils.errors import UserError
 
 DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
-TEACHER_ARCHS = ("seed12", "resnet18", "resnet50", "efficientnet_b0")
+CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
+TORCHVISION_TEACHERS = ("resnet18", "resnet50", "efficientnet_b0")  # ImageNet-style backbones
+WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, depth 6n+4 (wrn16_4, wrn28_10)
+TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS)
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 METHODS = ("ce", "kd", "dkd")
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
 
 
+# Every field has a scope, which says what changing it changes:
+#   train  - what a run learns: a resumed run must match its interrupted self in every one of them
+#   run    - where and how a run executes (paths, device, threads, memory layout), not what it learns
+#   eval   - evaluate.py and the test metric; deploy - the deployment variants; sweep - run_experiments.py
+# and, for a method's hyper-parameters, the methods it belongs to (summaries record them per method).
+SCOPES = ("train", "run", "eval", "deploy", "sweep")
+
+
+def _knob(scope: str):
+    def make(default, methods: tuple = ()):
+        return dataclasses.field(default=default, metadata={"scope": scope, "methods": methods})
+    return make
+
+
+_train, _run, _eval, _deploy, _sweep = (_knob(s) for s in SCOPES)
+
+
 @dataclass(frozen=True)
 class Config:
     # --- data ---
-    dataset: str = "fashion-mnist"  # which dataset; fashion-mnist is real data that ships with Debian
-    data_dir: str = "data"  # where the dataset files live; decoded caches go to data_dir/cache
-    image_size: int = 0  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
-    max_train_samples: int = 0  # images; 0 = all. A class-stratified, seeded subset otherwise
-    max_test_samples: int = 0  # images; 0 = all
-    val_fraction: float = 0.0  # share of train held out for early stopping; 0 = stop on test accuracy (the original)
-    augment: str = "crop+flip"  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
-    num_workers: int = 0  # processes decoding JPEGs when a cache is built; 0 = in-process
+    dataset: str = _train("fashion-mnist")  # which dataset; fashion-mnist is real data that ships with Debian
+    data_dir: str = _run("data")  # where the dataset files live; decoded caches go to data_dir/cache
+    image_size: int = _train(0)  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
+    max_train_samples: int = _train(0)  # images; 0 = all. A class-stratified, seeded subset otherwise
+    max_test_samples: int = _eval(0)  # images; 0 = all
+    val_fraction: float = _train(0.0)  # share of train held out for early stopping; 0 = stop on test accuracy (the original)
+    augment: str = _train("crop+flip")  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
+    num_workers: int = _run(0)  # processes decoding JPEGs when a cache is built; 0 = in-process
     # --- model ---
-    role: str = "student"  # teacher | student: which model train.py trains
-    blocks: int = 4  # residual blocks in the student; every 2nd doubles channels with stride 2
-    width: int = 16  # channels after the stem (the original's 16)
-    fc_layers: Optional[tuple] = None  # hidden FC sizes of the student head; None = [final channels // 2]
-    teacher_arch: str = "seed12"  # seed12 (12 blocks, 26.5M params at 3x150x150) or a torchvision backbone
-    teacher_width: int = 16  # stem channels of the seed12 teacher; smaller only for quick smoke runs
-    teacher_pretrained: bool = False  # ImageNet weights for torchvision teachers (from the torch hub cache)
-    teacher_weights: str = ""  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
-    teacher_checkpoint: str = ""  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
+    role: str = _train("student")  # teacher | student: which model train.py trains
+    blocks: int = _train(4)  # residual blocks in the student; every 2nd doubles channels with stride 2
+    width: int = _train(16)  # channels after the stem (the original's 16)
+    fc_layers: Optional[tuple] = _train(None)  # hidden FC sizes of the student head; None = [final channels // 2]
+    teacher_arch: str = _train("seed12")  # seed12 (the original's 26.5M params) | resnet20..110 | wrn{depth}_{k} | resnet18 | resnet50 | efficientnet_b0
+    teacher_width: int = _train(16)  # stem channels of the seed12 teacher; smaller only for quick smoke runs
+    teacher_pretrained: bool = _train(False)  # ImageNet weights for torchvision teachers (from the torch hub cache)
+    teacher_weights: str = _train("")  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
+    teacher_checkpoint: str = _train("")  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
     # --- distillation ---
-    method: str = "kd"  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD)
-    temperature: float = 4.0  # softmax temperature T of kd and dkd (Hinton et al. use 1-20; 4 is the usual CIFAR value)
-    alpha: float = 0.5  # kd: weight of cross-entropy; (1 - alpha) weighs T^2 * KL
-    dkd_alpha: float = 1.0  # dkd: weight of TCKD (Zhao et al. 2022 use 1.0)
-    dkd_beta: float = 8.0  # dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)
-    dkd_warmup: int = 1  # epochs of linear warm-up of the DKD weight (the paper: 20 of 240)
-    teacher_logits: str = "cache"  # cache: teacher logits computed once per image/view and reused; online: every batch
-    teacher_precision: str = "fp32"  # fp32 | bf16: the frozen teacher's forward only (autocast; the student keeps `precision`)
+    method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD)
+    temperature: float = _train(4.0, ("kd", "dkd"))  # softmax temperature T of kd and dkd (Hinton et al. use 1-20; 4 is the usual CIFAR value)
+    alpha: float = _train(0.5, ("kd",))  # kd: weight of cross-entropy; (1 - alpha) weighs T^2 * KL
+    dkd_alpha: float = _train(1.0, ("dkd",))  # dkd: weight of TCKD (Zhao et al. 2022 use 1.0)
+    dkd_beta: float = _train(8.0, ("dkd",))  # dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)
+    dkd_warmup: int = _train(1, ("dkd",))  # epochs of linear warm-up of the DKD weight (the paper: 20 of 240)
+    teacher_logits: str = _train("cache")  # cache: teacher logits computed once per image/view and reused; online: every batch
+    teacher_precision: str = _train("fp32")  # fp32 | bf16: the frozen teacher's forward only (autocast; the student keeps `precision`)
     # --- precision and optimisation ---
-    precision: str = "fp32"  # fp32 | fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics)
-    optimizer: str = "adam"  # adam | adamw | sgd | adam8bit (bitsandbytes 8-bit optimizer state)
-    lr: float = 1e-3  # learning rate at batch_size (the original: Adam 1e-3)
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0  # L2 / decoupled decay; the original used none
-    schedule: str = "cosine"  # cosine (to 0 over epochs) | step (x0.1 every lr_step_epochs) | none
-    lr_step_epochs: int = 5  # step schedule period, epochs
-    epochs: int = 15  # upper bound; early stopping may end sooner (the original: 15)
-    patience: int = 3  # epochs without a better accuracy before stopping; 0 = never stop early (the original: 3)
-    batch_size: int = 224  # images per step (the original: 224)
-    eval_batch_size: int = 1024  # images per evaluation forward (no activations kept); on a CPU capped to ~200k pixels
-    seed: int = 0  # seeds model init, data order, augmentation and the subset
-    device: str = "auto"  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps
-    channels_last: bool = True  # NHWC memory format: faster convolutions on CPU and tensor cores
-    compile: bool = False  # torch.compile the training model (pays a compile time once per run)
+    precision: str = _train("fp32")  # fp32 | fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics)
+    optimizer: str = _train("adam")  # adam | adamw | sgd | adam8bit (bitsandbytes 8-bit optimizer state)
+    lr: float = _train(1e-3)  # learning rate at batch_size (the original: Adam 1e-3)
+    momentum: float = _train(0.9)  # sgd only
+    weight_decay: float = _train(0.0)  # L2 / decoupled decay; the original used none
+    schedule: str = _train("cosine")  # cosine (to 0 over epochs) | step (x0.1 every lr_step_epochs) | none
+    lr_step_epochs: int = _train(5)  # step schedule period, epochs
+    epochs: int = _train(15)  # upper bound; early stopping may end sooner (the original: 15)
+    patience: int = _train(3)  # epochs without a better accuracy before stopping; 0 = never stop early (the original: 3)
+    batch_size: int = _train(224)  # images per step (the original: 224)
+    eval_batch_size: int = _run(1024)  # images per evaluation forward (no activations kept); on a CPU capped to ~200k pixels
+    seed: int = _train(0)  # seeds model init, data order, augmentation and the subset
+    device: str = _run("auto")  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps
+    channels_last: bool = _run(True)  # NHWC memory format: faster convolutions on CPU and tensor cores
+    compile: bool = _run(False)  # torch.compile the training model (pays a compile time once per run)
     # --- outputs ---
-    out_dir: str = "checkpoints"  # every run writes out_dir/run_name/
-    run_name: str = ""  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
-    resume: bool = False  # continue out_dir/run_name/checkpoint.pt if present
+    out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
+    run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
+    resume: bool = _run(False)  # continue out_dir/run_name/checkpoint.pt if present
     # --- evaluate.py ---
-    run: str = ""  # evaluate.py: the run directory to evaluate
-    split: str = "test"  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)
-    deploy: bool = False  # evaluate.py / run_experiments.py: build and measure deployable variants
-    calib_samples: int = 512  # training images used to calibrate int8 static quantization
-    deploy_variants: tuple = ()  # deploy variants to build and measure; () = all of DEPLOY_VARIANTS
-    deploy_repeats: int = 50  # timed batch-1 calls per variant (median reported); >= 50 for quoted numbers
-    deploy_threads: int = 0  # intra-op threads while measuring deploy variants; 0 = torch's default
+    run: str = _eval("")  # evaluate.py: the run directory to evaluate
+    split: str = _eval("test")  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)
+    deploy: bool = _deploy(False)  # evaluate.py / run_experiments.py: build and measure deployable variants
+    calib_samples: int = _deploy(512)  # training images used to calibrate int8 static quantization
+    deploy_variants: tuple = _deploy(())  # deploy variants to build and measure; () = all of DEPLOY_VARIANTS
+    deploy_repeats: int = _deploy(50)  # timed batch-1 calls per variant (median reported); >= 50 for quoted numbers
+    deploy_threads: int = _deploy(0)  # intra-op threads while measuring deploy variants; 0 = torch's default
     # --- run_experiments.py ---
-    sweep_blocks: tuple = (4, 6, 8, 10)  # student depths in the sweep
-    sweep_precisions: tuple = ("fp32", "fp16", "fp8")  # precisions of the distilled students
-    sweep_methods: tuple = ("kd",)  # distillation methods; a ce control per depth is always added
-    seeds: int = 1  # seeds 0..seeds-1 per grid point
-    teacher_epochs: int = 0  # the sweep's teacher run: epochs; 0 = same as the students' epochs
-    teacher_train_samples: int = 0  # the sweep's teacher run: train images; 0 = same as max_train_samples
-    fp16_on_cpu: str = "bf16"  # what the sweep runs for fp16 on a CPU: fp16 autocast there trains at ~10 img/s
-    precision_note: str = ""  # set by the sweep when it substitutes a precision; shown in every summary
+    sweep_blocks: tuple = _sweep((4, 6, 8, 10))  # student depths in the sweep
+    sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"))  # precisions of the distilled students
+    sweep_methods: tuple = _sweep(("kd",))  # distillation methods; a ce control per depth is always added
+    seeds: int = _sweep(1)  # seeds 0..seeds-1 per grid point
+    teacher_epochs: int = _sweep(0)  # the sweep's teacher run: epochs; 0 = same as the students' epochs
+    teacher_train_samples: int = _sweep(0)  # the sweep's teacher run: train images; 0 = same as max_train_samples
+    fp16_on_cpu: str = _sweep("bf16")  # what the sweep runs for fp16 on a CPU: fp16 autocast there trains at ~10 img/s
+    precision_note: str = _sweep("")  # set by the sweep when it substitutes a precision; shown in every summary
 
     def __post_init__(self):
         types = _field_types()
@@ -109,7 +130,6 @@ CHOICES = {
     "dataset": DATASETS,
     "augment": ("none", "flip", "crop+flip"),
     "role": ("teacher", "student"),
-    "teacher_arch": TEACHER_ARCHS,
     "method": METHODS,
     "teacher_logits": ("cache", "online"),
     "teacher_precision": ("fp32", "bf16"),
@@ -141,6 +161,16 @@ PRESETS = {
 }
 
 
+def fields_in_scope(*scopes: str) -> tuple:
+    """Names of the Config fields whose scope is one of `scopes`, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(Config) if f.metadata["scope"] in scopes)
+
+
+def method_hparams(cfg: "Config", method: str) -> dict:
+    """{field: value} of the hyper-parameters that belong to `method` (what summaries record)."""
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if method in f.metadata["methods"]}
+
+
 def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -169,6 +199,9 @@ def _check_field(name: str, value) -> None:
         raise UserError(f"--{name}={value}: must be a positive number")
     if name in NON_NEGATIVE and value < 0:
         raise UserError(f"--{name}={value}: must not be negative")
+    if name == "teacher_arch" and not (value in TEACHER_ARCHS or _wrn_ok(value)):
+        raise UserError(f"--teacher_arch={value}: allowed values are {', '.join(TEACHER_ARCHS)} "
+                        f"(depth 6n+4, e.g. wrn16_4)")
     if name == "val_fraction" and not 0.0 <= value < 1.0:
         raise UserError(f"--val_fraction={value}: must be in [0, 1)")
     if name == "fc_layers" and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
@@ -181,6 +214,11 @@ def _check_field(name: str, value) -> None:
             raise UserError(f"--{sweep}={value!r}: allowed values are {', '.join(allowed)}")
     if name == "device" and not (value in ("auto", "cpu", "cuda", "mps") or value.startswith("cuda:")):
         raise UserError(f"--device={value}: allowed values are auto, cpu, cuda, cuda:N, mps")
+
+
+def _wrn_ok(name: str) -> bool:
+    m = WRN_PATTERN.match(name)
+    return bool(m) and int(m.group(1)) >= 10 and (int(m.group(1)) - 4) % 6 == 0 and int(m.group(2)) >= 1
 
 
 def _literal(text: str):

@@ -8,44 +8,20 @@ Everything about the model comes from the run's config.json; data_dir, device an
 be overridden on the command line.
 """
 import csv
-import dataclasses
 import io
 import os
 import sys
 
 import torch
 
-from config import config_from_dict, make_config, parse_overrides
-from data.dataset import Split, load_dataset, load_pred_images
-from models.teacher_arch import build_model
-from utils.checkpoint import atomic_write_bytes, atomic_write_json, load_weights_into, read_json, run_weights_file
+from config import make_config, parse_overrides
+from data.dataset import Split, load_pred_images
+from distill.engine import evaluate_logits, predict
+from distill.runs import load_run
+from utils.atomic import atomic_write_bytes, atomic_write_json
+from utils.device import resolve_device
 from utils.errors import UserError, cli_entry
-from utils.precision import resolve_device
-from utils.train_utils import evaluate_logits, predict
-from utils.visualization import plot_confusion_matrix
-
-DEPLOY_FIELDS = ("data_dir", "device", "calib_samples", "deploy_variants", "deploy_repeats", "deploy_threads")
-RUN_OVERRIDABLE = set(DEPLOY_FIELDS) | {"eval_batch_size", "split", "deploy", "max_test_samples", "num_workers"}
-
-
-def load_run(run_dir: str, overrides: dict = None):
-    """(config, model in eval mode on CPU, dataset) of a finished run directory."""
-    if not os.path.isdir(run_dir):
-        raise UserError(f"--run={run_dir}: no such run directory")
-    cfg = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
-    bad = set(overrides or {}) - RUN_OVERRIDABLE
-    if bad:
-        raise UserError(f"--{sorted(bad)[0]}: fixed by the run's config.json; evaluate.py takes only "
-                        f"--run and {', '.join('--' + k for k in sorted(RUN_OVERRIDABLE))}")
-    cfg = dataclasses.replace(cfg, **(overrides or {}))
-    path = run_weights_file(run_dir)
-    if path is None:
-        raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
-    ds = load_dataset(cfg)
-    model = build_model(dataclasses.replace(cfg, teacher_pretrained=False), ds.in_channels, ds.num_classes)
-    load_weights_into(model, path)
-    return cfg, model.eval(), ds, path
-
+from utils.plots.style import plot_confusion_matrix
 
 def classification_report(cm: torch.Tensor, classes) -> list:
     rows = []
@@ -95,12 +71,9 @@ def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
     return out
 
 
-def main(argv) -> None:
-    make_config(argv)  # validates every value: a bad one exits 2 naming the field
-    overrides = parse_overrides(argv)
-    run_dir = overrides.pop("run", "")
-    if not run_dir:
-        raise UserError("--run=<run directory> is required (e.g. --run=checkpoints/demo/<run_name>)")
+def evaluate_run(run_dir: str, overrides: dict = None) -> None:
+    """Evaluate (or, with split=pred, predict) a finished run, then deploy it when overrides ask;
+    `overrides` may change only fields of scope run, eval and deploy (distill.runs.load_run)."""
     cfg, model, ds, weights = load_run(run_dir, overrides)
     device = resolve_device(cfg.device)
     if cfg.split == "pred":
@@ -110,6 +83,15 @@ def main(argv) -> None:
     if cfg.deploy:
         from deploy.variants import deploy_run
         deploy_run(run_dir, cfg, model, ds, repeats=cfg.deploy_repeats, threads=cfg.deploy_threads)
+
+
+def main(argv) -> None:
+    make_config(argv)  # validates every value: a bad one exits 2 naming the field
+    overrides = parse_overrides(argv)
+    run_dir = overrides.pop("run", "")
+    if not run_dir:
+        raise UserError("--run=<run directory> is required (e.g. --run=checkpoints/demo/<run_name>)")
+    evaluate_run(run_dir, overrides)
 
 
 @cli_entry

@@ -23,10 +23,10 @@ import traceback
 
 from config import make_config
 from utils.errors import cli_entry
-from utils.plots_data import by_dataset, context_line, load_runs, students
-from utils.plots_deploy import plot_deploy
-from utils.plots_runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
-from utils.visualization import plot_confusion_matrix
+from utils.plots.data import by_dataset, context_line, load_runs, students
+from utils.plots.deploy import plot_deploy
+from utils.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
+from utils.plots.style import plot_confusion_matrix
 
 
 def plot_best_confusion(runs: list, path: str):

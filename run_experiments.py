@@ -17,13 +17,14 @@ import traceback
 import torch
 from tqdm import tqdm
 
+import evaluate
 import train
 from config import Config, config_to_dict, default_run_name, make_config
-from utils.checkpoint import atomic_write_json, read_json
+from distill.runs import is_complete, read_summary, run_dir_of
+from utils.atomic import atomic_write_json
+from utils.device import resolve_device
 from utils.errors import UserError, cli_entry
-from utils.precision import resolve_device
 from utils.results import collect_results, write_results
-from utils.train_utils import RunFailed
 
 
 def teacher_config(base: Config) -> Config:
@@ -55,18 +56,6 @@ def grid(base: Config) -> list:
     return runs
 
 
-def run_dir_of(cfg: Config) -> str:
-    return os.path.join(cfg.out_dir, default_run_name(cfg))
-
-
-def is_complete(cfg: Config) -> bool:
-    path = os.path.join(run_dir_of(cfg), "summary.json")
-    try:
-        return os.path.isfile(path) and read_json(path).get("status") == "complete"
-    except UserError:  # a torn or foreign summary: run it again
-        return False
-
-
 def record_failure(cfg: Config, err: BaseException) -> str:
     message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
     run_dir = run_dir_of(cfg)
@@ -81,12 +70,12 @@ def record_failure(cfg: Config, err: BaseException) -> str:
 
 def run_one(cfg: Config) -> str:
     """'done', 'skipped' or 'failed: <why>'. A failure never stops the sweep."""
-    if is_complete(cfg):
+    if is_complete(run_dir_of(cfg)):
         return "skipped"
     try:
         train.main(cfg)
         return "done"
-    except (RunFailed, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+    except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
         if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) \
                 and "out of memory" not in str(e).lower():
             traceback.print_exc()
@@ -97,20 +86,18 @@ def deploy_finished(base: Config, runs: list) -> None:
     from deploy.variants import deploy_run_dir
 
     for cfg in tqdm(runs, desc="deploy", unit="run"):
-        if is_complete(cfg):
+        if is_complete(run_dir_of(cfg)):
             deploy_run_dir(run_dir_of(cfg), base)
 
 
 def evaluate_best_student(runs: list) -> None:
     """evaluation.json + confusion matrix of the most accurate student (the plots show it)."""
-    import evaluate
-
-    done = [(read_json(os.path.join(run_dir_of(c), "summary.json"))["best_test_acc"], run_dir_of(c))
-            for c in runs if c.role == "student" and is_complete(c)]
+    done = [(read_summary(run_dir_of(c))["best_test_acc"], run_dir_of(c))
+            for c in runs if c.role == "student" and is_complete(run_dir_of(c))]
     if done:
         best = max(done)[1]
         if not os.path.isfile(os.path.join(best, "evaluation.json")):
-            evaluate.main([f"--run={best}"])
+            evaluate.evaluate_run(best)
 
 
 def main(base: Config) -> int:
@@ -136,7 +123,7 @@ def main(base: Config) -> int:
     # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
     grid_dirs = [run_dir_of(c) for c in runs]
     others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
-                    if os.path.isfile(os.path.join(base.out_dir, d, "summary.json"))
+                    if read_summary(os.path.join(base.out_dir, d)) is not None
                     and os.path.join(base.out_dir, d) not in grid_dirs)
     rows = collect_results(base.out_dir, grid_dirs + others)
     csv_path, md_path = write_results(base.out_dir, rows, base)

@@ -21,7 +21,8 @@ from config import config_to_dict, make_config
 from data import folders
 from data.dataset import FASHION_CLASSES, _find_fashion, stratified_subset
 from models.teacher_arch import build_teacher
-from utils.checkpoint import atomic_write_json, load_weights_into, save_weights
+from utils.atomic import atomic_write_json
+from utils.checkpoint import load_weights_into, save_weights
 
 INTEL_CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
 

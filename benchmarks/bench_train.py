@@ -40,7 +40,7 @@ from benchmarks import bench_data  # noqa: E402
 from benchmarks.reference_loop import image_folder, pil_mean_std, run_reference  # noqa: E402
 from config import make_config  # noqa: E402
 from models.cnn_model import build_student, count_params  # noqa: E402
-from utils.precision import hardware_name  # noqa: E402
+from utils.device import hardware_name  # noqa: E402
 
 TARGET_SPEEDUP = 2.5  # issue #5: project >= 2.5x the original-style loop at the target setting
 # Defaults: the issue's target setting (150 px, res4, fp32, KD from seed12 width 16, 3 epochs, flip),

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import socket
 import sys
 import threading
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,8 +26,10 @@ from safetensors.torch import load_file, save_file
 
 from data import folders
 from data.folders import DataError
+from utils.atomic import atomic_write_to
 
-__all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", "stratified_subset"]
+__all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", "split_train_val",
+           "stratified_subset"]
 
 NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64}
 CACHE_FORMAT = "kd-uint8-cache-1"  # bump when the cache layout changes: old files are rebuilt
@@ -113,15 +113,8 @@ def _read_cache(path: Path, want: dict[str, str]):
 
 def _write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # same folder, so os.replace is atomic; a unique name, so concurrent builders cannot collide
-        tmp = str(path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"))
-        try:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write_to(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                                                    metadata=meta))
     except OSError as e:  # read-only data dir: the run works, only the next one is slow again
         print(f"warning: could not write the data cache {path} ({e}); it will be decoded again next time",
               file=sys.stderr)
@@ -364,6 +357,17 @@ def load_pred_images(cfg) -> tuple[torch.Tensor, list[str]]:
     source = _Source(pred_dir, paths, f"{pred_dir} (image folder)", build)
     t, meta = _cached(data_dir / "cache" / f"intel-pred-{size}px.safetensors", source, size, cfg.num_workers)
     return t["images"], json.loads(meta["paths"])
+
+
+def split_train_val(train: Split, fraction: float, seed: int) -> tuple:
+    """(train, val or None): a class-stratified, seeded hold-out of `fraction` of the train split."""
+    if fraction <= 0:
+        return train, None
+    n_val = max(1, int(round(fraction * len(train.labels))))
+    val_idx = stratified_subset(train.labels, n_val, seed)
+    keep = torch.ones(len(train.labels), dtype=torch.bool)
+    keep[val_idx] = False
+    return Split(train.images[keep], train.labels[keep]), Split(train.images[val_idx], train.labels[val_idx])
 
 
 def stratified_subset(labels: torch.Tensor, n: int, seed: int) -> torch.Tensor:

@@ -21,6 +21,12 @@ def normalize(x_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     return x_uint8.to(torch.float32).mul(scale).sub_(shift)
 
 
+def prepare_batch(images_u8, mean, std, channels_last: bool) -> torch.Tensor:
+    """A uint8 batch as the model takes it: normalized float32, NHWC in memory when channels_last."""
+    x = normalize(images_u8, mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
 AUGMENT_MODES = ("none", "flip", "crop+flip")
 
 

@@ -11,13 +11,12 @@ import time
 
 import torch
 
-from utils.train_utils import prepare_batch
+from data.transforms import prepare_batch
 from deploy.common import Variant, first_line
+from utils.device import cpu_flags, hardware_name
 
 TIMING_BATCH = 64  # images per call for accuracy passes and the throughput number
 WARMUP_CALLS = 3  # per shape, after compilation: caches, allocator, thread pools
-ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
-             "amx_int8", "amx_fp16")
 
 
 def batches(images_u8, mean, std, channels_last: bool, batch: int = TIMING_BATCH):
@@ -96,21 +95,7 @@ def check_runs(variant: Variant, x1: torch.Tensor, num_classes: int) -> Variant:
     return variant
 
 
-def cpu_flags() -> list:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [f for f in ISA_FLAGS if f in have]
-    except OSError:
-        pass
-    return []
-
-
 def hardware() -> str:
-    from utils.precision import hardware_name
-
     flags = cpu_flags()
     return f"{hardware_name(torch.device('cpu'))}; {os.cpu_count()} CPUs; ISA: {', '.join(flags) or 'unknown'}"
 

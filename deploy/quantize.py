@@ -9,7 +9,7 @@ from deploy.common import BuildContext, Variant, skipped
 from utils.atomic import atomic_write_via
 from utils.checkpoint import save_weights
 from utils.fp8 import E4M3, fp8_max, saturating_cast
-from utils.precision import import_bitsandbytes
+from utils.device import import_bitsandbytes
 
 MAX_BATCH = 1 << 16  # upper bound of the exported dynamic batch dimension
 

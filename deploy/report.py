@@ -1,7 +1,7 @@
 """deploy.md: the measured table, the int8 targets, and the comparison with the fp32 teacher."""
 import os
 
-from utils.checkpoint import read_json
+from utils.atomic import read_json
 
 # The issue's bar for an int8 student, as ratios to fp32 eager measured in the same process.
 TARGET_SPEEDUP_B64 = 2.5  # x fp32 eager throughput at batch 64, at least

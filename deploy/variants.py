@@ -14,14 +14,16 @@ import warnings
 
 import torch
 
-from config import Config, teacher_run_name
+from config import Config, fields_in_scope, teacher_run_name
 from deploy import measure, report
 from deploy.common import BuildContext, Variant, first_line, skipped
 from deploy.onnx_export import build_onnx, build_onnx_int8
 from deploy.quantize import build_bnb_head, build_fp8_weights, build_int8, compiled
-from utils.checkpoint import atomic_write_json, atomic_write_text, read_json, run_weights_file, save_weights
+from data.transforms import prepare_batch
+from distill.runs import load_run, run_weights_file
+from utils.atomic import atomic_write_json, atomic_write_text, read_json
+from utils.checkpoint import save_weights
 from utils.errors import UserError
-from utils.train_utils import prepare_batch
 
 DEFAULT_REPEATS = Config.deploy_repeats  # timed batch-1 calls per variant (tests pass fewer)
 
@@ -191,13 +193,13 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
 
 def deploy_run_dir(run_dir: str, base_cfg, **kw) -> dict:
     """deploy_run for a run directory (the sweep). Skips when deploy.json is newer than the weights."""
-    from evaluate import DEPLOY_FIELDS, load_run  # evaluate imports this module: import at call time
-
     weights = run_weights_file(run_dir)
     out = os.path.join(run_dir, "deploy.json")
     if weights and os.path.isfile(out) and os.path.getmtime(out) > os.path.getmtime(weights):
         return read_json(out)
-    cfg, model, ds, _ = load_run(run_dir, {k: getattr(base_cfg, k) for k in DEPLOY_FIELDS})
+    # the sweep's data location, device and deploy settings; the run's own config.json fixes the rest
+    fields = ("data_dir", "device", *fields_in_scope("deploy"))
+    cfg, model, ds, _ = load_run(run_dir, {k: getattr(base_cfg, k) for k in fields})
     kw = {"repeats": cfg.deploy_repeats, "threads": cfg.deploy_threads, **kw}
     return deploy_run(run_dir, cfg, model, ds, **kw)
 

@@ -13,13 +13,13 @@ import sys
 import pytest
 import torch
 
-import evaluate
 import train
 from config import make_config, teacher_run_name
 from data.dataset import Split
 from deploy import measure, onnx_export, report
 from deploy.common import Variant
 from deploy.variants import VARIANTS, deploy_run, deploy_run_dir
+from distill.runs import load_run
 from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -46,7 +46,7 @@ def deployed(run_dir):
     os.makedirs(teacher, exist_ok=True)  # a measured teacher (its deploy.json only) beside the student
     with open(os.path.join(teacher, "deploy.json"), "w") as f:
         json.dump({"run_name": "teacher", "role": "teacher", "model": "seed12", "variants": [TEACHER_FP32]}, f)
-    cfg, model, ds, _ = evaluate.load_run(run_dir, {})
+    cfg, model, ds, _ = load_run(run_dir, {})
     result = deploy_run(run_dir, cfg, model, ds, repeats=3, compile=False)
     return result, {v["name"]: v for v in result["variants"]}
 
@@ -135,7 +135,7 @@ def test_fresh_deploy_json_is_reused(deployed, run_dir):
 
 def test_bad_calibration_shape_writes_nothing(deployed, run_dir):
     before = open(os.path.join(run_dir, "deploy.json")).read()
-    cfg, model, ds, _ = evaluate.load_run(run_dir, {})
+    cfg, model, ds, _ = load_run(run_dir, {})
     bad = dataclasses.replace(ds, train=Split(torch.zeros(8, 3, 14, 14, dtype=torch.uint8),
                                               torch.zeros(8, dtype=torch.long)))
     with pytest.raises(UserError, match="calibration images have shape"):

@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from utils.losses import ce_loss, dkd_loss, kd_loss
+from distill.ce import ce_loss
+from distill.dkd import dkd_loss
+from distill.kd import kd_loss
 
 S = torch.tensor([[1.0, 2.0, 3.0]])
 T_LOGITS = torch.tensor([[3.0, 2.0, 1.0]])

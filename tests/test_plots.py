@@ -11,7 +11,7 @@ import matplotlib.image as mpimg
 import pytest
 
 import plot_experiment_results as plots
-from utils.plots_deploy import pareto_front
+from utils.plots.deploy import pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,5 +1,7 @@
 """run_experiments.py: the grid, resumability after SIGKILL, failures recorded, seeds aggregated."""
 import csv
+import dataclasses
+import json
 import signal
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 import run_experiments
 import train
 from config import make_config
-from utils.train_utils import RunFailed
+from distill.engine import RunFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,3 +85,52 @@ def test_two_seeds_give_mean_and_std(tmp_path):
     assert "mean ± std" in md and "(n=2)" in md
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert sorted(r["seed"] for r in rows if r["role"] == "student") == ["0", "0", "1", "1"]
+
+
+def _interrupt_after_first_epoch(monkeypatch):
+    """train.main stops (as a kill would) after its first epoch's checkpoint is written."""
+    real = train.train_epoch
+
+    def epoch_then_stop(trainee, sampler, teacher=None, epoch=0, desc=""):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(trainee, sampler, teacher, epoch, desc)
+
+    monkeypatch.setattr(train, "train_epoch", epoch_then_stop)
+
+
+def test_partial_run_resumes_under_other_deploy_and_sweep_fields(tmp_path, monkeypatch):
+    base = make_config(["--preset=smoke", "--epochs=2"], out_dir=str(tmp_path), sweep_blocks=(2,),
+                       sweep_methods=())
+    control = run_experiments.grid(base)[1]
+    with monkeypatch.context() as m:
+        _interrupt_after_first_epoch(m)
+        try:
+            train.main(control)
+        except KeyboardInterrupt:
+            pass
+    run = tmp_path / "fashion-mnist_res2_b64_fp32_ce_s0"
+    assert (run / "checkpoint.pt").is_file() and not (run / "summary.json").exists()
+    other = make_config(["--preset=smoke", "--epochs=2", "--deploy_repeats=7", "--seeds=1", "--calib_samples=9"],
+                        out_dir=str(tmp_path), sweep_blocks=(2,), sweep_methods=())
+    assert run_experiments.main(other) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]  # epoch 1 kept, epoch 2 added: resumed, not redone
+
+
+def test_a_run_whose_training_config_differs_fails_alone(tmp_path, monkeypatch, capsys):
+    base = make_config(["--preset=smoke"], out_dir=str(tmp_path), sweep_blocks=(2, 3), sweep_methods=(),
+                       epochs=2)
+    control = run_experiments.grid(base)[1]
+    with monkeypatch.context() as m:
+        _interrupt_after_first_epoch(m)
+        try:
+            train.main(dataclasses.replace(control, lr=0.5))  # the interrupted run had another lr
+        except KeyboardInterrupt:
+            pass
+    assert run_experiments.main(base) == 1
+    rows = {r["run_name"]: r for r in csv.DictReader(open(tmp_path / "results.csv"))}
+    failed = rows["fashion-mnist_res2_b64_fp32_ce_s0"]
+    assert failed["status"] == "failed" and "cannot resume" in failed["error"] and "lr" in failed["error"]
+    assert rows["fashion-mnist_res3_b64_fp32_ce_s0"]["status"] == "complete"
+    assert "Traceback" not in capsys.readouterr().err

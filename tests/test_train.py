@@ -68,7 +68,7 @@ def test_kd_student_teacher_stays_frozen(teacher_dir):
 
 
 def test_bf16_teacher_logits_are_cached_apart_and_close_to_fp32(teacher_dir):
-    from utils.teacher import cached_teacher_logits, load_frozen_teacher
+    from distill.teacher import cached_teacher_logits, load_frozen_teacher
     from data.dataset import Split
 
     cfg = make_config(SMALL, blocks=2, out_dir=str(teacher_dir))
@@ -155,23 +155,24 @@ def test_missing_data_dir_exits_2_naming_it(tmp_path):
 
 
 class Payload:
+    """Unpickling this runs `touch <marker>`: the file appears only if a loader executed the payload."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, (f"touch {MARKER}",))
-
-
-MARKER = ""
+        return (os.system, (f"touch {self.marker}",))
 
 
 def test_pickled_teacher_with_payload_is_refused_without_running(tmp_path):
-    global MARKER
-    MARKER = str(tmp_path / "pwned")
+    marker = tmp_path / "pwned"
     evil = tmp_path / "teacher.pt"
     with open(evil, "wb") as f:
-        pickle.dump({"model": Payload()}, f)
+        pickle.dump({"model": Payload(marker)}, f)
     r = run_cli(*SMALL, "--blocks=2", f"--teacher_checkpoint={evil}", f"--out_dir={tmp_path}")
     assert r.returncode == 2, r.stderr
     assert "refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert not os.path.exists(MARKER)
+    assert not marker.exists()
 
 
 def test_missing_teacher_is_one_clear_line(tmp_path):

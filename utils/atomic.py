@@ -1,63 +1,92 @@
-"""JSON reads with one-line errors, and atomic file writes (torch-free, so the plot script can use them without the training code).
+"""JSON reads with one-line errors, and the one atomic-write path of the project (torch-free, so the
+plot script can use it without the training code).
 
 Write to a temp file in the same folder, fsync, then os.replace: a kill at any instant leaves the
-old file or the new one, never half of one (timm's CheckpointSaver does the same).
+old file or the new one, never half of one (timm's CheckpointSaver does the same). The new file gets
+the mode any other tool would give it (0666 minus the umask), not mkstemp's private 0600.
 """
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_to(path, write) -> str:
+    """`write(tmp_path)` fills a temp file beside `path` (a library that writes to a path: safetensors,
+    torch.export, onnx), which is then fsynced and moved over `path` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return str(path)
+
+
+def atomic_write_bytes(path, data: bytes) -> str:
+    return atomic_write_to(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def atomic_write_via(path, writer) -> str:
-    """`writer(file_object)` into memory, then an atomic write: no half-written file on a crash."""
-    import io
-
-    buf = io.BytesIO()
-    writer(buf)
-    atomic_write_bytes(path, buf.getvalue())
-    return str(path)
+    """`writer(file_object)` straight into the temp file, then the atomic move."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            writer(f)
+    return atomic_write_to(path, write)
 
 
 def atomic_copy_file(src, dst) -> str:
     """A finished file (e.g. one a library wrote into a temp dir) published atomically at `dst`."""
-    with open(src, "rb") as f:
-        atomic_write_bytes(dst, f.read())
-    return str(dst)
+    return atomic_write_to(dst, lambda tmp: shutil.copyfile(src, tmp))
 
 
-def atomic_write_text(path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path, text: str) -> str:
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_write_json(path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+def atomic_write_json(path, obj) -> str:
+    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_json(path):
-    """The parsed file, or a UserError naming the path (missing, or not valid JSON)."""
+    """The parsed file, or a UserError naming the path (missing, unreadable, or not valid JSON)."""
     from utils.errors import UserError
 
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise UserError(f"{path}: not found")
     except json.JSONDecodeError as e:
         raise UserError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})")
+    except (UnicodeDecodeError, ValueError) as e:
+        raise UserError(f"{path}: not a text JSON file ({type(e).__name__})")
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})")
+
+
+def read_json_object(path):
+    """read_json for files that must hold a JSON object (summary.json, config.json): None when the
+    file is missing, torn, binary or not an object, so a caller can treat it as 'not there'."""
+    from utils.errors import UserError
+
+    try:
+        obj = read_json(path)
+    except UserError:
+        return None
+    return obj if isinstance(obj, dict) else None

@@ -1,9 +1,5 @@
-"""The one place that writes and reads run files: atomic writes, weights-only loads, resume state.
-
-A run directory (out_dir/run_name/) can be re-read without the code that wrote it:
-model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
-config.json, summary.json, training_summary.txt.
-"""
+"""Weights and checkpoints on disk: safetensors written atomically, torch files loaded weights-only
+(a pickle payload is refused, never run), and one clear line when a file does not fit a model."""
 import os
 import pickle
 import warnings
@@ -12,21 +8,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from utils.atomic import (atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_write_via,  # noqa: F401
-                          read_json)  # (re-exported)
+from utils.atomic import atomic_write_bytes, atomic_write_via
 from utils.errors import UserError
-
-
-RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
-
-
-def run_weights_file(run_dir):
-    """The weights a finished run is used by: best_model.safetensors, else model.safetensors; None if neither."""
-    for name in RUN_WEIGHTS:
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return path
-    return None
 
 
 def atomic_torch_save(obj, path) -> None:

@@ -1,9 +1,14 @@
 """Human-readable run reports (training_summary.txt with the original repo's line labels)."""
-from utils.checkpoint import atomic_write_text
+from utils.atomic import atomic_write_text
 
 
 def _acc(v) -> str:
     return "n/a" if v is None else f"{v:.2f}%"
+
+
+def hparams_text(hparams) -> str:
+    """{'temperature': 4.0, 'alpha': 0.5} -> 'temperature=4.0, alpha=0.5'."""
+    return ", ".join(f"{k}={v}" for k, v in (hparams or {}).items())
 
 
 def write_training_summary(path, s: dict) -> None:
@@ -19,7 +24,7 @@ def write_training_summary(path, s: dict) -> None:
         f"Precision: {s['precision_description']}",
         f"Dataset: {s['dataset']} ({s['train_images']:,} train / {s['test_images']:,} test images, "
         f"{s['image_size']}x{s['image_size']} px)",
-        f"Method: {s['method']}" + (f" (T={s['temperature']}, alpha={s['alpha']})" if s["method"] == "kd" else ""),
+        f"Method: {s['method']}" + (f" ({hparams_text(s.get('hparams'))})" if s.get("hparams") else ""),
         f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))})" if s.get("teacher_run") else ""),
         f"Batch Size: {s['batch_size']}",
         f"Learning Rate: {s['lr']} ({s['optimizer']}, {s['schedule']} schedule)",

@@ -5,20 +5,13 @@ import math
 import os
 from collections import defaultdict
 
-from utils.atomic import atomic_write_text, read_json
+from utils.atomic import atomic_write_text, read_json_object
+from utils.names import grid_order
 
 COLUMNS = ["run_name", "dataset", "role", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "seed", "best_test_acc", "final_test_acc", "teacher_acc", "kd_gain", "train_seconds",
            "seconds_per_epoch", "images_per_second", "epochs_run", "early_stopped", "status", "error"]
 
-
-METHOD_ORDER = {"ce": 0, "kd": 1, "dkd": 2}
-PRECISION_ORDER = {"fp32": 0, "fp16": 1, "bf16": 2, "fp8": 3}
-
-
-def grid_order(blocks: int, method: str, precision: str) -> tuple:
-    """Sort key of a student group in sweep order: depth, then ce < kd < dkd, then precision."""
-    return blocks, METHOD_ORDER.get(method, 9), PRECISION_ORDER.get(precision, 9)
 
 
 def precision_how(summary: dict) -> str:
@@ -56,10 +49,9 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
     """One row per run dir that has a summary.json, with the KD gain against the same-seed CE control."""
     rows = []
     for d in run_dirs:
-        path = os.path.join(d, "summary.json")
-        if not os.path.isfile(path):
+        s = read_json_object(os.path.join(d, "summary.json"))
+        if s is None:  # missing, torn or foreign: the run is not complete, it has no row
             continue
-        s = read_json(path)
         rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
                                                        "status": s.get("status"), "error": s.get("error", "")})
     ce = ce_controls(rows)
@@ -132,9 +124,9 @@ def write_results(out_dir: str, rows: list, cfg) -> tuple:
     teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
     hw = ""
     for r in rows:
-        s_path = os.path.join(out_dir, r["run_name"], "summary.json")
-        if r["status"] == "complete" and os.path.isfile(s_path):
-            hw = read_json(s_path).get("hardware", "")
+        s = read_json_object(os.path.join(out_dir, str(r["run_name"]), "summary.json"))
+        if r["status"] == "complete" and s is not None:
+            hw = s.get("hardware", "")
             break
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
             f"Accuracy in percent on the test split; best = the epoch early stopping kept. KD gain = the "

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
-from utils.results import ce_controls, grid_order, kd_gain
+from utils.names import grid_order
+from utils.results import ce_controls, kd_gain
 
 
 def read_json_or_none(path: str):

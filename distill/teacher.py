@@ -12,17 +12,23 @@ distillation: A good teacher is patient and consistent"): use online there.
 0.007 and 99.9% of its argmax predictions stayed the same. The student trains in `precision` either way.
 """
 import hashlib
-from contextlib import nullcontext
 import os
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from config import config_from_dict, teacher_run_name
-from utils.checkpoint import atomic_write_bytes, load_weights_into, read_json, run_weights_file
-from utils.errors import UserError
 from data.dataset import Split
-from utils.train_utils import predict, prepare_batch
+from distill.base import TeacherOut
+from distill.engine import predict
+from distill.runs import run_weights_file
+from models.features import capture
+from models.teacher_arch import build_teacher
+from utils.atomic import atomic_write_bytes, read_json
+from utils.checkpoint import load_weights_into
+from utils.errors import UserError
 
 
 def resolve_teacher_path(cfg) -> tuple:
@@ -43,9 +49,6 @@ def resolve_teacher_path(cfg) -> tuple:
 
 def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tuple:
     """(teacher in eval mode with requires_grad False, info dict: run, weights, arch, accuracy)."""
-    from models.teacher_arch import build_teacher
-    from dataclasses import replace
-
     weights, run_dir = resolve_teacher_path(cfg)
     tcfg = replace(cfg, role="teacher", teacher_pretrained=False)
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
@@ -111,29 +114,31 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
     return out
 
 
-def make_teacher_fn(cfg, teacher, info, data: Split, mean, std) -> tuple:
-    """(fn(idx, x_u8, generator) -> (augmented x_u8, teacher logits), how the logits were made)."""
-    from data.transforms import augment_batch
+class TeacherSource:
+    """The frozen teacher's outputs for each training batch: cached logits looked up by image and view
+    (teacher_logits=cache with augment none|flip), or an online forward on exactly the batch the
+    students see. Methods that need feature maps (`layers`) always run online, with hooks."""
 
-    if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip"):
-        views = cached_teacher_logits(cfg, teacher, info, data, mean, std,
-                                      ("identity", "flip") if cfg.augment == "flip" else ("identity",))
-
-        def fn(idx, x_u8, generator):
-            x_u8, flips = augment_batch(x_u8, cfg.augment, generator, return_flips=True)
-            if cfg.augment == "none":
-                return x_u8, views["identity"][idx]
-            return x_u8, torch.where(flips[:, None], views["flip"][idx], views["identity"][idx])
-
-        return fn, f"cached once per image and view ({', '.join(views)}){teacher_precision_label(cfg)}"
-
-    autocast = teacher_autocast(cfg, data.images.device)
+    def __init__(self, cfg, teacher, info, data: Split, mean, std, channels_last: bool, layers=()):
+        self.teacher, self.layers, self.augment = teacher, tuple(layers), cfg.augment
+        self.autocast = teacher_autocast(cfg, data.images.device)
+        self.views = None
+        if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip") and not self.layers:
+            self.views = cached_teacher_logits(cfg, teacher, info, data, mean, std,
+                                               ("identity", "flip") if cfg.augment == "flip" else ("identity",))
+            self.how = f"cached once per image and view ({', '.join(self.views)}){teacher_precision_label(cfg)}"
+        else:
+            why = " (feature maps are read on the fly)" if self.layers else \
+                "" if cfg.teacher_logits == "online" else " (crop augmentation makes every view new)"
+            self.how = f"online, teacher forward on every batch{why}{teacher_precision_label(cfg)}"
 
     @torch.no_grad()
-    def online(idx, x_u8, generator):
-        x_u8 = augment_batch(x_u8, cfg.augment, generator)
-        with autocast():
-            return x_u8, teacher(prepare_batch(x_u8, mean, std, cfg.channels_last)).float()
-
-    why = "" if cfg.teacher_logits == "online" else " (crop augmentation makes every view new)"
-    return online, f"online, teacher forward on every batch{why}{teacher_precision_label(cfg)}"
+    def __call__(self, batch) -> TeacherOut:
+        if self.views is not None:
+            if self.augment == "none":
+                return TeacherOut(self.views["identity"][batch.idx])
+            return TeacherOut(torch.where(batch.flips[:, None], self.views["flip"][batch.idx],
+                                          self.views["identity"][batch.idx]))
+        with self.autocast(), capture(self.teacher, self.layers) as maps:
+            logits = self.teacher(batch.x).float()
+        return TeacherOut(logits, {k: v.float() for k, v in maps.items()} if self.layers else None)

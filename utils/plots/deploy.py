@@ -10,9 +10,9 @@ import math
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from utils.plots_data import context_line
-from utils.visualization import (DEPTH_MARKERS, TEACHER_COLOR, finish_figure, legend_right, plt,
-                                 save_figure)
+from utils.names import TEACHER_COLOR
+from utils.plots.data import context_line
+from utils.plots.style import DEPTH_MARKERS, finish_figure, legend_right, plt, save_figure
 
 
 def pareto_front(costs, accuracies) -> list:

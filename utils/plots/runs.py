@@ -1,7 +1,7 @@
 """The training figures of a sweep: learning curves, accuracy vs parameters, KD gain, seconds per epoch.
 
-Every function takes the complete runs of one dataset (utils.plots_data.Run), writes one PNG through
-utils.visualization.save_figure and returns its path. Over seeds a grid point is drawn once, as
+Every function takes the complete runs of one dataset (utils.plots.data.Run), writes one PNG through
+utils.plots.style.save_figure and returns its path. Over seeds a grid point is drawn once, as
 mean ± sample std.
 """
 import numpy as np
@@ -9,18 +9,15 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from utils.plots_data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
-from utils.results import PRECISION_ORDER, mean_std
-from utils.visualization import (CE_COLOR, PRECISION_COLORS, TEACHER_COLOR, depth_colors, finish_figure,
-                                 legend_right, plt, save_figure)
-
-METHOD_STYLE = {"ce": "--", "kd": "-", "dkd": "-."}
-METHOD_NAME = {"ce": "CE control (no teacher)", "kd": "KD (Hinton)", "dkd": "DKD (decoupled)"}
-PRECISION_MARKERS = {"fp32": "o", "fp16": "D", "bf16": "s", "fp8": "^"}
+from utils.names import (CE_COLOR, TEACHER_COLOR, method_look, method_order, precision_color, precision_marker,
+                         precision_order)
+from utils.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
+from utils.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
+from utils.results import mean_std
 
 
 def _color(method: str, precision: str) -> str:
-    return CE_COLOR if method == "ce" else PRECISION_COLORS.get(precision, "#9467bd")
+    return CE_COLOR if method == "ce" else precision_color(precision)
 
 
 def _series_name(method: str, precision: str, runs: list) -> str:
@@ -45,7 +42,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     (repeated in every panel as the baseline), dotted black = the teacher."""
     groups = group_students(runs)
     teacher = teacher_of(runs)
-    precisions = sorted({p for (_, m, p) in groups if m != "ce"}, key=lambda p: PRECISION_ORDER.get(p, 9))
+    precisions = sorted({p for (_, m, p) in groups if m != "ce"}, key=precision_order)
     precisions = precisions or ["fp32"]
     colors = depth_colors(b for (b, _, _) in groups)
     last_epoch = max((row.get("epoch") or 0 for r in runs for row in r.history), default=1)
@@ -58,7 +55,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
             ep, mean, sd = mean_curve(rs, metric)
             if not len(ep):
                 continue
-            ax.plot(ep, mean, color=colors[b], ls=METHOD_STYLE.get(m, ":"), lw=1.1 if m == "ce" else 1.8,
+            ax.plot(ep, mean, color=colors[b], ls=method_look(m).line, lw=1.1 if m == "ce" else 1.8,
                     marker="o", ms=3, alpha=0.75 if m == "ce" else 1.0)
             if len(rs) > 1:
                 ax.fill_between(ep, mean - sd, mean + sd, color=colors[b], alpha=0.12, lw=0)
@@ -75,7 +72,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
     handles = [Line2D([], [], color=c, lw=2.5, label=f"res{b}") for b, c in colors.items()]
-    handles += [Line2D([], [], color="#333333", ls=METHOD_STYLE[m], label=METHOD_NAME[m])
+    handles += [Line2D([], [], color="#333333", ls=method_look(m).line, label=method_look(m).label)
                 for m in ("kd", "dkd", "ce") if any(k[1] == m for k in groups)]
     if teacher is not None:
         handles.append(Line2D([], [], color=TEACHER_COLOR, ls=":", marker="s", ms=3, label=teacher.label))
@@ -110,7 +107,7 @@ def plot_accuracy_vs_params(runs: list, path: str) -> str:
         st = [mean_std([r.acc for r in rs]) for _, rs in points]
         yerr = [s[1] for s in st] if any(s[2] > 1 for s in st) else None
         ax.errorbar(xs, [s[0] for s in st], yerr=yerr, color=_color(m, p),
-                    marker="x" if m == "ce" else PRECISION_MARKERS.get(p, "o"), ms=7, capsize=3, lw=1.0,
+                    marker="x" if m == "ce" else precision_marker(p), ms=7, capsize=3, lw=1.0,
                     ls=":" if m == "ce" else "-", label=_series_name(m, p, runs))
     _teacher_line(ax, teacher)
     if teacher is not None and teacher.acc is not None and teacher.get("params"):
@@ -138,7 +135,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
     gains = kd_gains(runs)
     depths = sorted({b for (b, _, _) in groups})
     series = sorted({(m, p) for (_, m, p) in groups},
-                    key=lambda s: (s[0] != "ce", s[0], PRECISION_ORDER.get(s[1], 9)))
+                    key=lambda s: (method_order(s[0]), s[0], precision_order(s[1])))
     width = 0.8 / max(len(series), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 + len(depths) * (0.45 + 0.5 * len(series))), 4.6))
     lows, highs = [], []
@@ -156,7 +153,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
                 highs.append(mean + sd)
         ax.bar(xs, means, width * 0.92, yerr=sds if any(n > 1 for n in ns) else None, capsize=2,
                color=_color(m, p), alpha=0.9,
-               hatch="//" if m == "dkd" else None, edgecolor="white", label=_series_name(m, p, runs))
+               hatch=method_look(m).hatch or None, edgecolor="white", label=_series_name(m, p, runs))
         if m == "ce":
             continue
         for x, b, mean, sd in zip(xs, bs, means, sds):
@@ -189,7 +186,7 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
     if teacher is not None:
         rows.append((teacher.label, TEACHER_COLOR, [teacher], None))
     for (b, m, p), rs in groups.items():
-        rows.append((f"res{b} {m} {precision_label(runs, p)}", _color(m, p), rs, "//" if m == "dkd" else None))
+        rows.append((f"res{b} {m} {precision_label(runs, p)}", _color(m, p), rs, method_look(m).hatch or None))
     fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.3 * len(rows)))
     ends = []
     for y, (label, color, rs, hatch) in enumerate(rows):
@@ -213,8 +210,8 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
     ax.set_xlim(0, max(ends, default=1) * 1.45)
     ax.set_xlabel("seconds per epoch (s, median epoch of a run)")
     ax.grid(alpha=0.3, axis="x")
-    present = sorted({p for (_, m, p) in groups if m != "ce"}, key=lambda p: PRECISION_ORDER.get(p, 9))
-    handles = [Patch(color=PRECISION_COLORS.get(p, "#9467bd"), label=f"distilled, {precision_label(runs, p)}")
+    present = sorted({p for (_, m, p) in groups if m != "ce"}, key=precision_order)
+    handles = [Patch(color=precision_color(p), label=f"distilled, {precision_label(runs, p)}")
                for p in present]
     handles += [Patch(color=CE_COLOR, label="CE control (fp32)")]
     if teacher is not None:

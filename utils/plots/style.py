@@ -41,10 +41,7 @@ def plot_confusion_matrix(cm, classes, path, title: str) -> None:
     save_figure(fig, path)
 
 
-# --- shared looks of the experiment plots (plot_experiment_results.py, utils/plots_*.py) ---
-PRECISION_COLORS = {"fp32": "#1f77b4", "fp16": "#ff7f0e", "bf16": "#2ca02c", "fp8": "#d62728"}
-CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
-TEACHER_COLOR = "black"
+# --- shared looks of the experiment plots (plot_experiment_results.py, utils/plots/*.py) ---
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
 
 

@@ -1,4 +1,5 @@
-"""Epoch loops, optimizers, schedules and early stopping: the training path, one code path for every precision.
+"""The training engine: the epoch loop, evaluation, early stopping, optimizers and schedules; one code
+path for every method and every precision.
 
 Batches are sliced from a uint8 tensor cache already on the device and augmented there; loss and
 accuracy accumulate on the device, so there is no host sync per batch (the progress bar reads them
@@ -13,9 +14,8 @@ import torch
 from tqdm import tqdm
 
 from data.dataset import Split
-from data.transforms import augment_batch, normalize
+from data.transforms import prepare_batch
 from utils.errors import UserError
-from utils.losses import distill_loss
 
 POSTFIX_UPDATES = 8  # progress-bar refreshes per epoch: each one syncs the device once
 # pixels per evaluation batch on a CPU: res4/seed12 inference measured fastest at ~128-334 images of
@@ -36,7 +36,7 @@ def build_optimizer(cfg, params):
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    from utils.precision import import_bitsandbytes
+    from utils.device import import_bitsandbytes
 
     bnb = import_bitsandbytes()  # adam8bit: 8-bit optimizer state (Dettmers et al. 2022), CPU and CUDA
 
@@ -55,11 +55,6 @@ def build_scheduler(cfg, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def prepare_batch(images_u8, mean, std, channels_last: bool) -> torch.Tensor:
-    x = normalize(images_u8, mean, std)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
-
-
 @dataclass
 class EpochStats:
     loss: float
@@ -68,49 +63,69 @@ class EpochStats:
     seconds: float = 0.0
 
 
-def train_epoch(cfg, model, data: Split, mean, std, prec, optimizer, scheduler, generator,
-                epoch: int, teacher_fn=None, desc: str = "") -> EpochStats:
-    """One pass over `data` in a seeded order. `teacher_fn(idx, x_u8, flips)` -> (x_u8, teacher logits)."""
-    model.train()
-    n, bs = len(data), cfg.batch_size
-    steps = max(1, n // bs)  # drop the ragged last batch: BatchNorm1d needs more than one sample
-    dev = data.images.device
-    order = torch.randperm(n, generator=generator).to(dev)  # one copy per epoch, not one per batch
-    loss_sum = torch.zeros((), device=dev)
-    correct = torch.zeros((), device=dev, dtype=torch.long)
-    term_sums: dict = {}
-    seen = 0
-    t0 = time.perf_counter()
-    bar = tqdm(range(steps), desc=desc, unit="batch", leave=False, dynamic_ncols=True)
-    every = max(1, steps // POSTFIX_UPDATES)
-    for step in bar:
-        idx = order[step * bs:(step + 1) * bs]
-        x_u8, y = data.images[idx], data.labels[idx]
-        if teacher_fn is not None:
-            x_u8, t_logits = teacher_fn(idx, x_u8, generator)
-        else:
-            x_u8, t_logits = augment_batch(x_u8, cfg.augment, generator), None
-        x = prepare_batch(x_u8, mean, std, cfg.channels_last)
-        with prec.autocast():
-            logits = model(x)
-            terms = distill_loss(cfg, logits.float(), t_logits, y, epoch)
-            loss = sum(terms.values())
-        prec.step(loss, optimizer)
-        scheduler.step()
-        loss_sum += loss.detach() * y.shape[0]
-        correct += (logits.detach().argmax(1) == y).sum()
+@dataclass
+class Trainee:
+    """One student's training step state: its distiller, optimizer, schedule and precision."""
+
+    distiller: object  # distill.base.Distiller
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    prec: object  # utils.precision.Precision
+
+
+class _Meter:
+    """Loss, accuracy and per-term sums accumulated on the device: no host sync per batch."""
+
+    def __init__(self, device):
+        self.loss = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.terms, self.seen = {}, 0
+
+    def add(self, loss, logits, y, terms) -> None:
+        n = y.shape[0]
+        self.loss += loss.detach() * n
+        self.correct += (logits.detach().argmax(1) == y).sum()
         for k, v in terms.items():
-            term_sums[k] = term_sums.get(k, 0.0) + v.detach() * y.shape[0]
-        seen += y.shape[0]
-        if (step + 1) % every == 0 or step + 1 == steps:
-            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{100.0 * correct.item() / seen:.2f}%")
+            self.terms[k] = self.terms.get(k, 0.0) + v.detach() * n
+        self.seen += n
+
+    def stats(self, seconds: float) -> EpochStats:
+        return EpochStats(self.loss.item() / self.seen, 100.0 * self.correct.item() / self.seen,
+                          {k: v.item() / self.seen for k, v in self.terms.items()}, seconds)
+
+
+def train_step(t: Trainee, batch, teacher_out, epoch: int):
+    """One optimizer step of one student on one batch: (loss, logits, terms)."""
+    with t.prec.autocast():
+        logits, terms = t.distiller.forward_train(batch.x, batch.y, teacher_out, epoch)
+        loss = sum(terms.values())
+    t.prec.step(loss, t.optimizer)
+    t.scheduler.step()
+    return loss, logits, terms
+
+
+def train_epoch(trainee: Trainee, sampler, teacher=None, epoch: int = 0, desc: str = "") -> EpochStats:
+    """One pass of `sampler`'s batches. `teacher(batch)` gives the teacher's outputs (None: no teacher).
+    The loop knows no method: the distiller turns (x, y, teacher outputs) into named loss terms."""
+    trainee.distiller.train()
+    meter = _Meter(sampler.data.images.device)
+    t0 = time.perf_counter()
+    bar = tqdm(total=sampler.steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    every = max(1, sampler.steps // POSTFIX_UPDATES)
+    for step, batch in enumerate(sampler.epoch()):
+        teacher_out = teacher(batch) if teacher is not None else None
+        loss, logits, terms = train_step(trainee, batch, teacher_out, epoch)
+        meter.add(loss, logits, batch.y, terms)
+        bar.update(1)
+        if (step + 1) % every == 0 or step + 1 == sampler.steps:
+            bar.set_postfix(loss=f"{meter.loss.item() / meter.seen:.4f}",
+                            acc=f"{100.0 * meter.correct.item() / meter.seen:.2f}%")
     bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    stats = EpochStats(loss_sum.item() / seen, 100.0 * correct.item() / seen,
-                       {k: v.item() / seen for k, v in term_sums.items()}, time.perf_counter() - t0)
+    if meter.loss.device.type == "cuda":
+        torch.cuda.synchronize(meter.loss.device)
+    stats = meter.stats(time.perf_counter() - t0)
     if not math.isfinite(stats.loss):
-        raise RunFailed(f"non-finite training loss at epoch {epoch + 1}: {prec.nonfinite_hint()}")
+        raise RunFailed(f"non-finite training loss at epoch {epoch + 1}: {trainee.prec.nonfinite_hint()}")
     return stats
 
 

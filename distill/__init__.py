@@ -1,0 +1,26 @@
+"""How a student learns from a teacher. One file per method, each a pure loss function plus a thin
+Distiller; the registry below maps config.METHODS to them (a test pins the two together)."""
+from distill.base import Distiller, TeacherOut  # noqa: F401
+from distill.ce import CE
+from distill.dkd import DKD
+from distill.kd import KD
+
+DISTILLERS = {
+    "ce": CE,
+    "kd": KD,
+    "dkd": DKD,
+}
+
+
+def method_of(cfg) -> str:
+    """The method a run learns with: cfg.method for a student, always CE for a teacher run."""
+    return "ce" if cfg.role == "teacher" else cfg.method
+
+
+def needs_teacher(cfg) -> bool:
+    return DISTILLERS[method_of(cfg)].uses_teacher
+
+
+def build_distiller(cfg, student, teacher=None) -> Distiller:
+    """The distiller of the run's method around `student`; `teacher` only for methods that use one."""
+    return DISTILLERS[method_of(cfg)](student, cfg, teacher)

@@ -1,0 +1,95 @@
+"""Run directories: what one is called, whether it is complete, which weights it is used by, how it is
+loaded back (config, model, data) and whether an interrupted one can resume. train.py, evaluate.py,
+deploy/ and run_experiments.py all ask here.
+
+A run directory (out_dir/run_name/) can be re-read without the code that wrote it:
+model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
+config.json, summary.json (status "complete" marks a finished run), training_summary.txt.
+"""
+import dataclasses
+import os
+
+import torch
+
+from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope
+from data.dataset import load_dataset
+from models.teacher_arch import build_model
+from utils.atomic import read_json, read_json_object
+from utils.checkpoint import load_weights_into
+from utils.errors import UserError
+
+RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
+# what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
+RUN_OVERRIDABLE = fields_in_scope("run", "eval", "deploy")
+
+
+def run_dir_of(cfg) -> str:
+    return os.path.join(cfg.out_dir, default_run_name(cfg))
+
+
+def run_weights_file(run_dir):
+    """The weights a finished run is used by: best_model.safetensors, else model.safetensors; None if neither."""
+    for name in RUN_WEIGHTS:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def read_summary(run_dir):
+    """summary.json as a dict, or None when it is missing, torn, binary or not a JSON object."""
+    return read_json_object(os.path.join(run_dir, "summary.json"))
+
+
+def is_complete(run_dir) -> bool:
+    summary = read_summary(run_dir)
+    return summary is not None and summary.get("status") == "complete"
+
+
+def model_label(cfg) -> str:
+    return f"{cfg.teacher_arch} (teacher)" if cfg.role == "teacher" else f"ResidualCNN res{cfg.blocks} (student)"
+
+
+def check_resumable(cfg, run_dir) -> None:
+    """A run resumes only with the same values of every field that changes what it learns (scope train)."""
+    saved = read_json_object(os.path.join(run_dir, "config.json")) or {}
+    now = config_to_dict(cfg)
+    diff = [k for k in fields_in_scope("train") if k in saved and saved[k] != now[k]]
+    if diff:
+        raise UserError(f"{run_dir}: cannot resume, the config differs from the interrupted run's in "
+                        f"{', '.join(diff[:5])}; pass the same values or a new --run_name")
+
+
+def load_run(run_dir: str, overrides: dict = None):
+    """(config, model in eval mode on CPU, dataset, weights path) of a finished run directory.
+    `overrides` may change only fields of scope run, eval and deploy (data_dir, device, batch sizes, ...)."""
+    if not os.path.isdir(run_dir):
+        raise UserError(f"--run={run_dir}: no such run directory")
+    cfg = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
+    bad = set(overrides or {}) - set(RUN_OVERRIDABLE)
+    if bad:
+        raise UserError(f"--{sorted(bad)[0]}: fixed by the run's config.json; evaluate.py takes only "
+                        f"--run and {', '.join('--' + k for k in sorted(RUN_OVERRIDABLE) if k != 'run')}")
+    cfg = dataclasses.replace(cfg, **(overrides or {}))
+    path = run_weights_file(run_dir)
+    if path is None:
+        raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
+    ds = load_dataset(cfg)
+    model = build_model(dataclasses.replace(cfg, teacher_pretrained=False), ds.in_channels, ds.num_classes)
+    load_weights_into(model, path)
+    return cfg, model.eval(), ds, path
+
+
+def rng_state(generator: torch.Generator) -> dict:
+    """Every random stream a run draws from, for checkpoint.pt."""
+    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    generator.set_state(state["generator"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
