@@ -4,23 +4,34 @@ from torch import nn
 
 
 class ResidualBlock(nn.Module):
-    """Basic ResNet block: conv3x3-BN-ReLU-conv3x3-BN plus a shortcut, then ReLU.
+    """Basic ResNet block (He et al. 2016): two 3x3 convs plus a shortcut.
 
-    The shortcut is the identity, or a 1x1 conv + BN where the block changes channels or stride.
-    Convs carry no bias (BN follows each one).
+    Post-activation (the default; the student family, seed12 and the CIFAR ResNets):
+    conv-BN-ReLU-conv-BN, add the shortcut, ReLU. Pre-activation (`preact=True`, wide ResNets,
+    Zagoruyko & Komodakis 2016): BN-ReLU-conv-BN-ReLU-(dropout)-conv, add the shortcut, no ReLU after.
+    The shortcut is the identity, or a 1x1 conv (+ BN when post-activation) where the block changes
+    channels or stride. Convs carry no bias (BN follows or precedes each one).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1):
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, preact: bool = False, dropout: float = 0.0):
         super().__init__()
+        self.preact = preact
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
+        self.bn1 = nn.BatchNorm2d(in_ch if preact else out_ch)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.shortcut = nn.Identity()
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
+            proj = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
+            self.shortcut = proj if preact else nn.Sequential(proj, nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            a = torch.relu(self.bn1(x))
+            out = self.conv2(self.drop(torch.relu(self.bn2(self.conv1(a)))))
+            # a projection shortcut sees the activated input, as in the WRN reference code
+            return out + (x if isinstance(self.shortcut, nn.Identity) else self.shortcut(a))
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return torch.relu(out + self.shortcut(x))

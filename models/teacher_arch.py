@@ -1,11 +1,72 @@
-"""Teachers: the seed12 residual CNN (the original's 26.5M-parameter teacher) and torchvision backbones."""
+"""Teachers: the seed12 residual CNN (the original's 26.5M-parameter teacher), the CIFAR-style ResNets
+and wide ResNets made for small inputs, and torchvision backbones.
+
+    resnet20/32/44/56/110   He et al. 2016, section 4.2: 3 stages of n = (depth-2)/6 basic blocks with
+                            16/32/64 channels (28->14->7 px, or 32->16->8), global pool, one Linear
+    wrn{depth}_{k}          Zagoruyko & Komodakis 2016: 3 stages of (depth-4)/6 pre-activation blocks
+                            with 16k/32k/64k channels; e.g. wrn16_4 (2.7M params), wrn28_10 (36.5M)
+
+seed12 at 28 px shrinks its maps to 1x1 after six stride-2 stages, so most of its 26.5M parameters
+see one pixel: the small-input families keep 7x7 maps at the end.
+"""
 import os
 
 import torch
 from torch import nn
 
+from config import CIFAR_RESNETS, TORCHVISION_TEACHERS, WRN_PATTERN
+from models.blocks import ResidualBlock
 from models.cnn_model import ResidualCNN
 from utils.errors import UserError
+
+class SmallInputResNet(nn.Module):
+    """CIFAR-style ResNet (post-activation) or wide ResNet (pre-activation): a 3x3 stem at full
+    resolution, three stages of `n` blocks of `widths` channels (stride 2 entering stages 2 and 3),
+    global average pooling, one Linear. The stages are the feature maps feature methods read."""
+
+    def __init__(self, n: int, widths: tuple, in_channels: int, num_classes: int, preact: bool = False,
+                 dropout: float = 0.0, stem: int = 16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False),
+                                  *([] if preact else [nn.BatchNorm2d(stem), nn.ReLU(inplace=True)]))
+        c_in, stages = stem, []
+        for i, width in enumerate(widths):
+            blocks = []
+            for j in range(n):
+                blocks.append(ResidualBlock(c_in, width, 2 if (j == 0 and i > 0) else 1, preact, dropout))
+                c_in = width
+            stages.append(nn.Sequential(*blocks))
+        self.stage1, self.stage2, self.stage3 = stages
+        # pre-activation blocks end without BN-ReLU: the network adds one before pooling
+        self.final = nn.Sequential(nn.BatchNorm2d(c_in), nn.ReLU(inplace=True)) if preact else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c_in, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def feature_layers(self) -> list:
+        return ["stage1", "stage2", "stage3"]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stage3(self.stage2(self.stage1(self.stem(x))))
+        return self.fc(torch.flatten(self.pool(self.final(x)), 1))
+
+
+def cifar_resnet(depth: int, in_channels: int = 3, num_classes: int = 10) -> SmallInputResNet:
+    if (depth - 2) % 6:
+        raise UserError(f"resnet{depth}: a CIFAR ResNet has depth 6n+2 (20, 32, 44, 56, 110)")
+    return SmallInputResNet((depth - 2) // 6, (16, 32, 64), in_channels, num_classes)
+
+
+def wide_resnet(depth: int, k: int, in_channels: int = 3, num_classes: int = 10,
+                dropout: float = 0.0) -> SmallInputResNet:
+    if (depth - 4) % 6 or depth < 10 or k < 1:
+        raise UserError(f"wrn{depth}_{k}: a wide ResNet has depth 6n+4 (10, 16, 22, 28, 40, ...) and width k >= 1")
+    return SmallInputResNet((depth - 4) // 6, (16 * k, 32 * k, 64 * k), in_channels, num_classes, preact=True,
+                            dropout=dropout)
+
+
 
 
 def seed12(in_channels: int = 3, num_classes: int = 6, width: int = 16) -> ResidualCNN:
@@ -66,11 +127,17 @@ def torchvision_teacher(arch: str, in_channels: int, num_classes: int, pretraine
 
 
 def build_teacher(cfg, in_channels: int, num_classes: int) -> nn.Module:
-    if cfg.teacher_arch == "seed12":
-        if cfg.teacher_pretrained:
-            raise UserError("--teacher_pretrained=True: seed12 has no ImageNet weights; "
-                            "use resnet18, resnet50 or efficientnet_b0")
+    arch = cfg.teacher_arch
+    if arch not in TORCHVISION_TEACHERS and cfg.teacher_pretrained:
+        raise UserError(f"--teacher_pretrained=True: {arch} has no ImageNet weights; "
+                        f"use {', '.join(TORCHVISION_TEACHERS)}")
+    if arch == "seed12":
         return seed12(in_channels, num_classes, cfg.teacher_width)
+    if arch in CIFAR_RESNETS:
+        return cifar_resnet(int(arch[len("resnet"):]), in_channels, num_classes)
+    wrn = WRN_PATTERN.match(arch)
+    if wrn:
+        return wide_resnet(int(wrn.group(1)), int(wrn.group(2)), in_channels, num_classes)
     return torchvision_teacher(cfg.teacher_arch, in_channels, num_classes, cfg.teacher_pretrained,
                                cfg.teacher_weights)
 

@@ -25,7 +25,24 @@ def test_factories_are_the_parametric_class():
     assert sum(isinstance(m, blocks.ResidualBlock) for m in res10().modules()) == 10
 
 
-@pytest.mark.parametrize("arch", ["seed12", "resnet18", "resnet50", "efficientnet_b0"])
+@pytest.mark.parametrize("arch,expected", [("resnet20", 272_474), ("resnet56", 855_770), ("resnet110", 1_730_714),
+                                           ("wrn16_4", 2_748_890), ("wrn28_10", 36_479_194), ("wrn40_4", 8_949_210)])
+def test_small_input_teacher_counts(arch, expected):
+    # 3 channels, 10 classes: the CIFAR counts (ResNet-20 0.27M with projection shortcuts; the WRN paper's
+    # WRN-28-10 36.5M, WRN-40-4 8.9M, WRN-16-4 2.7M)
+    assert count_params(build_teacher(make_config(teacher_arch=arch), 3, 10)) == expected
+
+
+def test_small_input_teachers_keep_7px_maps_at_28px():
+    from models.features import feature_stages
+
+    for arch in ("resnet20", "wrn16_2"):
+        stages = feature_stages(build_teacher(make_config(teacher_arch=arch), 1, 10), (1, 28, 28))
+        assert [s.size for s in stages] == [28, 14, 7]
+    assert [s.size for s in feature_stages(seed12(1, 10, 4), (1, 28, 28))] == [28, 14, 7, 4, 2, 1]
+
+
+@pytest.mark.parametrize("arch", ["seed12", "resnet20", "wrn10_2", "resnet18", "resnet50", "efficientnet_b0"])
 def test_teachers_forward_backward_no_nan(arch):
     cfg = make_config(teacher_arch=arch, teacher_width=4 if arch == "seed12" else 16)
     model = build_teacher(cfg, in_channels=1, num_classes=10)
@@ -46,3 +63,13 @@ def test_pretrained_teacher_offline_fails_fast(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(UserError, match="ImageNet weights"):
         build_teacher(make_config(teacher_arch="resnet18", teacher_pretrained=True), 3, 6)
+    with pytest.raises(UserError, match="no ImageNet weights"):
+        build_teacher(make_config(teacher_arch="wrn16_4", teacher_pretrained=True), 3, 6)
+
+
+@pytest.mark.parametrize("arch", ["wrn15_4", "wrn16_0", "resnet21", "vgg16"])
+def test_bad_teacher_arch_is_one_line(arch):
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="teacher_arch"):
+        make_config(teacher_arch=arch)
