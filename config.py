@@ -25,7 +25,7 @@ TORCHVISION_TEACHERS = ("resnet18", "resnet50", "efficientnet_b0")  # ImageNet-s
 WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, depth 6n+4 (wrn16_4, wrn28_10)
 TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS)
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
-METHODS = ("ce", "kd", "dkd")
+METHODS = ("ce", "kd", "dkd", "fitnet", "at", "fm")
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
 
@@ -55,8 +55,10 @@ class Config:
     image_size: int = _train(0)  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
     max_train_samples: int = _train(0)  # images; 0 = all. A class-stratified, seeded subset otherwise
     max_test_samples: int = _eval(0)  # images; 0 = all
-    val_fraction: float = _train(0.0)  # share of train held out for early stopping; 0 = stop on test accuracy (the original)
+    val_fraction: float = _train(0.0)  # share of the whole train split held out (fixed, seed-independent) to select the epoch; 0 = select on test (the original)
     augment: str = _train("crop+flip")  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
+    random_erasing: float = _train(0.0)  # probability of erasing a random rectangle per image (Zhong et al. 2020 use 0.5)
+    mixup: float = _train(0.0)  # mixup Beta(a, a) of a batch with its own shuffle (Zhang et al. 2018); 0 = off
     num_workers: int = _run(0)  # processes decoding JPEGs when a cache is built; 0 = in-process
     # --- model ---
     role: str = _train("student")  # teacher | student: which model train.py trains
@@ -69,12 +71,21 @@ class Config:
     teacher_weights: str = _train("")  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
     teacher_checkpoint: str = _train("")  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
     # --- distillation ---
-    method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD)
-    temperature: float = _train(4.0, ("kd", "dkd"))  # softmax temperature T of kd and dkd (Hinton et al. use 1-20; 4 is the usual CIFAR value)
-    alpha: float = _train(0.5, ("kd",))  # kd: weight of cross-entropy; (1 - alpha) weighs T^2 * KL
-    dkd_alpha: float = _train(1.0, ("dkd",))  # dkd: weight of TCKD (Zhao et al. 2022 use 1.0)
+    method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching)
+    temperature: float = _train(4.0, ("kd", "dkd"))  # softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)
+    alpha: float = _train(0.1, ("kd",))  # kd: weight of the cross-entropy term (mdistiller's CE_WEIGHT 0.1; the old default here was 0.5)
+    kd_weight: float = _train(0.9, ("kd",))  # kd: weight of the T^2-scaled KL term (mdistiller's KD_WEIGHT 0.9)
+    kd_logit_std: bool = _train(False, ("kd",))  # kd: z-score both logits before the softmax (Sun et al. 2024; their recipe: T=2, kd_weight=9)
+    dkd_alpha: float = _train(1.0, ("dkd",))  # dkd: weight of TCKD (Zhao et al. 2022 use 1.0); CE weighs 1.0
     dkd_beta: float = _train(8.0, ("dkd",))  # dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)
-    dkd_warmup: int = _train(1, ("dkd",))  # epochs of linear warm-up of the DKD weight (the paper: 20 of 240)
+    dkd_beta_per_depth: tuple = _train((), ("dkd",))  # dkd: [[blocks, beta], ...] overriding dkd_beta for those depths
+    dkd_warmup: float = _train(20 / 240, ("dkd",))  # dkd: share of the run over which the DKD weight ramps up linearly (the paper: 20 of 240 epochs)
+    fitnet_weight: float = _train(100.0, ("fitnet",))  # fitnet: weight of the hint MSE (mdistiller's CIFAR FEAT_WEIGHT); CE weighs 1.0
+    fitnet_stage: int = _train(-1, ("fitnet",))  # fitnet: which student stage gives the hint (0-based; -1 = the middle one)
+    at_weight: float = _train(1000.0, ("at",))  # at: weight of the attention-map loss (mdistiller's CIFAR value); CE weighs 1.0
+    at_p: float = _train(2.0, ("at",))  # at: attention map = mean over channels of |A|^p (Zagoruyko & Komodakis 2017 use p=2)
+    fm_temperature: float = _train(1.0, ("fm",))  # fm: softmax temperature of function matching's KL (Beyer et al. 2022 use 1)
+    fm_mixup: float = _train(1.0, ("fm",))  # fm: mixup Beta(a, a) of the one view teacher and student share (Beyer et al.: mixup + crops)
     teacher_logits: str = _train("cache")  # cache: teacher logits computed once per image/view and reused; online: every batch
     teacher_precision: str = _train("fp32")  # fp32 | bf16: the frozen teacher's forward only (autocast; the student keeps `precision`)
     # --- precision and optimisation ---
@@ -82,9 +93,11 @@ class Config:
     optimizer: str = _train("adam")  # adam | adamw | sgd | adam8bit (bitsandbytes 8-bit optimizer state)
     lr: float = _train(1e-3)  # learning rate at batch_size (the original: Adam 1e-3)
     momentum: float = _train(0.9)  # sgd only
+    nesterov: bool = _train(False)  # sgd only: Nesterov momentum
     weight_decay: float = _train(0.0)  # L2 / decoupled decay; the original used none
     schedule: str = _train("cosine")  # cosine (to 0 over epochs) | step (x0.1 every lr_step_epochs) | none
     lr_step_epochs: int = _train(5)  # step schedule period, epochs
+    warmup_epochs: float = _train(0.0)  # linear learning-rate warm-up from 0, epochs (fractions allowed), before the schedule
     epochs: int = _train(15)  # upper bound; early stopping may end sooner (the original: 15)
     patience: int = _train(3)  # epochs without a better accuracy before stopping; 0 = never stop early (the original: 3)
     batch_size: int = _train(224)  # images per step (the original: 224)
@@ -110,8 +123,10 @@ class Config:
     sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"))  # precisions of the distilled students
     sweep_methods: tuple = _sweep(("kd",))  # distillation methods; a ce control per depth is always added
     seeds: int = _sweep(1)  # seeds 0..seeds-1 per grid point
+    workers: int = _sweep(1)  # groups of students trained at once, each in its own process (1 = one after another)
     teacher_epochs: int = _sweep(0)  # the sweep's teacher run: epochs; 0 = same as the students' epochs
     teacher_train_samples: int = _sweep(0)  # the sweep's teacher run: train images; 0 = same as max_train_samples
+    teacher_recipe: str = _sweep("")  # the sweep's teacher run: a named recipe (RECIPES) on top of the students' settings; "" = none
     fp16_on_cpu: str = _sweep("bf16")  # what the sweep runs for fp16 on a CPU: fp16 autocast there trains at ~10 img/s
     precision_note: str = _sweep("")  # set by the sweep when it substitutes a precision; shown in every summary
 
@@ -124,6 +139,10 @@ class Config:
                 object.__setattr__(self, f.name, tuple(value))
             elif types[f.name] is float and isinstance(value, int):
                 object.__setattr__(self, f.name, float(value))
+        if self.dkd_beta_per_depth:
+            object.__setattr__(self, "dkd_beta_per_depth", tuple(tuple(p) for p in self.dkd_beta_per_depth))
+        if self.role == "student" and self.method == "dkd" and self.mixup > 0:
+            raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
 
 
 CHOICES = {
@@ -139,11 +158,14 @@ CHOICES = {
     "split": ("test", "pred"),
     "fp16_on_cpu": ("bf16", "fp16"),
 }
-POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds",
+POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds", "workers",
             "lr_step_epochs", "calib_samples", "deploy_repeats"}
 NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience", "seed",
-                "dkd_warmup", "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
-                "weight_decay", "alpha", "dkd_alpha", "dkd_beta"}
+                "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
+                "weight_decay", "alpha", "kd_weight", "dkd_alpha", "dkd_beta", "fitnet_weight", "at_weight",
+                "mixup", "fm_mixup", "warmup_epochs"}
+POSITIVE |= {"temperature", "fm_temperature", "at_p"}
+UNIT_INTERVAL = {"random_erasing", "dkd_warmup"}  # in [0, 1]
 
 PRESETS = {
     # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
@@ -158,6 +180,30 @@ PRESETS = {
     # the real experiment for a GPU: the original's Adam 1e-3, batch 224, up to 15 epochs, patience 3
     "full": dict(epochs=15, patience=3, batch_size=224, lr=1e-3, optimizer="adam",
                  out_dir="checkpoints/full"),
+}
+
+
+# Named recipes from the literature: `--recipe=<name>` applies one after the preset and before the other
+# overrides; the sweep's teacher run takes `teacher_recipe`. Each says where its numbers come from.
+RECIPES = {
+    # a teacher that reaches the literature's Fashion-MNIST numbers: SGD + Nesterov, lr 0.1 at batch 128,
+    # weight decay 5e-4, cosine after a short warm-up, crop + flip + random erasing (Zhong et al. 2020:
+    # ResNet-20 95.98%, WRN-28-10 96.35% on Fashion-MNIST), no label smoothing (Muller et al. 2019: it
+    # erases the class relations KD transfers), no early stopping
+    "teacher-sgd": dict(optimizer="sgd", nesterov=True, lr=0.1, batch_size=128, momentum=0.9, weight_decay=5e-4,
+                        schedule="cosine", warmup_epochs=1.0, augment="crop+flip", random_erasing=0.5,
+                        patience=0),
+    # students the way mdistiller trains them on CIFAR (SGD 0.05 at batch 64 = 0.1 at 128, wd 5e-4), with a
+    # cosine schedule instead of steps, and the same for the CE control and every distilled student
+    "student-sgd": dict(optimizer="sgd", nesterov=True, lr=0.1, batch_size=128, momentum=0.9, weight_decay=5e-4,
+                        schedule="cosine", warmup_epochs=1.0, augment="crop+flip", patience=0),
+    "hinton-kd": dict(method="kd", temperature=4.0, alpha=0.1, kd_weight=0.9, kd_logit_std=False),  # mdistiller CIFAR
+    "kd-logit-std": dict(method="kd", temperature=2.0, alpha=0.1, kd_weight=9.0, kd_logit_std=True),  # Sun et al. 2024
+    "dkd": dict(method="dkd", temperature=4.0, dkd_alpha=1.0, dkd_beta=8.0, dkd_warmup=20 / 240),  # Zhao et al. 2022
+    "fitnet": dict(method="fitnet", fitnet_weight=100.0, fitnet_stage=-1),  # Romero et al. 2015, mdistiller weights
+    "at": dict(method="at", at_weight=1000.0, at_p=2.0),  # Zagoruyko & Komodakis 2017, mdistiller weights
+    # Beyer et al. 2022: teacher and student see the same mixup view, KL at T=1 only, long schedules
+    "function-matching": dict(method="fm", fm_temperature=1.0, fm_mixup=1.0, teacher_logits="online"),
 }
 
 
@@ -202,6 +248,14 @@ def _check_field(name: str, value) -> None:
     if name == "teacher_arch" and not (value in TEACHER_ARCHS or _wrn_ok(value)):
         raise UserError(f"--teacher_arch={value}: allowed values are {', '.join(TEACHER_ARCHS)} "
                         f"(depth 6n+4, e.g. wrn16_4)")
+    if name in UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+        raise UserError(f"--{name}={value}: must be in [0, 1]")
+    if name == "dkd_beta_per_depth" and not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and p[0] > 0
+            and isinstance(p[1], (int, float)) and p[1] >= 0 for p in value):
+        raise UserError(f"--dkd_beta_per_depth={value!r}: expected [[blocks, beta], ...], e.g. [[4,2],[6,4]]")
+    if name == "teacher_recipe" and value and value not in RECIPES:
+        raise UserError(f"--teacher_recipe={value}: allowed values are {', '.join(RECIPES)}")
     if name == "val_fraction" and not 0.0 <= value < 1.0:
         raise UserError(f"--val_fraction={value}: must be in [0, 1)")
     if name == "fc_layers" and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
@@ -244,22 +298,24 @@ def _parse_value(name: str, text: str):
 
 
 def parse_overrides(argv: list[str]) -> dict:
-    """`--field=value` strings -> {field: value} (preset first, then overrides in order)."""
+    """`--field=value` strings -> {field: value}: the preset first, then the recipe, then overrides in order."""
     names = {f.name for f in dataclasses.fields(Config)}
-    preset, overrides = None, {}
+    preset, recipe, overrides = None, None, {}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
             raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see README for every field")
         key, text = arg[2:].split("=", 1)
-        if key == "preset":
-            if text not in PRESETS:
-                raise UserError(f"--preset={text}: allowed values are {', '.join(PRESETS)}")
-            preset = text
+        if key in ("preset", "recipe"):
+            table = PRESETS if key == "preset" else RECIPES
+            if text not in table:
+                raise UserError(f"--{key}={text}: allowed values are {', '.join(table)}")
+            preset, recipe = (text, recipe) if key == "preset" else (preset, text)
             continue
         if key not in names:
             raise UserError(f"--{key}: unknown config field (fields are listed in README.md)")
         overrides[key] = _parse_value(key, text)
     merged = dict(PRESETS[preset]) if preset else {}
+    merged.update(RECIPES[recipe] if recipe else {})
     merged.update(overrides)
     return merged
 

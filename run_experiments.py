@@ -4,10 +4,13 @@
     python run_experiments.py --preset=smoke --seeds=2
     python run_experiments.py --sweep_blocks=[4,8] --sweep_precisions=[fp32,fp8] --deploy=True
 
-One frozen config per grid point goes to train.main(); nothing global is mutated. Rerunning the
-same command skips complete runs (files untouched), continues partial ones from checkpoint.pt and
-runs the rest. A failed run is recorded (summary.json status "failed") and the sweep goes on; the
-exit code is 1 at the end if any run failed. Aggregates: out_dir/results.csv and results.md.
+One frozen config per grid point; nothing global is mutated. The teacher trains first; then the
+students that share a seed and their batches train together (train.train_runs: each batch made once,
+the teacher's outputs for it computed once, every student stepping on it), one group after another
+or `--workers=N` groups at once in their own processes. Rerunning the same command skips complete runs
+(files untouched), continues partial ones from checkpoint.pt and runs the rest. A failed run is
+recorded (summary.json status "failed") and the sweep goes on; the exit code is 1 at the end if any
+run failed. Aggregates: out_dir/results.csv and results.md.
 """
 import dataclasses
 import os
@@ -19,7 +22,7 @@ from tqdm import tqdm
 
 import evaluate
 import train
-from config import Config, config_to_dict, default_run_name, make_config
+from config import RECIPES, Config, config_to_dict, default_run_name, make_config
 from distill.runs import is_complete, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
 from utils.device import resolve_device
@@ -28,8 +31,11 @@ from utils.results import collect_results, write_results
 
 
 def teacher_config(base: Config) -> Config:
-    return dataclasses.replace(base, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
-                               resume=True, optimizer="adam" if base.optimizer == "adam8bit" else base.optimizer,
+    """The sweep's teacher run: the students' settings, then teacher_recipe's, then the teacher_* fields."""
+    recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
+    cfg = dataclasses.replace(base, **recipe)
+    return dataclasses.replace(cfg, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
+                               resume=True, optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
                                max_train_samples=base.teacher_train_samples or base.max_train_samples)
 
@@ -68,18 +74,56 @@ def record_failure(cfg: Config, err: BaseException) -> str:
     return message
 
 
-def run_one(cfg: Config) -> str:
-    """'done', 'skipped' or 'failed: <why>'. A failure never stops the sweep."""
-    if is_complete(run_dir_of(cfg)):
-        return "skipped"
+def _failed(cfg: Config, err: BaseException) -> str:
+    if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
+            and "out of memory" not in str(err).lower():
+        traceback.print_exception(err)  # unexpected: the whole story belongs in the log
+    return "failed: " + record_failure(cfg, err)
+
+
+def run_group(cfgs: list) -> list:
+    """Train runs that share their batches together (train.train_runs); 'done', 'skipped' or
+    'failed: <why>' per run, in order. A failure never stops the sweep: it is recorded in that run's
+    summary.json, and the group's other runs go on."""
+    todo = [c for c in cfgs if not is_complete(run_dir_of(c))]
+    status = {id(c): "skipped" for c in cfgs}
     try:
-        train.main(cfg)
-        return "done"
+        results = train.train_runs(todo) if todo else []
     except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
-        if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) \
-                and "out of memory" not in str(e).lower():
-            traceback.print_exc()
-        return "failed: " + record_failure(cfg, e)
+        results = [e] * len(todo)
+    for cfg, r in zip(todo, results):
+        status[id(cfg)] = _failed(cfg, r) if isinstance(r, BaseException) else "done"
+    return [status[id(c)] for c in cfgs]
+
+
+def run_one(cfg: Config) -> str:
+    return run_group([cfg])[0]
+
+
+def student_groups(students: list) -> list:
+    """The students in groups that share data order, batches and teacher (train.group_key), in grid order."""
+    groups = {}
+    for cfg in students:
+        groups.setdefault(train.group_key(cfg), []).append(cfg)
+    return list(groups.values())
+
+
+def _run_groups(groups: list, workers: int):
+    """(group, statuses) as groups finish: one after another, or `workers` groups at once, each in its
+    own process (launch-bound GPU loops leave the GPU mostly idle)."""
+    if workers <= 1 or len(groups) <= 1:
+        for g in groups:
+            yield g, run_group(g)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=torch.set_num_threads,
+                             initargs=(max(1, torch.get_num_threads() // workers),)) as pool:
+        futures = {pool.submit(run_group, g): g for g in groups}
+        for f in as_completed(futures):
+            yield futures[f], f.result()
 
 
 def deploy_finished(base: Config, runs: list) -> None:
@@ -103,19 +147,28 @@ def evaluate_best_student(runs: list) -> None:
 def main(base: Config) -> int:
     runs = grid(base)
     os.makedirs(base.out_dir, exist_ok=True)
-    failed = []
-    bar = tqdm(runs, desc="sweep", unit="run", dynamic_ncols=True)
-    for i, cfg in enumerate(bar, start=1):
-        name = default_run_name(cfg)
-        bar.set_postfix_str(name)
-        status = run_one(cfg)
-        if status.startswith("failed") and cfg.role == "teacher":
-            tqdm.write(f"{name}: {status}; the students need the teacher, stopping the sweep")
-            failed.append(name)
-            break
+    failed, done = [], 0
+    bar = tqdm(total=len(runs), desc="sweep", unit="run", dynamic_ncols=True)
+
+    def report(cfg, status):
+        nonlocal done
+        done += 1
+        bar.update(1)
         if status.startswith("failed"):
-            failed.append(name)
-        tqdm.write(f"[{i}/{len(runs)}] {name}: {status}")
+            failed.append(default_run_name(cfg))
+        tqdm.write(f"[{done}/{len(runs)}] {default_run_name(cfg)}: {status}")
+
+    teacher, students = runs[0], runs[1:]
+    bar.set_postfix_str(default_run_name(teacher))
+    status = run_one(teacher)
+    report(teacher, status)
+    if status.startswith("failed"):
+        tqdm.write(f"{default_run_name(teacher)}: the students need the teacher, stopping the sweep")
+        students = []
+    groups = student_groups(students)
+    for group, statuses in _run_groups(groups, base.workers):
+        for cfg, st in zip(group, statuses):
+            report(cfg, st)
     bar.close()
     if base.deploy:
         deploy_finished(base, runs)

@@ -4,9 +4,15 @@
     python train.py --blocks=4 --method=kd --precision=bf16
     python train.py --preset=demo --blocks=6 --resume=True
 
-Top to bottom: data -> model -> distiller (distill/) -> engine (distill/engine.py) -> run files.
+Top to bottom: data -> teacher -> model -> distiller (distill/) -> engine (distill/engine.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
 config.json, training_summary.txt, summary.json (see README).
+
+`train_runs(cfgs)` is the same program for several students that share a seed and their batches (the
+sweep's groups): each batch is sliced and augmented once, the teacher's outputs for it are computed
+once, and every student steps on it with its own optimizer, schedule, precision, early stopping and
+run directory. Each student draws dropout from its own random stream, saved and restored around its
+step, so a grouped run's files are exactly what it writes alone.
 """
 import os
 import sys
@@ -14,12 +20,12 @@ import sys
 import torch
 
 from config import Config, config_to_dict, default_run_name, make_config
-from data.dataset import load_dataset, split_train_val
+from data.dataset import load_dataset
 from data.sampler import BatchSampler
 from distill import build_distiller, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
-                            train_epoch)
-from distill.runs import check_resumable, is_complete, model_label, read_summary, rng_state, set_rng_state
+                            train_epochs_together)
+from distill.runs import check_resumable, is_complete, model_label, read_summary
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
@@ -30,146 +36,274 @@ from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
 
+# what students must share to train on the same batches (the sweep groups by these)
+GROUP_FIELDS = ("dataset", "data_dir", "image_size", "max_train_samples", "max_test_samples", "val_fraction",
+                "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
+                "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size")
+
+
+def group_key(cfg: Config) -> tuple:
+    return tuple(getattr(cfg, f) for f in GROUP_FIELDS)
+
+
+class RunState:
+    """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
+    when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
+
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict):
+        self.cfg, self.ds, self.device = cfg, ds, device
+        self.name = default_run_name(cfg)
+        self.dir = os.path.join(cfg.out_dir, self.name)
+        self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
+        torch.manual_seed(cfg.seed)  # model init, then this run's own stream for dropout
+        self.model = build_model(cfg, ds.in_channels, ds.num_classes)
+        self.params = count_params(self.model)
+        self.model.to(device)
+        self.channels_last = cfg.channels_last and (device.type != "cpu" or channels_last_trainable(self.model))
+        if self.channels_last != cfg.channels_last:
+            print(f"{self.name}: training in NCHW, not channels_last: a strided 1x1 convolution with fewer than "
+                  f"{MIN_STRIDED_1X1_CHANNELS_LAST} input channels crashes oneDNN's channels_last backward on CPUs")
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.prec = setup_precision(cfg.precision, self.model, device)
+        if cfg.precision_note:
+            self.prec.description += f" ({cfg.precision_note})"
+        self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
+        self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
+        steps = max(1, len(ds.train) // cfg.batch_size)
+        optimizer = build_optimizer(cfg, self.distiller.learnable_parameters())
+        self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
+                               rng=RngStream(device))
+        if cfg.compile:
+            self.model.compile()
+        self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
+        self.generator_state = None  # the shared batch generator's state after the last finished epoch
+        self.failure = None  # the error that ended this run early, when it trained in a group
+        if cfg.resume and os.path.isfile(self.ckpt_path):
+            self._resume()
+
+    def _resume(self) -> None:
+        check_resumable(self.cfg, self.dir)
+        ck = load_checkpoint(self.ckpt_path)
+        t = self.trainee
+        self.distiller.load_trainable_state(ck.get("trainable") or {"student": ck["model"]})  # older checkpoints
+        t.optimizer.load_state_dict(ck["optimizer"])
+        t.scheduler.load_state_dict(ck["scheduler"])
+        if self.prec.scaler is not None and ck.get("scaler"):
+            self.prec.scaler.load_state_dict(ck["scaler"])
+        t.rng.load_state(ck["rng"])
+        self.generator_state = ck["rng"]["generator"]
+        self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
+        self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
+        print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
+
+    def begin(self, source, n_train: int, n_test: int) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+        if source is not None and self.distiller.uses_teacher:
+            self.teacher_info["teacher_logits"] = source.how
+        t = self.teacher_info
+        print(f"{self.name}: {model_label(self.cfg)}, {self.params:,} params, {self.prec.description}, "
+              f"{n_train} train / {n_test} test images from {self.ds.source}"
+              + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
+                 if t else ""))
+        summary = os.path.join(self.dir, "summary.json")
+        if not self.cfg.resume and os.path.isfile(summary):
+            os.remove(summary)  # summary.json marks a complete run: a fresh start is not one yet
+
+    def active(self, epoch: int) -> bool:
+        return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
+                and self.failure is None)
+
+    def evaluate(self, split) -> tuple:
+        return evaluate_logits(predict(self.model, split, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
+                                       self.channels_last, self.prec.autocast), split.labels)
+
+    def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
+        cfg = self.cfg
+        test_loss, test_acc = self.evaluate(test)
+        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "test_loss": test_loss,
+               "test_acc": test_acc, "lr": lr, "epoch_seconds": stats.seconds,
+               "images_per_second": images / stats.seconds}
+        row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
+        if val is not None:
+            row["val_loss"], row["val_acc"] = self.evaluate(val)
+        self.history.append(row)
+        self.elapsed += stats.seconds
+        if self.stopper.update(row["val_acc"] if val is not None else test_acc, epoch):
+            save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
+        print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
+              f"test {test_acc:.2f}%" + (f"  val {row['val_acc']:.2f}%" if val is not None else "")
+              + f"  lr {lr:.2e}  {stats.seconds:.1f}s  ({row['images_per_second']:.0f} img/s)", flush=True)
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+        t = self.trainee
+        atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
+                           "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                           "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
+                           "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
+                           "rng": {**t.rng.state(), "generator": generator.get_state()},
+                           "elapsed_seconds": self.elapsed}, self.ckpt_path)
+        if self.stopper.should_stop and epoch + 1 < cfg.epochs:
+            print(f"{self.name}: early stopping, no better {'val' if val is not None else 'test'} accuracy "
+                  f"for {cfg.patience} epochs")
+
+    def finish(self, n_train: int, n_val: int, n_test: int) -> dict:
+        cfg, ds, history = self.cfg, self.ds, self.history
+        if not history:
+            raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
+        model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
+                                   {"epoch": history[-1]["epoch"]})
+        best = history[self.stopper.best_epoch]
+        secs = sorted(r["epoch_seconds"] for r in history)
+        summary = {
+            "status": "complete", "run_name": self.name, "role": cfg.role, "dataset": cfg.dataset,
+            "model": model_label(cfg), "arch": cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}",
+            "blocks": cfg.blocks if cfg.role == "student" else None,
+            "fc_layers": list(getattr(self.model, "fc_layers", ()) or []), "params": self.params,
+            "model_bytes": model_bytes, "image_size": ds.image_size, "in_channels": ds.in_channels,
+            "num_classes": ds.num_classes, "classes": list(ds.classes), "train_images": n_train,
+            "val_images": n_val, "test_images": n_test, "data_source": ds.source, "precision": cfg.precision,
+            "precision_description": self.prec.description, "device": str(self.device),
+            "hardware": hardware_name(self.device), "method": self.distiller.name,
+            "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs,
+            "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
+            "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
+            "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
+            "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
+            "seconds_per_epoch": secs[len(secs) // 2],
+            "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
+            "teacher_logits": None, **self.teacher_info, "provenance": provenance(),
+        }
+        write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
+        atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
+        print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
+              f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
+        return summary
+
+
+class RngStream:
+    """A run's own stream of the global torch RNG (dropout draws from it), swapped in around its steps so
+    that students trained together draw exactly what each would alone. Captured at construction: right
+    after the model, its method and any adapter were initialized."""
+
+    def __init__(self, device):
+        self.cuda = device if device.type == "cuda" else None
+        self.cpu = torch.get_rng_state()
+        self.gpu = torch.cuda.get_rng_state(self.cuda) if self.cuda else None
+
+    def __enter__(self):
+        torch.set_rng_state(self.cpu)
+        if self.cuda:
+            torch.cuda.set_rng_state(self.gpu, self.cuda)
+
+    def __exit__(self, *exc):
+        self.cpu = torch.get_rng_state()
+        if self.cuda:
+            self.gpu = torch.cuda.get_rng_state(self.cuda)
+
+    def state(self) -> dict:
+        return {"torch": self.cpu, **({"cuda": self.gpu} if self.cuda else {})}
+
+    def load_state(self, state: dict) -> None:
+        self.cpu = state["torch"]
+        if self.cuda and state.get("cuda") is not None:
+            self.gpu = state["cuda"] if torch.is_tensor(state["cuda"]) else state["cuda"][self.cuda.index or 0]
+
+
+def train_runs(cfgs: list) -> list:
+    """Train every config of `cfgs` (which share group_key) together; returns their summaries in order.
+    Complete runs with resume=True are returned as they are. A run that fails in a group of several
+    (non-finite loss, an error in its step) is returned as its exception, and the others finish; a run
+    trained alone raises."""
+    if len({group_key(c) for c in cfgs}) > 1:
+        raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
+    summaries, todo = {}, []
+    for i, cfg in enumerate(cfgs):
+        if cfg.resume and is_complete(os.path.join(cfg.out_dir, default_run_name(cfg))):
+            print(f"{default_run_name(cfg)}: already complete, nothing to resume")
+            summaries[i] = read_summary(os.path.join(cfg.out_dir, default_run_name(cfg)))
+        else:
+            todo.append(i)
+    if todo:
+        first = cfgs[todo[0]]
+        device = resolve_device(first.device)
+
+        # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
+        ds = load_dataset(first)
+        train, test = ds.train.to(device), ds.test.to(device)
+        val = ds.val.to(device) if ds.val is not None else None
+
+        # the frozen teacher, once for every student that learns from it
+        teacher, info = None, {}
+        if any(needs_teacher(cfgs[i]) for i in todo):
+            from distill.teacher import load_frozen_teacher
+
+            teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device)
+            if info["teacher_acc"] is None:
+                info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
+                                                              first.channels_last), test.labels)[1]
+
+        # each run's model and method, then the engine over every batch
+        states = []
+        for i in todo:
+            try:
+                states.append(RunState(cfgs[i], ds, device, teacher, info))
+            except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
+                if len(todo) == 1:
+                    raise
+                summaries[i] = e
+        todo = [i for i in todo if i not in summaries]
+        parts = {}  # students step together only from the same epoch on, in the same memory layout
+        for s in states:
+            # (feature methods read the teacher online; alone, the others would use cached logits)
+            key = (s.start_epoch, s.channels_last, s.distiller.mixup, s.distiller.needs_features)
+            parts.setdefault(key, []).append(s)
+        for part in parts.values():
+            _fit(part, ds, train, val, test, teacher, info, isolate=len(states) > 1)
+        n_val = len(val) if val is not None else 0
+        summaries.update({i: s.failure or s.finish(len(train), n_val, len(test)) for i, s in zip(todo, states)})
+    return [summaries[i] for i in range(len(cfgs))]
+
+
+def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:
+    """The epochs of students that share every batch: one sampler, one teacher source, one progress bar.
+    isolate: a student's failure ends only its run (else it is raised)."""
+    cfg = states[0].cfg
+    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
+    if states[0].generator_state is not None:
+        generator.set_state(states[0].generator_state)
+    sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, states[0].channels_last,
+                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes)
+    source = None
+    if teacher is not None:
+        from distill.teacher import TeacherSource
+
+        layers = sorted({n for s in states for n in s.distiller.teacher_layers})
+        source = TeacherSource(cfg, teacher, info, sampler, layers)
+    for s in states:
+        s.begin(source, len(train), len(test))
+    for epoch in range(states[0].start_epoch, max(s.cfg.epochs for s in states)):
+        active = [s for s in states if s.active(epoch)]
+        if not active:
+            break
+        lrs = [s.trainee.optimizer.param_groups[0]["lr"] for s in active]
+        label = active[0].name if len(active) == 1 else f"{len(active)} students, seed {cfg.seed}"
+        stats = train_epochs_together([s.trainee for s in active], sampler, source, epoch,
+                                      desc=f"{label} epoch {epoch + 1}/{max(s.cfg.epochs for s in active)}")
+        for s, st, lr in zip(active, stats, lrs):
+            if st.error is not None:
+                if not isolate:
+                    raise st.error
+                s.failure = st.error  # recorded by the caller; the other students go on
+                print(f"{s.name}: failed at epoch {epoch + 1}: {str(st.error).splitlines()[0][:200]}")
+                continue
+            s.end_epoch(epoch, st, lr, sampler.images_per_epoch, val, test, generator)
+
 
 def main(cfg: Config) -> dict:
     """Train one model as `cfg` says; returns the summary dict (also written to summary.json)."""
-    run_name = default_run_name(cfg)
-    run_dir = os.path.join(cfg.out_dir, run_name)
-    summary_path = os.path.join(run_dir, "summary.json")
-    ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if cfg.resume and is_complete(run_dir):
-        print(f"{run_name}: already complete, nothing to resume")
-        return read_summary(run_dir)
-    device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
-
-    # data: uint8 tensors on the device, a validation hold-out when asked
-    ds = load_dataset(cfg)
-    train, val = split_train_val(ds.train, cfg.val_fraction, cfg.seed + 1)
-    train, val, test = train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
-
-    # model, in its precision
-    model = build_model(cfg, ds.in_channels, ds.num_classes)
-    params = count_params(model)
-    model.to(device)
-    channels_last = cfg.channels_last and (device.type != "cpu" or channels_last_trainable(model))
-    if channels_last != cfg.channels_last:
-        print(f"{run_name}: training in NCHW, not channels_last: a strided 1x1 convolution with fewer than "
-              f"{MIN_STRIDED_1X1_CHANNELS_LAST} input channels crashes oneDNN's channels_last backward on CPUs")
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    prec = setup_precision(cfg.precision, model, device)
-    if cfg.precision_note:
-        prec.description += f" ({cfg.precision_note})"
-
-    # the method: a distiller around the model, and the frozen teacher's outputs when it uses one
-    teacher = source = None
-    teacher_info = {}
-    if needs_teacher(cfg):
-        from distill.teacher import TeacherSource, load_frozen_teacher
-
-        teacher, teacher_info = load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, device)
-        if teacher_info["teacher_acc"] is None:
-            teacher_info["teacher_acc"] = evaluate_logits(
-                predict(teacher, test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last), test.labels)[1]
-    distiller = build_distiller(cfg, model, teacher)
-    if teacher is not None:
-        source = TeacherSource(cfg, teacher, teacher_info, train, ds.mean, ds.std, cfg.channels_last,
-                               distiller.teacher_layers)
-        teacher_info["teacher_logits"] = source.how
-
-    # the engine's pieces
-    optimizer = build_optimizer(cfg, distiller.learnable_parameters())
-    sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, channels_last, generator)
-    scheduler = build_scheduler(cfg, optimizer, sampler.steps)
-    if cfg.compile:
-        model.compile()
-    trainee = Trainee(distiller, optimizer, scheduler, prec)
-    stopper, history, start_epoch, elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
-
-    if cfg.resume and os.path.isfile(ckpt_path):
-        check_resumable(cfg, run_dir)
-        ck = load_checkpoint(ckpt_path)
-        distiller.load_trainable_state(ck.get("trainable") or {"student": ck["model"]})  # older checkpoints
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        if prec.scaler is not None and ck.get("scaler"):
-            prec.scaler.load_state_dict(ck["scaler"])
-        set_rng_state(ck["rng"], generator)
-        stopper = EarlyStopping(cfg.patience, **ck["early_stopping"])
-        history, start_epoch, elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
-        print(f"{run_name}: resuming after epoch {start_epoch} of {cfg.epochs}")
-    os.makedirs(run_dir, exist_ok=True)
-    atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
-    print(f"{run_name}: {model_label(cfg)}, {params:,} params, {prec.description}, "
-          f"{len(train)} train / {len(test)} test images from {ds.source}"
-          + (f", teacher {teacher_info['teacher_arch']} at {teacher_info['teacher_acc']:.2f}%, "
-             f"logits {source.how}" if source else ""))
-
-    if not cfg.resume and os.path.isfile(summary_path):
-        os.remove(summary_path)  # summary.json marks a complete run: a fresh start is not one yet
-    evaluate = lambda split: evaluate_logits(predict(model, split, ds.mean, ds.std, cfg.eval_batch_size,
-                                                     channels_last, prec.autocast), split.labels)
-    for epoch in range(start_epoch, cfg.epochs):
-        if stopper.should_stop:
-            break
-        lr = optimizer.param_groups[0]["lr"]
-        stats = train_epoch(trainee, sampler, source, epoch, desc=f"{run_name} epoch {epoch + 1}/{cfg.epochs}")
-        test_loss, test_acc = evaluate(test)
-        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "test_loss": test_loss,
-               "test_acc": test_acc, "lr": lr, "epoch_seconds": stats.seconds,
-               "images_per_second": sampler.images_per_epoch / stats.seconds}
-        row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
-        if val is not None:
-            row["val_loss"], row["val_acc"] = evaluate(val)
-        history.append(row)
-        elapsed += stats.seconds
-        if stopper.update(row["val_acc"] if val is not None else test_acc, epoch):
-            save_weights(model, os.path.join(run_dir, "best_model.safetensors"), {"epoch": epoch + 1})
-        print(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
-              f"test {test_acc:.2f}%" + (f"  val {row['val_acc']:.2f}%" if val is not None else "")
-              + f"  lr {lr:.2e}  {stats.seconds:.1f}s  ({row['images_per_second']:.0f} img/s)", flush=True)
-        atomic_write_json(os.path.join(run_dir, "history.json"), history)
-        atomic_torch_save({"model": model.state_dict(), "trainable": distiller.trainable_state(),
-                           "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                           "scaler": prec.scaler.state_dict() if prec.scaler is not None else {},
-                           "epoch": epoch, "early_stopping": stopper.state(), "history": history,
-                           "rng": rng_state(generator), "elapsed_seconds": elapsed}, ckpt_path)
-        if stopper.should_stop and epoch + 1 < cfg.epochs:
-            print(f"early stopping: no better {'val' if val is not None else 'test'} accuracy "
-                  f"for {cfg.patience} epochs")
-    if not history:
-        raise UserError(f"{run_dir}: nothing to train (epochs={cfg.epochs} already done)")
-
-    model_bytes = save_weights(model, os.path.join(run_dir, "model.safetensors"), {"epoch": history[-1]["epoch"]})
-    best = history[stopper.best_epoch]
-    secs = sorted(r["epoch_seconds"] for r in history)
-    summary = {
-        "status": "complete", "run_name": run_name, "role": cfg.role, "dataset": cfg.dataset,
-        "model": model_label(cfg), "arch": cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}",
-        "blocks": cfg.blocks if cfg.role == "student" else None,
-        "fc_layers": list(getattr(model, "fc_layers", ()) or []), "params": params, "model_bytes": model_bytes,
-        "image_size": ds.image_size, "in_channels": ds.in_channels, "num_classes": ds.num_classes,
-        "classes": list(ds.classes), "train_images": len(train), "test_images": len(test),
-        "val_images": len(val) if val is not None else 0,
-        "data_source": ds.source, "precision": cfg.precision, "precision_description": prec.description,
-        "device": str(device), "hardware": hardware_name(device), "method": distiller.name,
-        "hparams": distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size,
-        "lr": cfg.lr, "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs,
-        "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
-        "best_val_acc": best.get("val_acc"), "selected_on": "val" if val is not None else "test",
-        "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
-        "stopped_at_epoch": history[-1]["epoch"], "train_seconds": elapsed,
-        "seconds_per_epoch": secs[len(secs) // 2],
-        "images_per_second": len(train) * len(history) / elapsed if elapsed > 0 else None,
-        "teacher_logits": None, **teacher_info, "provenance": provenance(),
-    }
-    write_training_summary(os.path.join(run_dir, "training_summary.txt"), summary)
-    atomic_write_json(summary_path, summary)
-    print(f"{run_name}: best test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']}, "
-          f"{elapsed:.1f}s training -> {run_dir}")
-    return summary
+    return train_runs([cfg])[0]
 
 
 @cli_entry

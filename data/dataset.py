@@ -16,7 +16,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -56,11 +56,15 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device))
 
 
+VAL_SEED = 12345  # the validation hold-out is the same images for every run of a dataset, teacher included
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    train: Split
+    train: Split  # the training images of this run (max_train_samples of what val leaves)
     test: Split
+    val: Optional[Split]  # val_fraction of the whole train split, never trained on; None when val_fraction=0
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # per channel, train images scaled to [0, 1], whole train cache
     std: tuple[float, ...]
@@ -315,7 +319,10 @@ def _subset(split: Split, n: int, seed: int) -> Split:
 
 
 def load_dataset(cfg) -> Dataset:
-    """Train/test uint8 tensors of cfg.dataset, from the cache (decoded and saved the first time)."""
+    """Train/val/test uint8 tensors of cfg.dataset, from the cache (decoded and saved the first time).
+    The validation hold-out is carved from the whole train split first, with a fixed seed, so it is the
+    same for every run (a teacher never trains on a student's validation images); the run's training
+    subset (max_train_samples, seeded by cfg.seed) comes from what is left."""
     size = _image_size(cfg)
     data_dir = Path(cfg.data_dir).expanduser()
     name = cfg.dataset
@@ -326,10 +333,12 @@ def load_dataset(cfg) -> Dataset:
     else:
         source = _folder_source(name, data_dir)
     t, meta = _cached(data_dir / "cache" / f"{name}-{size}px.safetensors", source, size, cfg.num_workers)
+    train, val = split_train_val(Split(t["train_images"], t["train_labels"]), cfg.val_fraction, VAL_SEED)
     return Dataset(
         name=name,
-        train=_subset(Split(t["train_images"], t["train_labels"]), cfg.max_train_samples, cfg.seed),
+        train=_subset(train, cfg.max_train_samples, cfg.seed),
         test=_subset(Split(t["test_images"], t["test_labels"]), cfg.max_test_samples, cfg.seed),
+        val=val,
         classes=tuple(json.loads(meta["classes"])),
         mean=tuple(json.loads(meta["mean"])),
         std=tuple(json.loads(meta["std"])),

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 import torch
 
 from data.dataset import Split
-from data.transforms import augment_batch, prepare_batch
+from data.transforms import augment_batch, mixup, prepare_batch, random_erase
 
 
 @dataclass
 class Batch:
     x: torch.Tensor  # normalized float32, as the models take it (channels_last when asked)
-    y: torch.Tensor  # int64 labels
+    y: torch.Tensor  # int64 labels (of the first image, under mixup): training accuracy
+    targets: torch.Tensor  # what the loss fits: y, or soft targets [N, classes] under mixup
     idx: torch.Tensor  # positions in the train split: the key of cached teacher outputs
     flips: torch.Tensor  # bool per image: horizontally flipped (the cache's "flip" view)
 
@@ -20,17 +21,28 @@ class Batch:
 class BatchSampler:
     """`steps` full batches per epoch (the ragged last one is dropped: BatchNorm needs more than one
     sample, and fixed shapes keep kernels and graphs the same every step). All randomness, the order
-    and the augmentation, comes from one CPU generator, so a seed gives the same batches on any device."""
+    and the augmentation, comes from one CPU generator, so a seed gives the same batches on any device.
+
+    augment: none | flip | crop+flip on the uint8 images; then random erasing (probability per image)
+    and mixup (Beta alpha; 0 = off) on the normalized batch."""
 
     def __init__(self, data: Split, batch_size: int, augment: str, mean, std, channels_last: bool,
-                 generator: torch.Generator):
+                 generator: torch.Generator, random_erasing: float = 0.0, mixup: float = 0.0,
+                 num_classes: int = 0):
         self.data, self.batch_size, self.augment = data, batch_size, augment
         self.mean, self.std, self.channels_last, self.generator = mean, std, channels_last, generator
+        self.random_erasing, self.mixup, self.num_classes = random_erasing, mixup, num_classes
         self.steps = max(1, len(data) // batch_size)
 
     @property
     def images_per_epoch(self) -> int:
         return self.steps * self.batch_size
+
+    @property
+    def fixed_views(self) -> bool:
+        """True when every image the model sees is one of at most two fixed views of a training image
+        (itself, or its mirror): the teacher's outputs can then be computed once and looked up."""
+        return self.augment in ("none", "flip") and self.random_erasing == 0 and self.mixup == 0
 
     def epoch(self):
         """The batches of one epoch, in a new seeded order."""
@@ -39,6 +51,12 @@ class BatchSampler:
         bs = self.batch_size
         for step in range(self.steps):
             idx = order[step * bs:(step + 1) * bs]
+            y = self.data.labels[idx]
             x_u8, flips = augment_batch(self.data.images[idx], self.augment, self.generator, return_flips=True)
-            yield Batch(prepare_batch(x_u8, self.mean, self.std, self.channels_last), self.data.labels[idx],
-                        idx, flips)
+            x = prepare_batch(x_u8, self.mean, self.std, self.channels_last)
+            if self.random_erasing > 0:
+                x = random_erase(x, self.random_erasing, self.generator)
+            targets = y
+            if self.mixup > 0:
+                x, targets = mixup(x, y, self.num_classes, self.mixup, self.generator)
+            yield Batch(x, y, targets, idx, flips)

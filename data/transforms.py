@@ -4,7 +4,9 @@ Host-to-GPU copies here are non_blocking and the per-channel constants are made 
 a blocking copy (or torch.as_tensor(list, device="cuda")) would make the host wait for the GPU on
 every batch."""
 import functools
+import math
 
+import numpy as np
 import torch
 
 
@@ -68,3 +70,37 @@ def augment_batch(x: torch.Tensor, mode: str, generator: torch.Generator, pad: i
     if pad:
         out.masked_fill_(outside[:, None], 0)
     return (out, flip.to(x.device, non_blocking=True)) if return_flips else out
+
+
+def random_erase(x: torch.Tensor, p: float, generator: torch.Generator, scale=(0.02, 0.4),
+                 ratio=(0.3, 1 / 0.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020) on a normalized batch: with probability p per image, one
+    rectangle of area scale * H * W and aspect ratio in `ratio` (log-uniform) is filled with N(0, 1)
+    noise (random values: the paper's best setting on CIFAR). Where the paper retries a rectangle that
+    does not fit, its sides are clipped to the image. Random numbers come from the CPU `generator`."""
+    n, c, h, w = x.shape
+    apply = torch.rand(n, generator=generator) < p
+    area = h * w * (scale[0] + (scale[1] - scale[0]) * torch.rand(n, generator=generator))
+    log_r = math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * torch.rand(n, generator=generator)
+    eh = (area * log_r.exp()).sqrt().round().clamp(1, h).long()
+    ew = (area / log_r.exp()).sqrt().round().clamp(1, w).long()
+    top = (torch.rand(n, generator=generator) * (h - eh + 1)).floor().long()
+    left = (torch.rand(n, generator=generator) * (w - ew + 1)).floor().long()
+    rows, cols = torch.arange(h), torch.arange(w)
+    inside = (((rows >= top[:, None]) & (rows < (top + eh)[:, None]))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < (left + ew)[:, None]))[:, None, :] & apply[:, None, None])
+    noise = torch.randn((n, c, h, w), generator=generator)
+    out = torch.where(inside[:, None].to(x.device, non_blocking=True), noise.to(x.device, x.dtype, non_blocking=True), x)
+    channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, generator: torch.Generator) -> tuple:
+    """Mixup (Zhang et al. 2018): the batch blended with a shuffle of itself by lam ~ Beta(alpha, alpha).
+    Returns (mixed x, soft targets lam * onehot(y) + (1 - lam) * onehot(y[perm])). The Beta draw is
+    seeded from `generator`, so the whole batch still follows the one CPU generator."""
+    seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)
+    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    return x.mul(lam).add_(x[perm], alpha=1.0 - lam), onehot.mul(lam).add_(onehot[perm], alpha=1.0 - lam)

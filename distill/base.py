@@ -28,9 +28,13 @@ class Distiller(nn.Module):
     uses_teacher = True  # False: the CE control, no teacher is loaded
     teacher_layers: tuple = ()  # teacher modules whose outputs forward_train needs (feature methods)
 
-    def __init__(self, student: nn.Module, cfg, teacher: Optional[nn.Module] = None):
+    def __init__(self, student: nn.Module, cfg, teacher: Optional[nn.Module] = None,
+                 input_shape: Optional[tuple] = None):
+        """`teacher` and `input_shape` (C, H, W) let feature methods size their adapters; the teacher is
+        never kept as a child module (it is not trained and not saved with the student)."""
         super().__init__()
         self.student = student
+        self.mixup = cfg.mixup  # the Beta alpha of the batch mixup this method trains on (0 = none)
         self._hparams = method_hparams(cfg, self.name)
 
     @property

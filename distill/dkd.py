@@ -34,14 +34,18 @@ def dkd_loss(student_logits, teacher_logits, targets, alpha: float, beta: float,
 class DKD(Distiller):
     name = "dkd"
 
-    def __init__(self, student, cfg, teacher=None):
-        super().__init__(student, cfg, teacher)
-        self.alpha, self.beta, self.temperature = cfg.dkd_alpha, cfg.dkd_beta, cfg.temperature
-        self.warmup = cfg.dkd_warmup
+    def __init__(self, student, cfg, teacher=None, input_shape=None):
+        super().__init__(student, cfg, teacher, input_shape)
+        # beta per depth: smaller students may want a gentler non-target term (the paper tunes beta per pair)
+        self.beta = dict(cfg.dkd_beta_per_depth).get(cfg.blocks, cfg.dkd_beta)
+        self.alpha, self.temperature = cfg.dkd_alpha, cfg.temperature
+        self.warmup_epochs = cfg.dkd_warmup * cfg.epochs
+        self._hparams["dkd_beta"] = self.beta  # the value this run used
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
         s = logits.float()
-        warm = min(1.0, (epoch + 1) / max(1, self.warmup))  # linear warm-up of the DKD weight
+        # linear warm-up of the DKD terms over the first dkd_warmup of the run (the paper: 20 of 240 epochs)
+        warm = min(1.0, (epoch + 1) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
         terms = dkd_loss(s, teacher_out.logits, y, self.alpha, self.beta, self.temperature)
         return logits, {"ce": F.cross_entropy(s, y), **{k: warm * v for k, v in terms.items()}}

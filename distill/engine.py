@@ -9,6 +9,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -35,7 +36,8 @@ def build_optimizer(cfg, params):
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                               nesterov=cfg.nesterov and cfg.momentum > 0)
     from utils.device import import_bitsandbytes
 
     bnb = import_bitsandbytes()  # adam8bit: 8-bit optimizer state (Dettmers et al. 2022), CPU and CUDA
@@ -43,16 +45,22 @@ def build_optimizer(cfg, params):
     return bnb.optim.Adam8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def build_scheduler(cfg, optimizer, steps_per_epoch: int):
-    """Stepped once per batch: cosine to 0 over the run, x0.1 every lr_step_epochs, or constant."""
+def lr_factor(cfg, steps_per_epoch: int):
+    """step -> multiplier of cfg.lr: a linear warm-up over warmup_epochs, then cosine to 0 over the rest
+    of the run, x0.1 every lr_step_epochs, or constant. Stepped once per batch."""
     total = max(1, cfg.epochs * steps_per_epoch)
+    warm = min(total, int(round(cfg.warmup_epochs * steps_per_epoch)))
     if cfg.schedule == "cosine":
-        factor = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total))
+        after = lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s - warm, total - warm) / max(1, total - warm)))
     elif cfg.schedule == "step":
-        factor = lambda s: 0.1 ** ((s // steps_per_epoch) // cfg.lr_step_epochs)
+        after = lambda s: 0.1 ** ((s // steps_per_epoch) // cfg.lr_step_epochs)
     else:
-        factor = lambda s: 1.0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        after = lambda s: 1.0
+    return lambda s: (s + 1) / warm if s < warm else after(s)
+
+
+def build_scheduler(cfg, optimizer, steps_per_epoch: int):
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, steps_per_epoch))
 
 
 @dataclass
@@ -61,16 +69,19 @@ class EpochStats:
     acc: float
     terms: dict = field(default_factory=dict)
     seconds: float = 0.0
+    error: Optional[BaseException] = None  # set when this student's run failed during the epoch
 
 
 @dataclass
 class Trainee:
-    """One student's training step state: its distiller, optimizer, schedule and precision."""
+    """One student's training step state: its distiller, optimizer, schedule and precision, and the
+    random stream its dropout draws from (a context manager; None: the global stream as it is)."""
 
     distiller: object  # distill.base.Distiller
     optimizer: torch.optim.Optimizer
     scheduler: object
     prec: object  # utils.precision.Precision
+    rng: object = None
 
 
 class _Meter:
@@ -79,7 +90,7 @@ class _Meter:
     def __init__(self, device):
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.terms, self.seen = {}, 0
+        self.terms, self.seen, self.seconds, self.error = {}, 0, 0.0, None
 
     def add(self, loss, logits, y, terms) -> None:
         n = y.shape[0]
@@ -90,42 +101,71 @@ class _Meter:
         self.seen += n
 
     def stats(self, seconds: float) -> EpochStats:
-        return EpochStats(self.loss.item() / self.seen, 100.0 * self.correct.item() / self.seen,
-                          {k: v.item() / self.seen for k, v in self.terms.items()}, seconds)
+        seen = max(1, self.seen)
+        return EpochStats(self.loss.item() / seen, 100.0 * self.correct.item() / seen,
+                          {k: v.item() / seen for k, v in self.terms.items()}, seconds, self.error)
 
 
 def train_step(t: Trainee, batch, teacher_out, epoch: int):
     """One optimizer step of one student on one batch: (loss, logits, terms)."""
-    with t.prec.autocast():
-        logits, terms = t.distiller.forward_train(batch.x, batch.y, teacher_out, epoch)
-        loss = sum(terms.values())
-    t.prec.step(loss, t.optimizer)
+    with t.rng if t.rng is not None else nullcontext():
+        with t.prec.autocast():
+            logits, terms = t.distiller.forward_train(batch.x, batch.targets, teacher_out, epoch)
+            loss = sum(terms.values())
+        t.prec.step(loss, t.optimizer)
     t.scheduler.step()
     return loss, logits, terms
 
 
-def train_epoch(trainee: Trainee, sampler, teacher=None, epoch: int = 0, desc: str = "") -> EpochStats:
-    """One pass of `sampler`'s batches. `teacher(batch)` gives the teacher's outputs (None: no teacher).
-    The loop knows no method: the distiller turns (x, y, teacher outputs) into named loss terms."""
-    trainee.distiller.train()
-    meter = _Meter(sampler.data.images.device)
+def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0, desc: str = "") -> list:
+    """One pass of `sampler`'s batches, each batch made once and, with `teacher(batch)` (None: no
+    teacher), the teacher's outputs once; every trainee steps on it. The loop knows no method: a
+    distiller turns (x, targets, teacher outputs) into named loss terms. Returns one EpochStats per
+    trainee; its seconds are its own steps plus an equal share of the shared work (batches, teacher).
+    A student whose step raises, or whose loss is not finite, stops stepping and gets the error in its
+    stats (`error`): the others go on, and the caller decides what a failure means."""
+    for t in trainees:
+        t.distiller.train()
+    device = sampler.data.images.device
+    meters = [_Meter(device) for _ in trainees]
     t0 = time.perf_counter()
     bar = tqdm(total=sampler.steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
     every = max(1, sampler.steps // POSTFIX_UPDATES)
     for step, batch in enumerate(sampler.epoch()):
         teacher_out = teacher(batch) if teacher is not None else None
-        loss, logits, terms = train_step(trainee, batch, teacher_out, epoch)
-        meter.add(loss, logits, batch.y, terms)
+        for t, m in zip(trainees, meters):
+            if m.error is not None:
+                continue
+            s0 = time.perf_counter()
+            try:
+                loss, logits, terms = train_step(t, batch, teacher_out, epoch)
+            except (RuntimeError, ValueError) as e:  # out of memory, a numerics error: this student alone
+                m.error = e
+                continue
+            m.add(loss, logits, batch.y, terms)
+            m.seconds += time.perf_counter() - s0
         bar.update(1)
         if (step + 1) % every == 0 or step + 1 == sampler.steps:
-            bar.set_postfix(loss=f"{meter.loss.item() / meter.seen:.4f}",
-                            acc=f"{100.0 * meter.correct.item() / meter.seen:.2f}%")
+            m = meters[0]
+            bar.set_postfix(loss=f"{m.loss.item() / m.seen:.4f}", acc=f"{100.0 * m.correct.item() / m.seen:.2f}%")
     bar.close()
-    if meter.loss.device.type == "cuda":
-        torch.cuda.synchronize(meter.loss.device)
-    stats = meter.stats(time.perf_counter() - t0)
-    if not math.isfinite(stats.loss):
-        raise RunFailed(f"non-finite training loss at epoch {epoch + 1}: {trainee.prec.nonfinite_hint()}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    shared = max(0.0, time.perf_counter() - t0 - sum(m.seconds for m in meters)) / len(trainees)
+    out = []
+    for t, m in zip(trainees, meters):
+        stats = m.stats(m.seconds + shared)
+        if stats.error is None and not math.isfinite(stats.loss):
+            stats.error = RunFailed(f"non-finite training loss at epoch {epoch + 1}: {t.prec.nonfinite_hint()}")
+        out.append(stats)
+    return out
+
+
+def train_epoch(trainee: Trainee, sampler, teacher=None, epoch: int = 0, desc: str = "") -> EpochStats:
+    """train_epochs_together for one student; its failure is raised."""
+    stats = train_epochs_together([trainee], sampler, teacher, epoch, desc)[0]
+    if stats.error is not None:
+        raise stats.error
     return stats
 
 

@@ -1,26 +1,43 @@
 """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network": the student matches the
-teacher's temperature-softened class distribution, next to the true labels."""
+teacher's temperature-softened class distribution, next to the true labels.
+
+Which weight is which: here `alpha` weighs the cross-entropy term and `kd_weight` the T^2-scaled KL,
+as mdistiller's CE_WEIGHT and KD_WEIGHT do (its CIFAR values 0.1 and 0.9 are the defaults). Other
+code bases use one `alpha` for a convex mix and disagree on which term it weighs; check before copying
+a number. With `kd_logit_std` both logits are z-scored first (Sun et al., CVPR 2024, "Logit
+Standardization in Knowledge Distillation": the student matches the teacher's logit relations, not
+their scale; their recipe uses T=2 and kd_weight=9).
+"""
 import torch.nn.functional as F
 
 from distill.base import Distiller
 
 
-def kd_loss(student_logits, teacher_logits, targets, temperature: float, alpha: float) -> dict:
-    """alpha * CE + (1 - alpha) * T^2 * KL(p_teacher^T || p_student^T), KL batch-mean.
-    T^2 keeps the soft term's gradients on the scale of the hard term's as T changes."""
+def standardize(logits, eps: float = 1e-7):
+    """Per-row z-score (sample std, as the paper's code computes it)."""
+    return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + eps)
+
+
+def kd_loss(student_logits, teacher_logits, targets, temperature: float, alpha: float, kd_weight: float,
+            logit_std: bool = False) -> dict:
+    """alpha * CE + kd_weight * T^2 * KL(p_teacher^T || p_student^T), KL batch-mean. T^2 keeps the soft
+    term's gradients on the scale of the hard term's as T changes. `targets`: class indices, or soft
+    targets (mixup)."""
     t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                  reduction="batchmean", log_target=True)
-    return {"ce": alpha * F.cross_entropy(student_logits, targets), "kd": (1.0 - alpha) * t * t * kl}
+    s, te = (standardize(student_logits), standardize(teacher_logits)) if logit_std else (student_logits, teacher_logits)
+    kl = F.kl_div(F.log_softmax(s / t, dim=1), F.log_softmax(te / t, dim=1), reduction="batchmean", log_target=True)
+    return {"ce": alpha * F.cross_entropy(student_logits, targets), "kd": kd_weight * t * t * kl}
 
 
 class KD(Distiller):
     name = "kd"
 
-    def __init__(self, student, cfg, teacher=None):
-        super().__init__(student, cfg, teacher)
-        self.temperature, self.alpha = cfg.temperature, cfg.alpha
+    def __init__(self, student, cfg, teacher=None, input_shape=None):
+        super().__init__(student, cfg, teacher, input_shape)
+        self.temperature, self.alpha, self.kd_weight = cfg.temperature, cfg.alpha, cfg.kd_weight
+        self.logit_std = cfg.kd_logit_std
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
-        return logits, kd_loss(logits.float(), teacher_out.logits, y, self.temperature, self.alpha)
+        return logits, kd_loss(logits.float(), teacher_out.logits, y, self.temperature, self.alpha,
+                               self.kd_weight, self.logit_std)

@@ -3,7 +3,8 @@
 `teacher_logits=cache` computes the teacher's logits once per training image and fixed view
 (identity, plus the horizontal flip when augment=flip) and reuses them in every epoch and every
 student of a sweep (stored beside the teacher's weights, keyed by a hash of weights and images).
-With random crops every view is new, so crop+flip falls back to online (teacher forward per batch).
+With random crops, erasing or mixup every view is new, so those fall back to online (a teacher
+forward per batch, on the very batch the student sees).
 Fixed teacher targets can overfit on very long schedules (Beyer et al. 2022, "Knowledge
 distillation: A good teacher is patient and consistent"): use online there.
 
@@ -116,20 +117,22 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
 
 class TeacherSource:
     """The frozen teacher's outputs for each training batch: cached logits looked up by image and view
-    (teacher_logits=cache with augment none|flip), or an online forward on exactly the batch the
-    students see. Methods that need feature maps (`layers`) always run online, with hooks."""
+    (teacher_logits=cache, when the sampler's views are fixed: augment none|flip, no erasing, no mixup),
+    or an online forward on exactly the batch the students see. Methods that need feature maps
+    (`layers`) always run online, with forward hooks."""
 
-    def __init__(self, cfg, teacher, info, data: Split, mean, std, channels_last: bool, layers=()):
-        self.teacher, self.layers, self.augment = teacher, tuple(layers), cfg.augment
-        self.autocast = teacher_autocast(cfg, data.images.device)
+    def __init__(self, cfg, teacher, info, sampler, layers=()):
+        self.teacher, self.layers, self.augment = teacher, tuple(layers), sampler.augment
+        self.autocast = teacher_autocast(cfg, sampler.data.images.device)
         self.views = None
-        if cfg.teacher_logits == "cache" and cfg.augment in ("none", "flip") and not self.layers:
-            self.views = cached_teacher_logits(cfg, teacher, info, data, mean, std,
-                                               ("identity", "flip") if cfg.augment == "flip" else ("identity",))
+        if cfg.teacher_logits == "cache" and sampler.fixed_views and not self.layers:
+            self.views = cached_teacher_logits(cfg, teacher, info, sampler.data, sampler.mean, sampler.std,
+                                               ("identity", "flip") if sampler.augment == "flip" else ("identity",))
             self.how = f"cached once per image and view ({', '.join(self.views)}){teacher_precision_label(cfg)}"
         else:
-            why = " (feature maps are read on the fly)" if self.layers else \
-                "" if cfg.teacher_logits == "online" else " (crop augmentation makes every view new)"
+            why = (" (feature maps are read on the fly)" if self.layers
+                   else "" if cfg.teacher_logits == "online"
+                   else " (crops, erasing or mixup make every view new)")
             self.how = f"online, teacher forward on every batch{why}{teacher_precision_label(cfg)}"
 
     @torch.no_grad()

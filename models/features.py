@@ -76,3 +76,25 @@ def feature_stages(model: nn.Module, input_shape: tuple) -> list:
         else:
             stages.append(stage)
     return stages
+
+
+def same_size_pairs(student: list, teacher: list) -> list:
+    """[(student stage, teacher stage)] for each student stage whose resolution the teacher also has
+    (the teacher's last stage of that resolution)."""
+    by_size = {t.size: t for t in teacher}
+    return [(s, by_size[s.size]) for s in student if s.size in by_size]
+
+
+def nearest_stage(stage: Stage, candidates: list) -> Stage:
+    """The candidate with the closest resolution to `stage` (ties: the larger map)."""
+    return min(candidates, key=lambda c: (abs(c.size - stage.size), -c.size))
+
+
+def to_common_size(a: torch.Tensor, b: torch.Tensor) -> tuple:
+    """Average-pool the larger of two maps to the smaller's height and width (as mdistiller's AT does)."""
+    ha, hb = a.shape[-1], b.shape[-1]
+    if ha > hb:
+        a = torch.nn.functional.adaptive_avg_pool2d(a, b.shape[-2:])
+    elif hb > ha:
+        b = torch.nn.functional.adaptive_avg_pool2d(b, a.shape[-2:])
+    return a, b

@@ -181,9 +181,26 @@ def test_missing_teacher_is_one_clear_line(tmp_path):
 
 
 def test_val_fraction_selects_on_validation(tmp_path):
-    s = train.main(make_config(SMALL, blocks=2, method="ce", val_fraction=0.2, out_dir=str(tmp_path)))
+    s = train.main(make_config(SMALL, blocks=2, method="ce", val_fraction=0.01, out_dir=str(tmp_path)))
     assert s["selected_on"] == "val" and s["best_val_acc"] is not None
-    assert s["train_images"] == 512 - round(0.2 * 512)
+    history = json.loads((tmp_path / s["run_name"] / "history.json").read_text())
+    best = max(history, key=lambda h: h["val_acc"])  # the first epoch of the best val accuracy
+    assert s["best_epoch"] == best["epoch"] and s["best_test_acc"] == best["test_acc"]
+    # val is 1% of the whole train split, carved out first and the same for every run; the run's
+    # 512 training images come from the rest
+    assert s["val_images"] == 600 and s["train_images"] == 512
+
+
+def test_validation_images_are_never_trained_on():
+    from data.dataset import load_dataset
+
+    def keys(split):
+        return {bytes(img.numpy().tobytes()) for img in split.images}
+
+    a = load_dataset(make_config(val_fraction=0.01, seed=0))
+    b = load_dataset(make_config(val_fraction=0.01, seed=3, max_train_samples=5000))
+    assert torch.equal(a.val.images, b.val.images)  # one hold-out for every run and seed
+    assert not keys(a.val) & keys(b.train) and len(a.train) == 60000 - 600
 
 
 def test_bf16_conv_output_really_is_bf16():

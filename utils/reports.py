@@ -1,14 +1,10 @@
 """Human-readable run reports (training_summary.txt with the original repo's line labels)."""
 from utils.atomic import atomic_write_text
+from utils.results import hparams_text
 
 
 def _acc(v) -> str:
     return "n/a" if v is None else f"{v:.2f}%"
-
-
-def hparams_text(hparams) -> str:
-    """{'temperature': 4.0, 'alpha': 0.5} -> 'temperature=4.0, alpha=0.5'."""
-    return ", ".join(f"{k}={v}" for k, v in (hparams or {}).items())
 
 
 def write_training_summary(path, s: dict) -> None:

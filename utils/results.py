@@ -1,6 +1,7 @@
 """Sweep aggregation: every run's summary.json -> out_dir/results.csv (one row per run) and results.md."""
 import csv
 import io
+import json
 import math
 import os
 from collections import defaultdict
@@ -8,10 +9,10 @@ from collections import defaultdict
 from utils.atomic import atomic_write_text, read_json_object
 from utils.names import grid_order
 
-COLUMNS = ["run_name", "dataset", "role", "blocks", "params", "model_bytes", "precision", "precision_how",
-           "method", "seed", "best_test_acc", "final_test_acc", "teacher_acc", "kd_gain", "train_seconds",
-           "seconds_per_epoch", "images_per_second", "epochs_run", "early_stopped", "status", "error"]
-
+COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
+           "method", "hparams", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
+           "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "epochs_run",
+           "early_stopped", "status", "error"]
 
 
 def precision_how(summary: dict) -> str:
@@ -84,8 +85,25 @@ def _csv_text(rows: list) -> str:
     w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+        w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (dict, list))
+                        else "" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
+
+
+def hparams_text(hparams) -> str:
+    """{'temperature': 4.0, 'alpha': 0.1} -> 'temperature=4.0, alpha=0.1' (training_summary.txt, results.md)."""
+    return ", ".join(f"{k}={v}" for k, v in (hparams or {}).items())
+
+
+def _method_cell(r: dict) -> str:
+    return f"{r['method']} ({hparams_text(r.get('hparams'))})" if r.get("hparams") else str(r["method"])
+
+
+def _gain_cell(rows: list) -> str:
+    """Mean ± std of the paired per-seed gains, then each seed's gain."""
+    gains = [r["kd_gain"] for r in sorted(rows, key=lambda r: r.get("seed") or 0) if r["kd_gain"] is not None]
+    text = fmt_ms(gains, signed=True)
+    return text + (f": {', '.join(f'{g:+.2f}' for g in gains)}" if len(gains) > 1 else "")
 
 
 def markdown_table(rows: list, seeds: int = 1) -> str:
@@ -95,21 +113,22 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     for r in ok:
         if r["role"] == "student":
             groups[(r["blocks"], r["method"], r["precision"])].append(r)
-    acc_head = "best test acc % (mean ± std, n seeds)" if seeds > 1 else "best test acc %"
-    lines = [f"| model | params | method | precision (how it ran) | {acc_head} | final acc % | "
-             f"KD gain (pts vs CE) | train s | s/epoch |",
+    n = " (mean ± std, n seeds)" if seeds > 1 else ""
+    lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
+             f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | train s | "
+             f"s/epoch |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|"]
     for t in teacher:
-        lines.append(f"| teacher {t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
+        lines.append(f"| teacher {t.get('arch') or t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
                      f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
     for key in sorted(groups, key=lambda k: grid_order(*k)):
         g = groups[key]
         r0 = g[0]
         lines.append(
-            f"| res{key[0]} | {r0['params']:,} | {key[1]} | {r0['precision_how']} | "
+            f"| res{key[0]} | {r0['params']:,} | {_method_cell(r0)} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
-            f"{fmt_ms([r['kd_gain'] for r in g], signed=True) if key[1] != 'ce' else '(control)'} | "
+            f"{_gain_cell(g) if key[1] != 'ce' else '(control)'} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
             f"{mean_std([r['seconds_per_epoch'] for r in g])[0]:.1f} |")
     failed = [r for r in rows if r["status"] != "complete"]
@@ -128,9 +147,12 @@ def write_results(out_dir: str, rows: list, cfg) -> tuple:
         if r["status"] == "complete" and s is not None:
             hw = s.get("hardware", "")
             break
+    selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
-            f"Accuracy in percent on the test split; best = the epoch early stopping kept. KD gain = the "
-            f"distilled student's accuracy minus the fp32 CE control's (same depth, same seed, no teacher)."
+            f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "
+            f"(the best one seen; 'val' never uses the test images to choose) and at the last epoch. KD gain = the "
+            f"distilled student's accuracy at its selected epoch minus the fp32 CE control's (same depth, same "
+            f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds."
             + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else "")
             + (f" Hardware: {hw}." if hw else ""), ""]
     atomic_write_text(md_path, "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n")
