@@ -8,7 +8,7 @@ Needs matplotlib and numpy, not torch or the training code: a run directory is r
 summary.json, history.json, evaluation.json (evaluate.py) and deploy.json (the deploy step). Failed
 runs are left out. One line per file written; a missing or empty out_dir stops with exit code 2.
 
-    accuracy_curves.png / loss_curves.png   test accuracy / loss per epoch, one panel per precision
+    accuracy_curves.png / loss_curves.png   val (or test) accuracy / loss per epoch, one panel per precision
     accuracy_vs_params.png                  best accuracy vs parameters, per precision, teacher line
     kd_gain.png                             KD vs the CE control per depth, gain in points
     seconds_per_epoch.png                   training time per epoch, every grid point and the teacher
@@ -56,11 +56,13 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
     """Every figure for one dataset's runs; returns how many figures failed (each failure is reported)."""
     out = lambda name: os.path.join(plots_dir, f"{prefix}{name}.png")  # noqa: E731
     have_students = bool(students(runs))
+    # runs that select on a validation split are judged on it every epoch (the test split only at the end)
+    split = "val" if all(r.get("selected_on") == "val" for r in runs) else "test"
     jobs = [  # (name, needs student runs, draw(path) -> path | [paths] | None)
-        ("accuracy_curves", False, lambda p: plot_curves(runs, "test_acc", "test accuracy (%)",
-                                                         "Test accuracy per epoch", p)),
-        ("loss_curves", False, lambda p: plot_curves(runs, "test_loss", "test loss (cross-entropy)",
-                                                     "Test loss per epoch", p)),
+        ("accuracy_curves", False, lambda p: plot_curves(runs, f"{split}_acc", f"{split} accuracy (%)",
+                                                         f"{split.capitalize()} accuracy per epoch", p)),
+        ("loss_curves", False, lambda p: plot_curves(runs, f"{split}_loss", f"{split} loss (cross-entropy)",
+                                                     f"{split.capitalize()} loss per epoch", p)),
         ("accuracy_vs_params", True, lambda p: plot_accuracy_vs_params(runs, p)),
         ("kd_gain", True, lambda p: plot_kd_gain(runs, p)),
         ("seconds_per_epoch", False, lambda p: plot_seconds_per_epoch(runs, p)),

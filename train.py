@@ -22,14 +22,14 @@ import torch
 from config import Config, config_to_dict, default_run_name, make_config
 from data.dataset import load_dataset
 from data.sampler import BatchSampler
-from distill import build_distiller, needs_teacher
+from distill import build_distiller, graphs, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
                             train_epochs_together)
 from distill.runs import check_resumable, is_complete, model_label, read_summary
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
-from utils.checkpoint import atomic_torch_save, load_checkpoint, save_weights
+from utils.checkpoint import atomic_torch_save, load_checkpoint, load_weights_into, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name, resolve_device
 from utils.errors import UserError, cli_entry
 from utils.precision import setup_precision
@@ -71,11 +71,17 @@ class RunState:
         self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
         steps = max(1, len(ds.train) // cfg.batch_size)
-        optimizer = build_optimizer(cfg, self.distiller.learnable_parameters())
+        capture, self.step_how = graphs.plan(cfg, device, cfg.precision)
+        optimizer = build_optimizer(cfg, self.distiller.learnable_parameters(),
+                                    **(graphs.optimizer_kwargs(cfg, device) if capture else {}))
         self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
                                rng=RngStream(device))
-        if cfg.compile:
+        if capture:
+            graphs.capture(self.trainee)
+        elif cfg.compile:
             self.model.compile()
+        if cfg.cuda_graphs:
+            print(f"{self.name}: {self.step_how}")
         self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
         self.generator_state = None  # the shared batch generator's state after the last finished epoch
         self.failure = None  # the error that ended this run early, when it trained in a group
@@ -120,21 +126,21 @@ class RunState:
                                        self.channels_last, self.prec.autocast), split.labels)
 
     def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
+        """Record the epoch: history.json, the best weights so far, checkpoint.pt. With a validation split
+        the epoch is judged on it alone; the test split is evaluated at the end (finish), not here."""
         cfg = self.cfg
-        test_loss, test_acc = self.evaluate(test)
-        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "test_loss": test_loss,
-               "test_acc": test_acc, "lr": lr, "epoch_seconds": stats.seconds,
-               "images_per_second": images / stats.seconds}
+        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "lr": lr,
+               "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
-        if val is not None:
-            row["val_loss"], row["val_acc"] = self.evaluate(val)
+        judge = "val" if val is not None else "test"
+        row[f"{judge}_loss"], row[f"{judge}_acc"] = self.evaluate(val if val is not None else test)
         self.history.append(row)
         self.elapsed += stats.seconds
-        if self.stopper.update(row["val_acc"] if val is not None else test_acc, epoch):
+        if self.stopper.update(row[f"{judge}_acc"], epoch):
             save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
-              f"test {test_acc:.2f}%" + (f"  val {row['val_acc']:.2f}%" if val is not None else "")
-              + f"  lr {lr:.2e}  {stats.seconds:.1f}s  ({row['images_per_second']:.0f} img/s)", flush=True)
+              f"{judge} {row[f'{judge}_acc']:.2f}%  lr {lr:.2e}  {stats.seconds:.1f}s  "
+              f"({row['images_per_second']:.0f} img/s)", flush=True)
         atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         t = self.trainee
         atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
@@ -144,13 +150,28 @@ class RunState:
                            "rng": {**t.rng.state(), "generator": generator.get_state()},
                            "elapsed_seconds": self.elapsed}, self.ckpt_path)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
-            print(f"{self.name}: early stopping, no better {'val' if val is not None else 'test'} accuracy "
-                  f"for {cfg.patience} epochs")
+            print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
 
-    def finish(self, n_train: int, n_val: int, n_test: int) -> dict:
+    def test_selected_and_last(self, test) -> None:
+        """With a validation split: the test accuracy of the selected epoch's weights (best_model) and of
+        the last epoch's, written into those two rows of history.json."""
+        best, last = self.history[self.stopper.best_epoch], self.history[-1]
+        if "test_acc" in best and "test_acc" in last:
+            return  # selected on test: every row has it
+        last["test_loss"], last["test_acc"] = self.evaluate(test)
+        if best is not last:
+            final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
+            best["test_loss"], best["test_acc"] = self.evaluate(test)
+            self.model.load_state_dict(final)
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+
+    def finish(self, test, n_train: int, n_val: int) -> dict:
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
+        self.test_selected_and_last(test)
+        n_test = len(test)
         model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
                                    {"epoch": history[-1]["epoch"]})
         best = history[self.stopper.best_epoch]
@@ -166,7 +187,7 @@ class RunState:
             "precision_description": self.prec.description, "device": str(self.device),
             "hardware": hardware_name(self.device), "method": self.distiller.name,
             "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
-            "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs,
+            "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs, "steps": self.step_how,
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
             "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
@@ -262,7 +283,7 @@ def train_runs(cfgs: list) -> list:
         for part in parts.values():
             _fit(part, ds, train, val, test, teacher, info, isolate=len(states) > 1)
         n_val = len(val) if val is not None else 0
-        summaries.update({i: s.failure or s.finish(len(train), n_val, len(test)) for i, s in zip(todo, states)})
+        summaries.update({i: s.failure or s.finish(test, len(train), n_val) for i, s in zip(todo, states)})
     return [summaries[i] for i in range(len(cfgs))]
 
 

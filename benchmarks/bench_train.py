@@ -105,15 +105,17 @@ def teacher_accuracy(teacher, data, mean, std, batch_size: int, device) -> float
     return 100.0 * correct / max(1, total)
 
 
-def run_floor(args, data, device, images_per_epoch: int) -> dict:
-    """(c): the student's forward + backward + Adam step alone, on random tensors, channels_last."""
-    torch.manual_seed(args.seed)
-    model = build_student(make_config(blocks=args.blocks), data.channels, len(data.classes)).to(device)
+def student_floor(cfg, channels: int, classes: int, size: int, steps: int, device) -> dict:
+    """A student's forward + backward + optimizer step alone, `steps` times on random tensors of one
+    batch's shape, channels_last (as the project trains): the compute floor of its training."""
+    from distill.engine import build_optimizer
+
+    torch.manual_seed(cfg.seed)
+    model = build_student(cfg, channels, classes).to(device)
     model.to(memory_format=torch.channels_last).train()
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-    shape = (args.batch_size, data.channels, data.size, data.size)
-    x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, len(data.classes), (args.batch_size,), device=device)
+    opt = build_optimizer(cfg, list(model.parameters()))
+    x = torch.randn((cfg.batch_size, channels, size, size), device=device).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, classes, (cfg.batch_size,), device=device)
 
     def step():
         loss = torch.nn.functional.cross_entropy(model(x), y)
@@ -123,7 +125,7 @@ def run_floor(args, data, device, images_per_epoch: int) -> dict:
 
     step()  # one untimed step: allocator and kernel selection, not the student's arithmetic
     sync(device)
-    steps, times = args.epochs * (images_per_epoch // args.batch_size), []
+    times = []
     t0 = time.perf_counter()
     for _ in range(steps):
         t = time.perf_counter()
@@ -132,11 +134,18 @@ def run_floor(args, data, device, images_per_epoch: int) -> dict:
             times.append(time.perf_counter() - t)
     sync(device)
     seconds = time.perf_counter() - t0
-    out = {"seconds": seconds, "steps": steps, "train_images_seen": steps * args.batch_size,
-           "images_per_second": steps * args.batch_size / seconds}
+    out = {"seconds": seconds, "steps": steps, "train_images_seen": steps * cfg.batch_size,
+           "images_per_second": steps * cfg.batch_size / seconds}
     if times:
         out["median_step_seconds"] = statistics.median(times)
     return out
+
+
+def run_floor(args, data, device, images_per_epoch: int) -> dict:
+    """(c): the student's step alone (student_floor) for as many steps as the loops take."""
+    cfg = make_config(blocks=args.blocks, lr=args.lr, optimizer="adam", batch_size=args.batch_size, seed=args.seed)
+    return student_floor(cfg, data.channels, len(data.classes), data.size,
+                         args.epochs * (images_per_epoch // args.batch_size), device)
 
 
 def fast_overrides(args) -> dict:

@@ -64,17 +64,21 @@ def write_png_tree(root: Path, split: str, images: np.ndarray, labels: np.ndarra
     return out
 
 
-def kd_loss_original(student_logits, teacher_logits, labels, temperature: float, alpha: float):
-    """alpha * CE + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)), as the original wrote it."""
+def kd_loss_original(student_logits, teacher_logits, labels, temperature: float, alpha: float,
+                     kd_weight: float = None):
+    """alpha * CE + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T)), as the original wrote it
+    (`kd_weight` replaces 1 - alpha, to match the project's separate weights)."""
     soft = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student_logits / temperature, dim=1),
                                                F.softmax(teacher_logits / temperature, dim=1))
-    return alpha * F.cross_entropy(student_logits, labels) + (1.0 - alpha) * temperature ** 2 * soft
+    w = 1.0 - alpha if kd_weight is None else kd_weight
+    return alpha * F.cross_entropy(student_logits, labels) + w * temperature ** 2 * soft
 
 
 def run_reference(student, teacher, train_root: Path, test_root: Path, *, size: int, mean, std, mode: str,
                   epochs: int, batch_size: int, lr: float, temperature: float, alpha: float, device,
-                  workers: int, seed: int, ckpt_path: Path) -> dict:
-    """Train `student` with KD from `teacher` the original way; returns timings and accuracies.
+                  workers: int, seed: int, ckpt_path: Path, kd_weight: float = None) -> dict:
+    """Train `student` with KD from `teacher` the original way (teacher None: plain cross-entropy, the
+    CE control); returns timings and accuracies.
 
     The clock starts before the datasets are built (the original's process did that too) and stops
     after the last evaluation. `data_seconds` is time spent waiting for the DataLoader, `teacher_seconds`
@@ -92,9 +96,10 @@ def run_reference(student, teacher, train_root: Path, test_root: Path, *, size: 
     test_loader = torch.utils.data.DataLoader(test_ds, batch_size=batch_size, shuffle=False,
                                               num_workers=workers, pin_memory=pin)
     student.to(device)
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
     history, best_acc, data_s, teacher_s, seen = [], -1.0, 0.0, 0.0, 0
     for epoch in range(epochs):
@@ -104,13 +109,16 @@ def run_reference(student, teacher, train_root: Path, test_root: Path, *, size: 
         for images, labels in train_loader:
             data_s += time.perf_counter() - t_wait
             images, labels = images.to(device, non_blocking=pin), labels.to(device, non_blocking=pin)
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                teacher_logits = teacher(images)
-            teacher_s += time.perf_counter() - t0
             optimizer.zero_grad()
             outputs = student(images)
-            loss = kd_loss_original(outputs, teacher_logits, labels, temperature, alpha)
+            if teacher is None:
+                loss = F.cross_entropy(outputs, labels)
+            else:
+                t0 = time.perf_counter()
+                with torch.no_grad():
+                    teacher_logits = teacher(images)
+                teacher_s += time.perf_counter() - t0
+                loss = kd_loss_original(outputs, teacher_logits, labels, temperature, alpha, kd_weight)
             loss.backward()
             optimizer.step()
             running_loss += loss.item() * images.size(0)  # the original's per-batch host syncs

@@ -30,14 +30,15 @@ class RunFailed(UserError):
     exit_code = 1
 
 
-def build_optimizer(cfg, params):
+def build_optimizer(cfg, params, **extra):
+    """The optimizer of cfg.optimizer; `extra` overrides keyword arguments (a captured step's tensor lr)."""
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, **{"lr": cfg.lr, "weight_decay": cfg.weight_decay, **extra})
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, **{"lr": cfg.lr, "weight_decay": cfg.weight_decay, **extra})
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                               nesterov=cfg.nesterov and cfg.momentum > 0)
+        return torch.optim.SGD(params, **{"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay,
+                                          "nesterov": cfg.nesterov and cfg.momentum > 0, **extra})
     from utils.device import import_bitsandbytes
 
     bnb = import_bitsandbytes()  # adam8bit: 8-bit optimizer state (Dettmers et al. 2022), CPU and CUDA
@@ -82,6 +83,7 @@ class Trainee:
     scheduler: object
     prec: object  # utils.precision.Precision
     rng: object = None
+    forward: object = None  # a compiled distiller.forward_train (distill/graphs.py); None: eager
 
 
 class _Meter:
@@ -110,7 +112,7 @@ def train_step(t: Trainee, batch, teacher_out, epoch: int):
     """One optimizer step of one student on one batch: (loss, logits, terms)."""
     with t.rng if t.rng is not None else nullcontext():
         with t.prec.autocast():
-            logits, terms = t.distiller.forward_train(batch.x, batch.targets, teacher_out, epoch)
+            logits, terms = (t.forward or t.distiller.forward_train)(batch.x, batch.targets, teacher_out, epoch)
             loss = sum(terms.values())
         t.prec.step(loss, t.optimizer)
     t.scheduler.step()

@@ -73,3 +73,16 @@ def test_same_generator_same_batches():
     xa = [batch.x for batch in sa.epoch()]
     xb = [batch.x for batch in sb.epoch()]
     assert all(torch.equal(u, v) for u, v in zip(xa, xb)) and len(xa) == sa.steps == 5
+
+
+def test_graph_capture_falls_back_with_its_reason():
+    from distill import graphs
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    on = make_config(cuda_graphs=True)
+    assert graphs.plan(make_config(), cuda, "fp32") == (False, "eager steps")
+    assert graphs.plan(on, cpu, "fp32")[1] == "eager steps: CUDA graphs need a CUDA device, this run is on cpu"
+    assert "GradScaler" in graphs.plan(on, cuda, "fp16")[1] and not graphs.plan(on, cuda, "fp16")[0]
+    assert "fp8" in graphs.plan(on, cuda, "fp8")[1]
+    assert "8-bit" in graphs.plan(make_config(cuda_graphs=True, optimizer="adam8bit"), cuda, "fp32")[1]
+    assert graphs.plan(on, cuda, "bf16")[0] and graphs.plan(on, cuda, "fp32")[0]
