@@ -1,0 +1,114 @@
+"""Bad input and faults that need no training: each is one line (exit 2) or a warning, never a traceback
+or a silent acceptance. The cases that train live in test_reliability_runs.py."""
+import importlib
+import os
+import pickle
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import make_config
+from data.dataset import load_dataset
+from tests.fixtures import make_fashion_mnist_idx, make_imagefolder
+from utils.checkpoint import CorruptCheckpoint, load_checkpoint, load_state_dict_file
+from utils.errors import UserError, first_line
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results")
+
+
+def one_line_exit(cli, argv, capsys, code=2) -> str:
+    """Run a script's cli in-process; assert it exits `code` with exactly one stderr line; return it."""
+    capsys.readouterr()  # only what this call prints
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == code, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+# ----------------------------------------------------------------------------- config ranges
+
+# ----------------------------------------------------------------------------- --help
+
+# ----------------------------------------------------------------------------- weights and checkpoint files
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "good.pt")
+    raw = (tmp_path / "good.pt").read_bytes()
+    files = {"text": b"hello, this is a README\n", "empty": b"", "binary": bytes(range(1, 200)) * 5,
+             "truncated": raw[:len(raw) // 2], "payload": pickle.dumps({"model": Payload()})}
+    for name, data in files.items():
+        (tmp_path / f"{name}.pt").write_bytes(data)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name,needle", [
+    ("text", "not a torch weights file (it holds text"), ("empty", "empty file (0 bytes)"),
+    ("binary", "not a torch weights file (it holds binary data"),
+    ("truncated", "damaged torch file (RuntimeError: PytorchStreamReader failed reading zip archive: failed "
+                  "finding central directory)"),
+    ("payload", "carries a pickle payload (it imports posix.system)")])
+def test_bad_torch_files_say_what_they_are(bad_files, name, needle):
+    for load, kind in ((load_state_dict_file, UserError), (load_checkpoint, CorruptCheckpoint)):
+        with pytest.raises(UserError) as e:
+            load(bad_files / f"{name}.pt")
+        msg = str(e.value)
+        assert needle in msg and "\n" not in msg, msg
+        assert ("pickle payload" in msg) == (name == "payload")  # garbage is not called a payload
+        # an unreadable checkpoint.pt lets the sweep start the run over; a payload is never "just corrupt"
+        assert isinstance(e.value, kind) or name == "payload"
+
+
+def test_torch_messages_are_cut_at_a_word_not_mid_word():
+    words = ("PytorchStreamReader failed reading zip archive: failed finding central directory " * 5).split()
+    line = first_line(RuntimeError(" ".join(words) + "\nsecond line"), 100)
+    assert len(line) <= 100 and line.endswith("...")
+    assert all(w in words for w in line[:-3].split())  # every word whole
+    assert first_line(EOFError()) == "EOFError" and first_line(RuntimeError("\n ")) == "RuntimeError"
+
+
+def test_text_teacher_checkpoint_is_one_line_not_a_key_error(tmp_path, capsys):
+    import train
+
+    data = make_fashion_mnist_idx(tmp_path / "data", n_train=40, n_test=20)
+    text = tmp_path / "teacher.pt"
+    text.write_text("not weights\n")
+    err = one_line_exit(train.cli, ["--preset=smoke", f"--data_dir={data}", "--blocks=1",
+                                    f"--teacher_checkpoint={text}", f"--out_dir={tmp_path}/out"], capsys)
+    assert "teacher.pt: not a torch weights file" in err
+
+
+def test_zero_byte_checkpoint_on_resume_is_one_line(tmp_path, capsys):
+    import train
+
+    data = make_fashion_mnist_idx(tmp_path / "data", n_train=40, n_test=20)
+    run = tmp_path / "out" / "r"
+    run.mkdir(parents=True)
+    (run / "checkpoint.pt").write_bytes(b"")
+    err = one_line_exit(train.cli, ["--preset=smoke", f"--data_dir={data}", "--blocks=1", "--method=ce",
+                                    "--resume=True", "--run_name=r", f"--out_dir={tmp_path}/out"], capsys)
+    assert "checkpoint.pt: empty file" in err
+
+
+# ----------------------------------------------------------------------------- one process per run directory
+
+HOLD = "import sys, time; from utils.lock import run_lock\nwith run_lock(sys.argv[1]):\n print('held', flush=True)\n" \
+       " time.sleep(120)\n"
+
+
+# ----------------------------------------------------------------------------- data folders
+
+# ----------------------------------------------------------------------------- files, layout, sizes
