@@ -35,7 +35,47 @@ def one_line_exit(cli, argv, capsys, code=2) -> str:
 
 # ----------------------------------------------------------------------------- config ranges
 
+@pytest.mark.parametrize("arg,why", [
+    ("--temperature=-1", "> 0"), ("--temperature=0", "> 0"), ("--alpha=1.5", "[0, 1]"), ("--alpha=-0.1", "[0, 1]"),
+    ("--dkd_beta=-1", "negative"), ("--dkd_alpha=-2", "negative"), ("--lr=-1", "> 0"), ("--lr=0", "> 0"),
+    ("--lr=inf", "finite"), ("--lr=nan", "finite"), ("--temperature=inf", "finite"), ("--momentum=1.0", "[0, 1)"),
+    ("--weight_decay=-0.1", "negative"), ("--max_train_samples=1", "at least 2"), ("--val_fraction=1.0", "[0, 1)")])
+def test_every_hyper_parameter_has_its_range(arg, why):
+    with pytest.raises(UserError) as e:
+        make_config([arg])
+    msg = str(e.value)
+    assert msg.startswith(arg.split("=")[0]) and why in msg and "expected float" not in msg, msg
+
+
+def test_ranges_are_checked_before_any_data_loads(tmp_path, capsys):
+    import train
+
+    err = one_line_exit(train.cli, ["--temperature=0", f"--data_dir={tmp_path}/nowhere", "--dataset=intel",
+                                    f"--out_dir={tmp_path}/out"], capsys)
+    assert "--temperature=0" in err and "nowhere" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_edge_values_inside_the_ranges_are_accepted():
+    cfg = make_config(["--alpha=0", "--temperature=0.5", "--lr=1e6", "--max_train_samples=2", "--momentum=0"])
+    assert cfg.alpha == 0.0 and cfg.lr == 1e6 and make_config(["--alpha=1"]).alpha == 1.0
+
+
 # ----------------------------------------------------------------------------- --help
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_exits_0(script, flag, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as e:
+        module.cli([flag])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and err == ""
+    assert module.__doc__.strip().splitlines()[0] in out  # the script's own command lines
+    for needle in ("python train.py --role=teacher", "python run_experiments.py --preset=demo", "smoke", "demo",
+                   "full", "README.md"):
+        assert needle in out, needle
+
 
 # ----------------------------------------------------------------------------- weights and checkpoint files
 
