@@ -98,6 +98,7 @@ class Config:
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
     run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
     resume: bool = _run(False)  # continue out_dir/run_name/checkpoint.pt if present
+    overwrite: bool = _run(False)  # replace a finished run of the same run_name (otherwise train.py stops with exit 2)
     # --- evaluate.py ---
     run: str = _eval("")  # evaluate.py: the run directory to evaluate
     split: str = _eval("test")  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)

@@ -6,7 +6,8 @@
 
 Top to bottom: data -> model -> distiller (distill/) -> engine (distill/engine.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
-config.json, training_summary.txt, summary.json (see README).
+config.json, training_summary.txt, summary.json (see README). One process at a time per run
+directory (run_dir/.lock); a finished run is replaced only with --overwrite=True.
 """
 import os
 import sys
@@ -14,32 +15,66 @@ import sys
 import torch
 
 from config import Config, config_to_dict, default_run_name, make_config
-from data.dataset import load_dataset, split_train_val
+from data.dataset import NATIVE_SIZE, load_dataset, split_train_val
 from data.sampler import BatchSampler
 from distill import build_distiller, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
                             train_epoch)
-from distill.runs import check_resumable, is_complete, model_label, read_summary, rng_state, set_rng_state
-from models.cnn_model import count_params
+from distill.runs import (check_resumable, is_complete, model_label, read_summary, remove_derived, rng_state,
+                         run_dir_of, set_rng_state)
+from models.cnn_model import MIN_IMAGE_SIZE, count_params, min_image_size
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
 from utils.checkpoint import atomic_torch_save, load_checkpoint, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name, resolve_device
 from utils.errors import UserError, cli_entry
+from utils.lock import run_lock
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
 
 
+LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
+
+
+def refuse_finished(cfg: Config, run_dir: str) -> None:
+    """A finished run is never replaced by accident: a fresh start on one needs --overwrite=True."""
+    if not cfg.resume and not cfg.overwrite and is_complete(run_dir):
+        raise UserError(f"{run_dir}: holds a finished run; pass --overwrite=True to replace it, another "
+                        f"--run_name to keep both, or --resume=True to keep it as it is")
+
+
+def check_image_size(cfg: Config) -> None:
+    """Before any data loads: a student's stride-2 blocks need a big enough input (models/cnn_model.py)."""
+    size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
+    blocks = cfg.blocks if cfg.role == "student" else 0
+    need = min_image_size(blocks)
+    if size < need:
+        which = f"--image_size={size}" if cfg.image_size else f"{cfg.dataset}'s native {size} px"
+        model = f"a res{cfg.blocks} student ({cfg.blocks // 2} stride-2 blocks)" if blocks else "training"
+        raise UserError(f"{which}: too small for {model}, which needs at least {need} px; pass "
+                        f"--image_size={need} or more" + (" or fewer --blocks" if need > MIN_IMAGE_SIZE else ""))
+
+
 def main(cfg: Config) -> dict:
     """Train one model as `cfg` says; returns the summary dict (also written to summary.json)."""
+    run_dir = run_dir_of(cfg)
+    if cfg.resume and is_complete(run_dir):
+        print(f"{default_run_name(cfg)}: already complete, nothing to resume")
+        return read_summary(run_dir)
+    refuse_finished(cfg, run_dir)
+    check_image_size(cfg)
+    with run_lock(run_dir):  # exits 2 naming the holder when another process trains this run
+        if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
+            return read_summary(run_dir)
+        refuse_finished(cfg, run_dir)
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: Config, run_dir: str) -> dict:
     run_name = default_run_name(cfg)
-    run_dir = os.path.join(cfg.out_dir, run_name)
     summary_path = os.path.join(run_dir, "summary.json")
     ckpt_path = os.path.join(run_dir, "checkpoint.pt")
-    if cfg.resume and is_complete(run_dir):
-        print(f"{run_name}: already complete, nothing to resume")
-        return read_summary(run_dir)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
@@ -47,6 +82,10 @@ def main(cfg: Config) -> dict:
     # data: uint8 tensors on the device, a validation hold-out when asked
     ds = load_dataset(cfg)
     train, val = split_train_val(ds.train, cfg.val_fraction, cfg.seed + 1)
+    if len(train) < 2:  # BatchNorm needs two images a batch
+        held = f" after --val_fraction={cfg.val_fraction} holds out {len(val)}" if val is not None else ""
+        raise UserError(f"{len(train)} of {len(ds.train)} training image(s) left to train on{held}; at least 2 "
+                        f"are needed: lower --val_fraction or raise --max_train_samples")
     train, val, test = train.to(device), (val.to(device) if val is not None else None), ds.test.to(device)
 
     # model, in its precision
@@ -107,8 +146,15 @@ def main(cfg: Config) -> dict:
           + (f", teacher {teacher_info['teacher_arch']} at {teacher_info['teacher_acc']:.2f}%, "
              f"logits {source.how}" if source else ""))
 
-    if not cfg.resume and os.path.isfile(summary_path):
-        os.remove(summary_path)  # summary.json marks a complete run: a fresh start is not one yet
+    if not cfg.resume:
+        if is_complete(run_dir):
+            print(f"{run_name}: replacing the finished run (--overwrite=True)")
+        elif os.path.isfile(ckpt_path):
+            print(f"{run_name}: starting over; the interrupted run's checkpoint.pt is replaced "
+                  f"(--resume=True would continue it)")
+        # summary.json marks a complete run: a fresh start is not one yet; reports of the old weights go too
+        remove_derived(run_dir)
+    run_warnings = []
     evaluate = lambda split: evaluate_logits(predict(model, split, ds.mean, ds.std, cfg.eval_batch_size,
                                                      channels_last, prec.autocast), split.labels)
     for epoch in range(start_epoch, cfg.epochs):
@@ -123,6 +169,11 @@ def main(cfg: Config) -> dict:
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
         if val is not None:
             row["val_loss"], row["val_acc"] = evaluate(val)
+        reference = min([stats.first_loss] + [h["train_loss"] for h in history])
+        if not run_warnings and stats.loss > LOSS_BLOWUP * reference > 0:
+            run_warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
+                                f"{epoch + 1} (x{stats.loss / reference:.0e}); --lr={cfg.lr:g} is probably too high")
+            print(f"warning: {run_name}: {run_warnings[-1]}", file=sys.stderr, flush=True)
         history.append(row)
         elapsed += stats.seconds
         if stopper.update(row["val_acc"] if val is not None else test_acc, epoch):
@@ -163,7 +214,7 @@ def main(cfg: Config) -> dict:
         "stopped_at_epoch": history[-1]["epoch"], "train_seconds": elapsed,
         "seconds_per_epoch": secs[len(secs) // 2],
         "images_per_second": len(train) * len(history) / elapsed if elapsed > 0 else None,
-        "teacher_logits": None, **teacher_info, "provenance": provenance(),
+        "teacher_logits": None, **teacher_info, "warnings": run_warnings, "provenance": provenance(),
     }
     write_training_summary(os.path.join(run_dir, "training_summary.txt"), summary)
     atomic_write_json(summary_path, summary)

@@ -61,6 +61,7 @@ class EpochStats:
     acc: float
     terms: dict = field(default_factory=dict)
     seconds: float = 0.0
+    first_loss: float = math.nan  # the epoch's first batch: the reference for a loss that blows up
 
 
 @dataclass
@@ -79,10 +80,12 @@ class _Meter:
     def __init__(self, device):
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.terms, self.seen = {}, 0
+        self.terms, self.seen, self.first = {}, 0, None
 
     def add(self, loss, logits, y, terms) -> None:
         n = y.shape[0]
+        if self.first is None:
+            self.first = loss.detach().float().clone()
         self.loss += loss.detach() * n
         self.correct += (logits.detach().argmax(1) == y).sum()
         for k, v in terms.items():
@@ -91,7 +94,8 @@ class _Meter:
 
     def stats(self, seconds: float) -> EpochStats:
         return EpochStats(self.loss.item() / self.seen, 100.0 * self.correct.item() / self.seen,
-                          {k: v.item() / self.seen for k, v in self.terms.items()}, seconds)
+                          {k: v.item() / self.seen for k, v in self.terms.items()}, seconds,
+                          self.first.item() if self.first is not None else math.nan)
 
 
 def train_step(t: Trainee, batch, teacher_out, epoch: int):

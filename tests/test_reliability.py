@@ -149,6 +149,56 @@ HOLD = "import sys, time; from utils.lock import run_lock\nwith run_lock(sys.arg
        " time.sleep(120)\n"
 
 
+def test_second_process_exits_2_naming_the_holder_and_a_killed_holder_leaves_no_lock(tmp_path, capsys):
+    import train
+    from utils.lock import run_lock
+
+    run = tmp_path / "out" / "busy"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = one_line_exit(train.cli, ["--preset=smoke", "--blocks=1", "--run_name=busy",
+                                        f"--out_dir={tmp_path}/out", f"--data_dir={tmp_path}/none"], capsys)
+        assert f"pid {holder.pid}" in err and "in use" in err and str(run) in err
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with run_lock(run):  # the kernel dropped the killed holder's lock: nothing stale to clean up
+        pass
+
+
+def test_lock_is_exclusive_between_open_files_and_reentrant_in_its_holder(tmp_path):
+    import fcntl
+
+    from utils.lock import RunLocked, run_lock
+
+    with run_lock(tmp_path / "r"):
+        with run_lock(tmp_path / "r"):  # the sweep holds it around train.main, which takes it again
+            pass
+        fd = os.open(tmp_path / "r" / ".lock", os.O_RDWR)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.close(fd)
+    fd = os.open(tmp_path / "r" / ".lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released at the end of the block
+    with pytest.raises(RunLocked, match="in use by pid"):
+        with run_lock(tmp_path / "r"):
+            pass
+    os.close(fd)
+
+
 # ----------------------------------------------------------------------------- data folders
 
 # ----------------------------------------------------------------------------- files, layout, sizes
+
+def test_image_size_below_what_the_student_strides_need_stops_before_data(tmp_path):
+    import train
+    from models.cnn_model import min_image_size
+
+    assert [min_image_size(b) for b in (0, 2, 4, 6, 8, 10, 12)] == [8, 8, 8, 8, 9, 17, 33]
+    for argv, needle in ((["--image_size=3"], "--image_size=3: too small"),
+                         (["--image_size=16", "--blocks=10"], "needs at least 17 px"),
+                         (["--blocks=12"], "native 28 px: too small for a res12")):
+        with pytest.raises(UserError, match=needle):
+            train.main(make_config(argv, data_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()

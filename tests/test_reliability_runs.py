@@ -1,0 +1,129 @@
+"""Bad input and faults around real (tiny) runs: finished runs are never replaced by accident, read-only
+folders and garbage files are one line or a warning, the sweep redoes what is broken and goes on.
+Tiny idx data (120 train images), 1 epoch, the smoke teacher: seconds per run."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import evaluate
+import run_experiments
+import train
+from config import make_config
+from tests.fixtures import make_fashion_mnist_idx, make_imagefolder
+from utils.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = "fashion-mnist_teacher_seed12"
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def read_only(*folders):
+    """The folders (and everything in them) read-only for this process, root included: the write bits
+    off, and where that does not stop root, the immutable attribute (chattr +i). Skips when neither can."""
+    folders = [Path(f) for f in folders]
+    every = [p for f in folders for p in [f, *f.rglob("*")]]
+    modes = {p: p.stat().st_mode for p in every}
+    for p in every:
+        p.chmod(modes[p] & ~0o222)
+    immutable = False
+    try:
+        if _writable(folders[0]):  # root ignores the mode bits
+            immutable = subprocess.run(["chattr", "-R", "+i", *map(str, folders)], capture_output=True).returncode == 0
+            if not immutable or _writable(folders[0]):
+                pytest.skip("cannot make a folder read-only for this user here")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-R", "-i", *map(str, folders)], check=True)
+        for p in every:
+            p.chmod(modes[p])
+
+
+def files_of(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line_exit(cli, argv, capsys, code=2) -> tuple:
+    """(the one stderr line, stdout) of a script's cli run in-process that must exit `code`."""
+    capsys.readouterr()  # only what this call prints
+    with pytest.raises(SystemExit) as e:
+        cli(argv)
+    out, err = capsys.readouterr()
+    lines = [ln for ln in err.strip().splitlines() if "error:" in ln]  # progress bars and warnings aside
+    assert e.value.code == code, err
+    assert len(lines) == 1 and err.strip().splitlines()[-1] == lines[0] and "Traceback" not in err, err
+    return lines[0], out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_fashion_mnist_idx(tmp_path_factory.mktemp("fmnist"), n_train=120, n_test=40)
+
+
+def args(data, out, *extra) -> list:
+    return ["--preset=smoke", f"--data_dir={data}", f"--out_dir={out}", "--batch_size=32", *extra]
+
+
+@pytest.fixture(scope="module")
+def teacher_out(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher_out")
+    train.main(make_config(args(data, out, "--role=teacher")))
+    return out
+
+
+# ----------------------------------------------------------------------------- finished runs and overwrite
+
+def test_finished_run_is_never_replaced_by_accident(data, tmp_path, capsys):
+    cfg = make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--temperature=2"))
+    train.main(cfg)
+    run = tmp_path / "fashion-mnist_res1_b32_fp32_ce_s0"
+    (run / "evaluation.json").write_text("{}")  # a report of these weights
+    before = files_of(run)
+    again = make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--temperature=3"))  # same run name
+    with pytest.raises(UserError, match="holds a finished run; pass --overwrite=True"):
+        train.main(again)
+    assert files_of(run) == before  # nothing deleted, nothing rewritten
+    line, _ = one_line_exit(train.cli, args(data, tmp_path, "--blocks=1", "--method=ce"), capsys)
+    assert "--overwrite=True" in line and "--run_name" in line
+    s = train.main(make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--overwrite=True")))
+    assert s["status"] == "complete" and "replacing the finished run" in capsys.readouterr().out
+    assert not (run / "evaluation.json").exists()  # the old weights' report went with them
+
+
+# ----------------------------------------------------------------------------- read-only folders
+
+# ----------------------------------------------------------------------------- teachers that do not fit
+
+# ----------------------------------------------------------------------------- training inputs
+
+def test_val_fraction_leaving_no_training_images_is_one_line(data, tmp_path):
+    with pytest.raises(UserError, match="0 of 120 training image.* at least 2 are needed"):
+        train.main(make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--val_fraction=0.999")))
+
+
+def test_exploding_loss_warns_about_the_learning_rate(data, tmp_path, capsys):
+    s = train.main(make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--lr=1e6")))
+    err = capsys.readouterr().err
+    assert s["warnings"] and "--lr=1e+06 is probably too high" in s["warnings"][0]
+    assert "warning:" in err and "training loss grew" in err
+    calm = train.main(make_config(args(data, tmp_path, "--blocks=1", "--method=ce", "--run_name=calm")))
+    assert calm["warnings"] == []
+
+
+# ----------------------------------------------------------------------------- the sweep redoes broken runs
+
+# ----------------------------------------------------------------------------- the oneDNN crash
