@@ -108,7 +108,7 @@ def _train(cfg: Config, run_dir: str) -> dict:
     if needs_teacher(cfg):
         from distill.teacher import TeacherSource, load_frozen_teacher
 
-        teacher, teacher_info = load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, device)
+        teacher, teacher_info = load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, device, ds.image_size)
         if teacher_info["teacher_acc"] is None:
             teacher_info["teacher_acc"] = evaluate_logits(
                 predict(teacher, test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last), test.labels)[1]

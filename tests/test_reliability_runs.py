@@ -106,7 +106,40 @@ def test_finished_run_is_never_replaced_by_accident(data, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- read-only folders
 
+def test_read_only_teacher_run_caches_logits_under_the_students_out_dir(data, teacher_out, tmp_path, capsys):
+    teacher = teacher_out / TEACHER
+    before = files_of(teacher)
+    with read_only(teacher):
+        s = train.main(make_config(args(data, tmp_path, "--blocks=1", "--augment=flip",
+                                        f"--teacher_checkpoint={teacher}")))
+    err = capsys.readouterr().err
+    assert s["status"] == "complete" and "cached" in s["teacher_logits"]
+    assert err.count("warning: cannot write the teacher-logit cache") == 1
+    assert len(list((tmp_path / "logits_cache").glob("*.safetensors"))) == 2  # identity and flip views
+    assert files_of(teacher) == before
+    # the next student reads that cache instead of running the teacher again
+    s2 = train.main(make_config(args(data, tmp_path, "--blocks=1", "--augment=flip", "--seed=1",
+                                     f"--teacher_checkpoint={teacher}")))
+    assert s2["status"] == "complete" and "warning" not in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------- teachers that do not fit
+
+def test_teacher_trained_at_another_image_size_is_one_line_naming_both(data, teacher_out):
+    with pytest.raises(UserError) as e:
+        train.main(make_config(args(data, teacher_out, "--blocks=1", "--image_size=32", "--run_name=s32")))
+    msg = str(e.value)
+    assert "trained at 28 px, 1 channel(s), 10 classes" in msg and "trains at 32 px" in msg and TEACHER in msg
+
+
+def test_student_run_given_as_teacher_says_so(data, teacher_out, tmp_path):
+    train.main(make_config(args(data, teacher_out, "--blocks=1", "--method=ce", "--run_name=stud")))
+    for spec in (teacher_out / "stud", teacher_out / "stud" / "best_model.safetensors"):
+        with pytest.raises(UserError) as e:
+            train.main(make_config(args(data, tmp_path, "--blocks=1", f"--teacher_checkpoint={spec}")))
+        assert "this is a student run (res1, ce); the teacher is" in str(e.value)
+        assert str(teacher_out / TEACHER) in str(e.value) and "Missing key" not in str(e.value)
+
 
 # ----------------------------------------------------------------------------- training inputs
 
