@@ -7,11 +7,14 @@
 One frozen config per grid point goes to train.main(); nothing global is mutated. Rerunning the
 same command skips complete runs (files untouched), continues partial ones from checkpoint.pt and
 runs the rest. A failed run is recorded (summary.json status "failed") and the sweep goes on; the
-exit code is 1 at the end if any run failed. Aggregates: out_dir/results.csv and results.md.
+exit code is 1 at the end if any run failed. A run another process holds (run_dir/.lock) is skipped
+and named; a run whose checkpoint.pt is unreadable starts over. Aggregates: out_dir/results.csv and
+results.md (rewritten only when they change, so a finished sweep reruns in a read-only out_dir).
 """
 import dataclasses
 import os
 import sys
+import tempfile
 import traceback
 
 import torch
@@ -22,9 +25,11 @@ import train
 from config import Config, config_to_dict, default_run_name, make_config
 from distill.runs import is_complete, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
+from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_device
-from utils.errors import UserError, cli_entry
-from utils.results import collect_results, write_results
+from utils.errors import UserError, cannot_write, cli_entry, first_line
+from utils.lock import RunLocked, run_lock
+from utils.results import collect_results, results_text, write_results
 
 
 def teacher_config(base: Config) -> Config:
@@ -57,29 +62,48 @@ def grid(base: Config) -> list:
 
 
 def record_failure(cfg: Config, err: BaseException) -> str:
-    message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    message = first_line(f"{type(err).__name__}: {err}", 300)
     run_dir = run_dir_of(cfg)
-    atomic_write_json(os.path.join(run_dir, "summary.json"), {
-        "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
-        "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
-        "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
-    if not os.path.isfile(os.path.join(run_dir, "config.json")):
-        atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    try:
+        atomic_write_json(os.path.join(run_dir, "summary.json"), {
+            "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
+            "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
+            "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    except OSError as e:
+        message += f" (not recorded in summary.json: {e.strerror or e})"
     return message
 
 
-def run_one(cfg: Config) -> str:
-    """'done', 'skipped' or 'failed: <why>'. A failure never stops the sweep."""
-    if is_complete(run_dir_of(cfg)):
-        return "skipped"
+def _train_and_record(cfg: Config) -> str:
     try:
-        train.main(cfg)
+        try:
+            train.main(cfg)
+        except CorruptCheckpoint as e:  # nothing in it to keep: the run starts over, and says so
+            tqdm.write(f"{default_run_name(cfg)}: {e}; starting that run over")
+            train.main(dataclasses.replace(cfg, resume=False))
         return "done"
     except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
         if isinstance(e, RuntimeError) and not isinstance(e, torch.OutOfMemoryError) \
                 and "out of memory" not in str(e).lower():
             traceback.print_exc()
         return "failed: " + record_failure(cfg, e)
+
+
+def run_one(cfg: Config) -> str:
+    """'done', 'skipped', 'skipped: <who holds it>' or 'failed: <why>'. A failure never stops the sweep.
+    The run's lock is held from training to recording a failure, so no other process interleaves."""
+    run_dir = run_dir_of(cfg)
+    if is_complete(run_dir):
+        return "skipped"
+    try:
+        with run_lock(run_dir):
+            return _train_and_record(cfg)
+    except RunLocked as e:
+        return f"skipped: {e}"
+    except UserError as e:  # the run's folder cannot even hold its lock: nowhere to record the failure
+        return f"failed: {e}"
 
 
 def deploy_finished(base: Config, runs: list) -> None:
@@ -100,40 +124,64 @@ def evaluate_best_student(runs: list) -> None:
             evaluate.evaluate_run(best)
 
 
+def check_writable(base: Config, runs: list) -> None:
+    """Before training anything: an out_dir that cannot take files stops the sweep with one line (every
+    run would fail the same way). A finished sweep needs no write and reruns even read-only."""
+    try:
+        os.makedirs(base.out_dir, exist_ok=True)
+        if any(not is_complete(run_dir_of(c)) for c in runs):
+            tempfile.TemporaryFile(dir=base.out_dir).close()
+    except OSError as e:
+        raise cannot_write(e, base.out_dir) from None
+
+
 def main(base: Config) -> int:
     runs = grid(base)
-    os.makedirs(base.out_dir, exist_ok=True)
-    failed = []
+    check_writable(base, runs)
+    failed, skipped, unsaved, stopped = [], [], [], False
     bar = tqdm(runs, desc="sweep", unit="run", dynamic_ncols=True)
     for i, cfg in enumerate(bar, start=1):
         name = default_run_name(cfg)
         bar.set_postfix_str(name)
         status = run_one(cfg)
-        if status.startswith("failed") and cfg.role == "teacher":
-            tqdm.write(f"{name}: {status}; the students need the teacher, stopping the sweep")
-            failed.append(name)
+        if status.startswith(("failed", "skipped: ")) and cfg.role == "teacher":
+            tqdm.write(f"{name}: {status}; the students need the finished teacher, stopping the sweep")
+            (failed if status.startswith("failed") else skipped).append(name)
+            stopped = True
             break
         if status.startswith("failed"):
             failed.append(name)
+        if status.startswith("skipped: "):
+            skipped.append(name)
         tqdm.write(f"[{i}/{len(runs)}] {name}: {status}")
     bar.close()
     if base.deploy:
         deploy_finished(base, runs)
-    evaluate_best_student(runs)
+    try:
+        evaluate_best_student(runs)
+    except UserError as e:  # e.g. a read-only out_dir: the table still comes, and the exit code says so
+        unsaved.append(str(e))
     # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
     grid_dirs = [run_dir_of(c) for c in runs]
     others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
                     if read_summary(os.path.join(base.out_dir, d)) is not None
                     and os.path.join(base.out_dir, d) not in grid_dirs)
     rows = collect_results(base.out_dir, grid_dirs + others)
-    csv_path, md_path = write_results(base.out_dir, rows, base)
-    with open(md_path) as f:
-        print(f.read())
-    print(f"results: {csv_path}, {md_path}")
+    print(results_text(base.out_dir, rows, base)[1])
+    try:
+        csv_path, md_path = write_results(base.out_dir, rows, base)
+        print(f"results: {csv_path}, {md_path}")
+    except OSError as e:
+        unsaved.insert(0, str(cannot_write(e, base.out_dir, "the table above is not saved; pass a writable "
+                                                             "--out_dir to keep it")))
+    if skipped:
+        print(f"{len(skipped)} run(s) skipped, in use by another process: {', '.join(skipped)}; rerun the sweep "
+              f"when they finish to see them in the table", file=sys.stderr)
+    if unsaved:
+        raise UserError(unsaved[0] + (f" (and {len(unsaved) - 1} more like it)" if len(unsaved) > 1 else ""))
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or stopped else 0
 
 
 @cli_entry

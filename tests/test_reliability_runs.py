@@ -106,6 +106,30 @@ def test_finished_run_is_never_replaced_by_accident(data, tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- read-only folders
 
+def test_read_only_out_dir_is_one_line_for_train_sweep_and_evaluate(data, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    base = args(data, out, "--sweep_blocks=[1]", "--sweep_methods=[]", "--sweep_precisions=[fp32]")
+    assert run_experiments.main(make_config(base)) == 0
+    student = out / "fashion-mnist_res1_b32_fp32_ce_s0"
+    capsys.readouterr()
+    with read_only(out):  # a complete sweep reruns: nothing changed, nothing to write
+        assert run_experiments.main(make_config(base)) == 0
+    (student / "evaluation.json").unlink()
+    (out / "results.md").unlink()
+    with read_only(out):
+        line, stdout = one_line_exit(run_experiments.cli, base, capsys)
+        assert line.startswith(f"error: {out}: cannot write there") and "the table above is not saved" in line
+        assert "| res1 |" in stdout  # the table is shown even though it cannot be saved
+        line, stdout = one_line_exit(evaluate.cli, [f"--run={student}", f"--data_dir={data}"], capsys)
+        assert "cannot write there" in line and "evaluation.json is not saved" in line
+        assert "test accuracy" in stdout
+        line, _ = one_line_exit(train.cli, args(data, out, "--blocks=2", "--method=ce"), capsys)
+        assert line.startswith(f"error: {out}") and "cannot write there" in line
+        line, _ = one_line_exit(run_experiments.cli, base + ["--sweep_blocks=[2]"], capsys)
+        assert "cannot write there" in line
+    assert not (student / "evaluation.json").exists() and not (out / "fashion-mnist_res2_b32_fp32_ce_s0").exists()
+
+
 def test_read_only_teacher_run_caches_logits_under_the_students_out_dir(data, teacher_out, tmp_path, capsys):
     teacher = teacher_out / TEACHER
     before = files_of(teacher)
@@ -158,5 +182,52 @@ def test_exploding_loss_warns_about_the_learning_rate(data, tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- the sweep redoes broken runs
+
+def test_sweep_redoes_garbage_summaries_and_corrupt_checkpoints_and_skips_a_locked_run(data, tmp_path, capsys):
+    import fcntl
+
+    base = make_config(args(data, tmp_path, "--sweep_blocks=[1,2,3,4]", "--sweep_methods=[]"))
+    assert run_experiments.main(base) == 0
+    run = lambda b: tmp_path / f"fashion-mnist_res{b}_b32_fp32_ce_s0"  # noqa: E731
+    garbage = {1: b"\x80\x04\x95\xff binary garbage \xfe\xfd", 2: b"[1, 2, 3]", 3: b"{ not json", 4: b"\xff\xfe"}
+    for b, junk in garbage.items():
+        (run(b) / "summary.json").write_bytes(junk)
+    (run(3) / "checkpoint.pt").write_bytes(b"")  # torn: that run must start over, not fail
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "summary.json").write_bytes(b"\x00\x01garbage\xff")  # outside the grid
+    teacher_files = files_of(tmp_path / TEACHER)
+    capsys.readouterr()
+    fd = os.open(run(4) / ".lock", os.O_RDWR)  # as another process would hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_experiments.main(base) == 0
+    finally:
+        os.close(fd)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    for b in (1, 2, 3):
+        assert json.loads((run(b) / "summary.json").read_text())["status"] == "complete", b
+    assert "checkpoint.pt: empty file (0 bytes)" in out and "starting that run over" in out
+    assert "res4_b32_fp32_ce_s0: skipped:" in out and "in use by" in out and "1 run(s) skipped" in err
+    assert (run(4) / "summary.json").read_bytes() == garbage[4]  # the holder's run is left alone
+    assert files_of(tmp_path / TEACHER) == teacher_files  # the complete teacher is untouched
+    table = (tmp_path / "results.csv").read_text()
+    assert all(f"res{b}_b32" in table for b in (1, 2, 3)) and "res4_b32" not in table and "stray" not in table
+
+
+def test_teacher_held_by_another_process_stops_the_sweep_saying_so(data, tmp_path, capsys):
+    import fcntl
+
+    (tmp_path / TEACHER).mkdir()
+    fd = os.open(tmp_path / TEACHER / ".lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert run_experiments.main(make_config(args(data, tmp_path, "--sweep_blocks=[1]"))) == 1
+    finally:
+        os.close(fd)
+    out = capsys.readouterr().out
+    assert "in use by" in out and "stopping the sweep" in out
+    assert not (tmp_path / "fashion-mnist_res1_b32_fp32_ce_s0").exists()
+
 
 # ----------------------------------------------------------------------------- the oneDNN crash
