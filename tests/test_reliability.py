@@ -189,6 +189,28 @@ def test_lock_is_exclusive_between_open_files_and_reentrant_in_its_holder(tmp_pa
 
 # ----------------------------------------------------------------------------- data folders
 
+def test_test_split_missing_a_class_warns_naming_it(tmp_path, capsys):
+    root = make_imagefolder(tmp_path, classes=("cat", "dog", "bird"), per_class=2, size=16)
+    for p in (root / "test" / "bird").iterdir():
+        p.unlink()
+    (root / "test" / "bird").rmdir()
+    d = load_dataset(make_config(dataset="imagefolder", data_dir=str(root), image_size=16))
+    err = capsys.readouterr().err
+    assert "warning:" in err and "['bird']" in err and "test" in err
+    assert d.classes == ("bird", "cat", "dog") and sorted(set(d.test.labels.tolist())) == [1, 2]
+
+
+def test_images_in_nested_subfolders_of_a_class_are_counted_in_a_warning(tmp_path, capsys):
+    root = make_imagefolder(tmp_path, classes=("cat", "dog"), per_class=2, size=16)
+    for rel in ("cat/more/a.jpg", "cat/more/b.jpg", "dog/x/y/c.png"):
+        (root / "train" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "train" / rel).write_bytes((root / "train" / "cat" / "img0.jpg").read_bytes())
+    d = load_dataset(make_config(dataset="imagefolder", data_dir=str(root), image_size=16))
+    err = capsys.readouterr().err
+    assert "ignored 3 image file(s) in sub-folders" in err and "more" in err
+    assert len(d.train) == 4  # still only the images directly in each class folder
+
+
 # ----------------------------------------------------------------------------- files, layout, sizes
 
 def test_image_size_below_what_the_student_strides_need_stops_before_data(tmp_path):
