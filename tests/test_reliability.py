@@ -213,6 +213,33 @@ def test_images_in_nested_subfolders_of_a_class_are_counted_in_a_warning(tmp_pat
 
 # ----------------------------------------------------------------------------- files, layout, sizes
 
+def test_written_files_follow_the_umask(tmp_path):
+    from utils.atomic import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "run" / "summary.json", {"status": "complete"})
+        data = make_fashion_mnist_idx(tmp_path / "data", n_train=20, n_test=10)
+        load_dataset(make_config(data_dir=str(data)))
+        os.umask(0o077)
+        atomic_write_json(tmp_path / "run" / "private.json", {})
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "run" / "summary.json") == 0o644  # not mkstemp's 0600
+    assert [mode(p) for p in (data / "cache").glob("*.safetensors")] == [0o644]
+    assert mode(tmp_path / "run" / "private.json") == 0o600  # a stricter umask is followed too
+
+
+def test_narrow_strided_1x1_convolutions_train_in_nchw():
+    from models.cnn_model import ResidualCNN
+    from models.teacher_arch import seed12
+    from utils.device import channels_last_trainable
+
+    assert not channels_last_trainable(seed12(3, 6, width=4))  # the smoke teacher: Conv2d(4, 8, 1, stride=2)
+    assert channels_last_trainable(seed12(3, 6, width=16)) and channels_last_trainable(ResidualCNN(10, 3, 6))
+
+
 def test_image_size_below_what_the_student_strides_need_stops_before_data(tmp_path):
     import train
     from models.cnn_model import min_image_size

@@ -231,3 +231,15 @@ def test_teacher_held_by_another_process_stops_the_sweep_saying_so(data, tmp_pat
 
 
 # ----------------------------------------------------------------------------- the oneDNN crash
+
+def test_smoke_teacher_on_rgb_folder_data_trains_without_crashing(tmp_path):
+    # the smoke teacher's Conv2d(4, 8, 1, stride=2) crashed (exit 139, abort or hang) in channels_last backward
+    # on an AVX2 EPYC; a subprocess, so a crash or hang fails this test instead of killing the suite
+    root = make_imagefolder(tmp_path / "rgb", classes=("a", "b", "c"), per_class=4, size=64)
+    r = subprocess.run([sys.executable, "train.py", "--preset=smoke", "--role=teacher", "--dataset=imagefolder",
+                        f"--data_dir={root}", f"--out_dir={tmp_path}/out", "--batch_size=4"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=180)  # it hung without the rule
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "training in NCHW" in r.stdout
+    s = json.loads((tmp_path / "out" / "imagefolder_teacher_seed12" / "summary.json").read_text())
+    assert s["status"] == "complete" and s["image_size"] == 64 and s["in_channels"] == 3
