@@ -12,12 +12,13 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import math
 import re
 import typing
 from dataclasses import dataclass
 from typing import Optional
 
-from utils.errors import UserError
+from utils.errors import HelpRequested, UserError
 
 DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
@@ -111,6 +112,7 @@ class Config:
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
     run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
     resume: bool = _run(False)  # continue out_dir/run_name/checkpoint.pt if present
+    overwrite: bool = _run(False)  # replace a finished run of the same run_name (otherwise train.py stops with exit 2)
     # --- evaluate.py ---
     run: str = _eval("")  # evaluate.py: the run directory to evaluate
     split: str = _eval("test")  # evaluate.py: test (labelled metrics) | pred (Intel's unlabelled seg_pred -> predictions.csv)
@@ -165,8 +167,18 @@ NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_work
                 "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
                 "weight_decay", "alpha", "kd_weight", "dkd_alpha", "dkd_beta", "fitnet_weight", "at_weight",
                 "mixup", "fm_mixup", "warmup_epochs"}
-POSITIVE |= {"temperature", "fm_temperature", "at_p"}
+POSITIVE |= {"fm_temperature", "at_p"}
 UNIT_INTERVAL = {"random_erasing", "dkd_warmup"}  # in [0, 1]
+# Ranges beyond the sign: field -> (test, the range as the message states it). Every float field must
+# also be finite (no nan, no inf); all of it is checked when a Config is built, before any data loads.
+RANGES = {
+    "temperature": (lambda v: v > 0, "> 0 (the softmax temperature T; 1-20 is usual)"),
+    "alpha": (lambda v: 0 <= v <= 1, "in [0, 1] (kd: the weight of the cross-entropy term)"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "max_train_samples": (lambda v: v == 0 or v >= 2, "0 (all) or at least 2 (BatchNorm needs two images a batch)"),
+}
 
 # Named recipes from the literature: `--recipe=<name>` applies one after the preset and before the other
 # overrides; the sweep's teacher run takes `teacher_recipe`. Each says where its numbers come from.
@@ -249,6 +261,10 @@ def _check_field(name: str, value) -> None:
         ok = True
     if not ok:
         raise UserError(f"--{name}={value!r}: expected {_type_name(tp)}")
+    if tp is float and not math.isfinite(value):
+        raise UserError(f"--{name}={value}: must be a finite number")
+    if name in RANGES and not RANGES[name][0](value):
+        raise UserError(f"--{name}={value}: must be {RANGES[name][1]}")
     if name in CHOICES and value not in CHOICES[name]:
         raise UserError(f"--{name}={value}: allowed values are {', '.join(CHOICES[name])}")
     if name in POSITIVE and value <= 0:
@@ -266,8 +282,6 @@ def _check_field(name: str, value) -> None:
         raise UserError(f"--dkd_beta_per_depth={value!r}: expected [[blocks, beta], ...], e.g. [[4,2],[6,4]]")
     if name == "teacher_recipe" and value and value not in RECIPES:
         raise UserError(f"--teacher_recipe={value}: allowed values are {', '.join(RECIPES)}")
-    if name == "val_fraction" and not 0.0 <= value < 1.0:
-        raise UserError(f"--val_fraction={value}: must be in [0, 1)")
     if name == "fc_layers" and not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
         raise UserError(f"--fc_layers={value!r}: expected a list of positive ints, e.g. [128]")
     if name == "sweep_blocks" and not all(isinstance(v, int) and v > 0 for v in value):
@@ -296,6 +310,11 @@ def _parse_value(name: str, text: str):
     tp = _field_types()[name]
     if tp is str:
         return text  # never literal-eval a string field: --run_name=123 stays "123"
+    if tp is float:
+        try:
+            return float(text)  # also inf and nan, which the range check then names
+        except ValueError:
+            pass
     value = _literal(text)
     if isinstance(value, str) and text.strip()[:1] in "[(" and text.strip()[-1:] in ")]":
         value = [_literal(v.strip()) for v in text.strip()[1:-1].split(",") if v.strip()]  # [fp32,fp8]
@@ -307,8 +326,22 @@ def _parse_value(name: str, text: str):
     return value
 
 
+def usage() -> str:
+    """What -h / --help prints after the script's own docstring: the commands, presets, where fields live."""
+    presets = "\n".join(f"  {name:6} " + " ".join(f"{k}={v}" for k, v in p.items()) for name, p in PRESETS.items())
+    return ("Commands:\n  python train.py --role=teacher\n  python train.py --blocks=4 --method=kd --precision=bf16\n"
+            "  python run_experiments.py --preset=demo\n  python evaluate.py --run=checkpoints/<run_name>\n"
+            "  python plot_experiment_results.py --preset=demo\n"
+            "Options: --field=value for any config field; every field with its default, unit and meaning is\n"
+            "listed in README.md (section 'Config fields') and config.py. --recipe=NAME applies a named\n"
+            f"recipe from the literature ({', '.join(RECIPES)}). --preset=NAME sets:\n" + presets)
+
+
 def parse_overrides(argv: list[str]) -> dict:
-    """`--field=value` strings -> {field: value}: the preset first, then the recipe, then overrides in order."""
+    """`--field=value` strings -> {field: value}: the preset first, then the recipe, then overrides in order.
+    -h or --help anywhere raises HelpRequested (the script prints its usage and exits 0)."""
+    if any(arg in ("-h", "--help") for arg in argv):
+        raise HelpRequested(usage())
     names = {f.name for f in dataclasses.fields(Config)}
     preset, recipe, overrides = None, None, {}
     for arg in argv:

@@ -11,6 +11,7 @@ import csv
 import io
 import os
 import sys
+from contextlib import contextmanager
 
 import torch
 
@@ -20,8 +21,19 @@ from distill.engine import evaluate_logits, predict
 from distill.runs import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
-from utils.errors import UserError, cli_entry
+from utils.errors import UserError, cannot_write, cli_entry
 from utils.plots.style import plot_confusion_matrix
+
+
+@contextmanager
+def saving(run_dir: str, what: str):
+    """A run folder that cannot take the file: one line saying the results shown were not saved."""
+    try:
+        yield
+    except OSError as e:
+        raise cannot_write(e, run_dir, f"{what} is not saved (the results above are shown only); copy the "
+                                       f"run to a writable folder to keep it") from None
+
 
 def classification_report(cm: torch.Tensor, classes) -> list:
     rows = []
@@ -45,13 +57,14 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
     result = {"run": run_dir, "weights": os.path.basename(weights), "split": "test", "images": len(test),
               "accuracy": acc, "loss": loss, "per_class": report, "classes": list(ds.classes),
               "confusion_matrix": cm.tolist()}
-    atomic_write_json(os.path.join(run_dir, "evaluation.json"), result)
-    plot_confusion_matrix(cm.numpy(), ds.classes, os.path.join(run_dir, "confusion_matrix.png"),
-                          f"{os.path.basename(os.path.normpath(run_dir))}: test accuracy {acc:.2f}%")
     print(f"test accuracy {acc:.2f}% on {len(test)} images ({os.path.basename(weights)})")
     print(f"{'class':>16} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for r in report:
         print(f"{r['class']:>16} {r['precision']:9.2f} {r['recall']:7.2f} {r['f1']:6.2f} {r['support']:7d}")
+    with saving(run_dir, "evaluation.json"):
+        atomic_write_json(os.path.join(run_dir, "evaluation.json"), result)
+        plot_confusion_matrix(cm.numpy(), ds.classes, os.path.join(run_dir, "confusion_matrix.png"),
+                              f"{os.path.basename(os.path.normpath(run_dir))}: test accuracy {acc:.2f}%")
     return result
 
 
@@ -66,7 +79,8 @@ def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
     for p, conf, c in zip(paths, *prob.max(1)):
         w.writerow([p, ds.classes[c], f"{conf.item():.4f}"])
     out = os.path.join(run_dir, "predictions.csv")
-    atomic_write_bytes(out, buf.getvalue().encode())
+    with saving(run_dir, "predictions.csv"):
+        atomic_write_bytes(out, buf.getvalue().encode())
     print(f"{len(paths)} predictions -> {out}")
     return out
 

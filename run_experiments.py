@@ -10,11 +10,14 @@ the teacher's outputs for it computed once, every student stepping on it), one g
 or `--workers=N` groups at once in their own processes. Rerunning the same command skips complete runs
 (files untouched), continues partial ones from checkpoint.pt and runs the rest. A failed run is
 recorded (summary.json status "failed") and the sweep goes on; the exit code is 1 at the end if any
-run failed. Aggregates: out_dir/results.csv and results.md.
+run failed. A run another process holds (run_dir/.lock) is skipped and named; a run whose checkpoint.pt
+is unreadable starts over. Aggregates: out_dir/results.csv and results.md (rewritten only when they
+change, so a finished sweep reruns in a read-only out_dir).
 """
 import dataclasses
 import os
 import sys
+import tempfile
 import traceback
 
 import torch
@@ -25,9 +28,11 @@ import train
 from config import RECIPES, Config, config_to_dict, default_run_name, make_config
 from distill.runs import is_complete, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
+from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_device
-from utils.errors import UserError, cli_entry
-from utils.results import collect_results, write_results
+from utils.errors import UserError, cannot_write, cli_entry, first_line
+from utils.lock import RunLocked
+from utils.results import collect_results, results_text, write_results
 
 
 def teacher_config(base: Config) -> Config:
@@ -63,37 +68,52 @@ def grid(base: Config) -> list:
 
 
 def record_failure(cfg: Config, err: BaseException) -> str:
-    message = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    message = first_line(f"{type(err).__name__}: {err}", 300)
     run_dir = run_dir_of(cfg)
-    atomic_write_json(os.path.join(run_dir, "summary.json"), {
-        "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
-        "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
-        "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
-    if not os.path.isfile(os.path.join(run_dir, "config.json")):
-        atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    try:
+        atomic_write_json(os.path.join(run_dir, "summary.json"), {
+            "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
+            "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
+            "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
+        if not os.path.isfile(os.path.join(run_dir, "config.json")):
+            atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    except OSError as e:
+        message += f" (not recorded in summary.json: {e.strerror or e})"
     return message
 
 
-def _failed(cfg: Config, err: BaseException) -> str:
-    if isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError) \
-            and "out of memory" not in str(err).lower():
-        traceback.print_exception(err)  # unexpected: the whole story belongs in the log
-    return "failed: " + record_failure(cfg, err)
+def _status(cfg: Config, result) -> str:
+    if not isinstance(result, BaseException):
+        return "done"
+    if isinstance(result, RunLocked):
+        return f"skipped: {result}"
+    if isinstance(result, RuntimeError) and not isinstance(result, torch.OutOfMemoryError) \
+            and "out of memory" not in str(result).lower():
+        traceback.print_exception(result)  # unexpected: the whole story belongs in the log
+    return "failed: " + record_failure(cfg, result)
+
+
+def _train(cfgs: list) -> list:
+    try:
+        return train.train_runs(cfgs)
+    except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+        return [e] * len(cfgs)
 
 
 def run_group(cfgs: list) -> list:
-    """Train runs that share their batches together (train.train_runs); 'done', 'skipped' or
-    'failed: <why>' per run, in order. A failure never stops the sweep: it is recorded in that run's
-    summary.json, and the group's other runs go on."""
+    """Train runs that share their batches together (train.train_runs); 'done', 'skipped', 'skipped:
+    <who holds it>' or 'failed: <why>' per run, in order. A failure never stops the sweep: it is
+    recorded in that run's summary.json, and the group's other runs go on. A run whose checkpoint.pt is
+    unreadable starts over, and says so; a run another process holds (its .lock) is left to it."""
     todo = [c for c in cfgs if not is_complete(run_dir_of(c))]
-    status = {id(c): "skipped" for c in cfgs}
-    try:
-        results = train.train_runs(todo) if todo else []
-    except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
-        results = [e] * len(todo)
-    for cfg, r in zip(todo, results):
-        status[id(cfg)] = _failed(cfg, r) if isinstance(r, BaseException) else "done"
-    return [status[id(c)] for c in cfgs]
+    results = dict(zip(map(id, todo), _train(todo))) if todo else {}
+    corrupt = [c for c in todo if isinstance(results[id(c)], CorruptCheckpoint)]
+    for c in corrupt:
+        tqdm.write(f"{default_run_name(c)}: {results[id(c)]}; starting that run over")
+    if corrupt:
+        fresh = [dataclasses.replace(c, resume=False) for c in corrupt]
+        results.update(zip(map(id, corrupt), _train(fresh)))
+    return ["skipped" if id(c) not in results else _status(c, results[id(c)]) for c in cfgs]
 
 
 def run_one(cfg: Config) -> str:
@@ -144,49 +164,73 @@ def evaluate_best_student(runs: list) -> None:
             evaluate.evaluate_run(best)
 
 
+def check_writable(base: Config, runs: list) -> None:
+    """Before training anything: an out_dir that cannot take files stops the sweep with one line (every
+    run would fail the same way). A finished sweep needs no write and reruns even read-only."""
+    try:
+        os.makedirs(base.out_dir, exist_ok=True)
+        if any(not is_complete(run_dir_of(c)) for c in runs):
+            tempfile.TemporaryFile(dir=base.out_dir).close()
+    except OSError as e:
+        raise cannot_write(e, base.out_dir) from None
+
+
 def main(base: Config) -> int:
     runs = grid(base)
-    os.makedirs(base.out_dir, exist_ok=True)
-    failed, done = [], 0
+    check_writable(base, runs)
+    failed, skipped, unsaved, done = [], [], [], 0
     bar = tqdm(total=len(runs), desc="sweep", unit="run", dynamic_ncols=True)
 
     def report(cfg, status):
         nonlocal done
         done += 1
         bar.update(1)
+        name = default_run_name(cfg)
         if status.startswith("failed"):
-            failed.append(default_run_name(cfg))
-        tqdm.write(f"[{done}/{len(runs)}] {default_run_name(cfg)}: {status}")
+            failed.append(name)
+        if status.startswith("skipped: "):
+            skipped.append(name)
+        tqdm.write(f"[{done}/{len(runs)}] {name}: {status}")
 
     teacher, students = runs[0], runs[1:]
     bar.set_postfix_str(default_run_name(teacher))
     status = run_one(teacher)
     report(teacher, status)
-    if status.startswith("failed"):
-        tqdm.write(f"{default_run_name(teacher)}: the students need the teacher, stopping the sweep")
+    stopped = status.startswith(("failed", "skipped: "))
+    if stopped:
+        tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
         students = []
-    groups = student_groups(students)
-    for group, statuses in _run_groups(groups, base.workers):
+    for group, statuses in _run_groups(student_groups(students), base.workers):
         for cfg, st in zip(group, statuses):
             report(cfg, st)
     bar.close()
     if base.deploy:
         deploy_finished(base, runs)
-    evaluate_best_student(runs)
+    try:
+        evaluate_best_student(runs)
+    except UserError as e:  # e.g. a read-only out_dir: the table still comes, and the exit code says so
+        unsaved.append(str(e))
     # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
     grid_dirs = [run_dir_of(c) for c in runs]
     others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
                     if read_summary(os.path.join(base.out_dir, d)) is not None
                     and os.path.join(base.out_dir, d) not in grid_dirs)
     rows = collect_results(base.out_dir, grid_dirs + others)
-    csv_path, md_path = write_results(base.out_dir, rows, base)
-    with open(md_path) as f:
-        print(f.read())
-    print(f"results: {csv_path}, {md_path}")
+    print(results_text(base.out_dir, rows, base)[1])
+    try:
+        csv_path, md_path = write_results(base.out_dir, rows, base)
+        print(f"results: {csv_path}, {md_path}")
+    except OSError as e:
+        unsaved.insert(0, str(cannot_write(e, base.out_dir, "the table above is not saved; pass a writable "
+                                                             "--out_dir to keep it")))
+    if skipped:
+        print(f"{len(skipped)} run(s) skipped, in use by another process: {', '.join(skipped)}; rerun the sweep "
+              f"when they finish to see them in the table", file=sys.stderr)
+    if unsaved:
+        raise UserError(unsaved[0] + (f" (and {len(unsaved) - 1} more like it)" if len(unsaved) > 1 else ""))
     if failed:
         print(f"{len(failed)} run(s) failed: {', '.join(failed)} (see their summary.json)", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed or stopped else 0
 
 
 @cli_entry

@@ -6,7 +6,8 @@
 
 Top to bottom: data -> teacher -> model -> distiller (distill/) -> engine (distill/engine.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
-config.json, training_summary.txt, summary.json (see README).
+config.json, training_summary.txt, summary.json (see README). One process at a time per run
+directory (run_dir/.lock); a finished run is replaced only with --overwrite=True.
 
 `train_runs(cfgs)` is the same program for several students that share a seed and their batches (the
 sweep's groups): each batch is sliced and augmented once, the teacher's outputs for it are computed
@@ -16,22 +17,24 @@ step, so a grouped run's files are exactly what it writes alone.
 """
 import os
 import sys
+from contextlib import ExitStack
 
 import torch
 
 from config import Config, config_to_dict, default_run_name, make_config
-from data.dataset import load_dataset
+from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
 from distill import build_distiller, graphs, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
                             train_epochs_together)
-from distill.runs import check_resumable, is_complete, model_label, read_summary
-from models.cnn_model import count_params
+from distill.runs import check_resumable, is_complete, model_label, read_summary, remove_derived, run_dir_of
+from models.cnn_model import MIN_IMAGE_SIZE, count_params, min_image_size
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
 from utils.checkpoint import atomic_torch_save, load_checkpoint, load_weights_into, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name, resolve_device
 from utils.errors import UserError, cli_entry
+from utils.lock import run_lock
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
@@ -42,8 +45,30 @@ GROUP_FIELDS = ("dataset", "data_dir", "image_size", "max_train_samples", "max_t
                 "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size")
 
 
+LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
+
+
 def group_key(cfg: Config) -> tuple:
     return tuple(getattr(cfg, f) for f in GROUP_FIELDS)
+
+
+def refuse_finished(cfg: Config, run_dir: str) -> None:
+    """A finished run is never replaced by accident: a fresh start on one needs --overwrite=True."""
+    if not cfg.resume and not cfg.overwrite and is_complete(run_dir):
+        raise UserError(f"{run_dir}: holds a finished run; pass --overwrite=True to replace it, another "
+                        f"--run_name to keep both, or --resume=True to keep it as it is")
+
+
+def check_image_size(cfg: Config) -> None:
+    """Before any data loads: a student's stride-2 blocks need a big enough input (models/cnn_model.py)."""
+    size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
+    blocks = cfg.blocks if cfg.role == "student" else 0
+    need = min_image_size(blocks)
+    if size < need:
+        which = f"--image_size={size}" if cfg.image_size else f"{cfg.dataset}'s native {size} px"
+        model = f"a res{cfg.blocks} student ({cfg.blocks // 2} stride-2 blocks)" if blocks else "training"
+        raise UserError(f"{which}: too small for {model}, which needs at least {need} px; pass "
+                        f"--image_size={need} or more" + (" or fewer --blocks" if need > MIN_IMAGE_SIZE else ""))
 
 
 class RunState:
@@ -85,6 +110,7 @@ class RunState:
         self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
         self.generator_state = None  # the shared batch generator's state after the last finished epoch
         self.failure = None  # the error that ended this run early, when it trained in a group
+        self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
         if cfg.resume and os.path.isfile(self.ckpt_path):
             self._resume()
 
@@ -113,9 +139,14 @@ class RunState:
               f"{n_train} train / {n_test} test images from {self.ds.source}"
               + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
                  if t else ""))
-        summary = os.path.join(self.dir, "summary.json")
-        if not self.cfg.resume and os.path.isfile(summary):
-            os.remove(summary)  # summary.json marks a complete run: a fresh start is not one yet
+        if not self.cfg.resume:
+            if is_complete(self.dir):
+                print(f"{self.name}: replacing the finished run (--overwrite=True)")
+            elif os.path.isfile(self.ckpt_path):
+                print(f"{self.name}: starting over; the interrupted run's checkpoint.pt is replaced "
+                      f"(--resume=True would continue it)")
+            # summary.json marks a complete run: a fresh start is not one yet; reports of the old weights go too
+            remove_derived(self.dir)
 
     def active(self, epoch: int) -> bool:
         return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
@@ -134,6 +165,11 @@ class RunState:
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
         judge = "val" if val is not None else "test"
         row[f"{judge}_loss"], row[f"{judge}_acc"] = self.evaluate(val if val is not None else test)
+        reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
+        if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
+            self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
+                                 f"{epoch + 1} (x{stats.loss / reference:.0e}); --lr={cfg.lr:g} is probably too high")
+            print(f"warning: {self.name}: {self.warnings[-1]}", file=sys.stderr, flush=True)
         self.history.append(row)
         self.elapsed += stats.seconds
         if self.stopper.update(row[f"{judge}_acc"], epoch):
@@ -194,7 +230,7 @@ class RunState:
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
-            "teacher_logits": None, **self.teacher_info, "provenance": provenance(),
+            "teacher_logits": None, **self.teacher_info, "warnings": self.warnings, "provenance": provenance(),
         }
         write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
         atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
@@ -234,57 +270,84 @@ class RngStream:
 
 def train_runs(cfgs: list) -> list:
     """Train every config of `cfgs` (which share group_key) together; returns their summaries in order.
-    Complete runs with resume=True are returned as they are. A run that fails in a group of several
-    (non-finite loss, an error in its step) is returned as its exception, and the others finish; a run
-    trained alone raises."""
+    Complete runs with resume=True are returned as they are. In a group of several, a run that cannot
+    start (a finished run without --overwrite, a locked run directory, a checkpoint that does not fit)
+    or that fails (non-finite loss, an error in its step) is returned as its exception, and the others
+    finish; a run trained alone raises."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
-    summaries, todo = {}, []
-    for i, cfg in enumerate(cfgs):
-        if cfg.resume and is_complete(os.path.join(cfg.out_dir, default_run_name(cfg))):
-            print(f"{default_run_name(cfg)}: already complete, nothing to resume")
-            summaries[i] = read_summary(os.path.join(cfg.out_dir, default_run_name(cfg)))
-        else:
-            todo.append(i)
-    if todo:
-        first = cfgs[todo[0]]
-        device = resolve_device(first.device)
+    alone = len(cfgs) == 1
+    summaries = {}
 
-        # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
-        ds = load_dataset(first)
-        train, test = ds.train.to(device), ds.test.to(device)
-        val = ds.val.to(device) if ds.val is not None else None
+    def failed(i, e: UserError) -> None:
+        if alone:
+            raise e
+        summaries[i] = e
 
-        # the frozen teacher, once for every student that learns from it
-        teacher, info = None, {}
-        if any(needs_teacher(cfgs[i]) for i in todo):
-            from distill.teacher import load_frozen_teacher
-
-            teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device)
-            if info["teacher_acc"] is None:
-                info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
-                                                              first.channels_last), test.labels)[1]
-
-        # each run's model and method, then the engine over every batch
-        states = []
-        for i in todo:
+    with ExitStack() as locks:
+        for i, cfg in enumerate(cfgs):
+            run_dir = run_dir_of(cfg)
+            if cfg.resume and is_complete(run_dir):
+                print(f"{default_run_name(cfg)}: already complete, nothing to resume")
+                summaries[i] = read_summary(run_dir)
+                continue
             try:
-                states.append(RunState(cfgs[i], ds, device, teacher, info))
-            except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
-                if len(todo) == 1:
-                    raise
-                summaries[i] = e
-        todo = [i for i in todo if i not in summaries]
-        parts = {}  # students step together only from the same epoch on, in the same memory layout
-        for s in states:
-            # (feature methods read the teacher online; alone, the others would use cached logits)
-            key = (s.start_epoch, s.channels_last, s.distiller.mixup, s.distiller.needs_features)
-            parts.setdefault(key, []).append(s)
-        for part in parts.values():
-            _fit(part, ds, train, val, test, teacher, info, isolate=len(states) > 1)
-        n_val = len(val) if val is not None else 0
-        summaries.update({i: s.failure or s.finish(test, len(train), n_val) for i, s in zip(todo, states)})
+                refuse_finished(cfg, run_dir)
+                check_image_size(cfg)
+                locks.enter_context(run_lock(run_dir))  # one process per run dir: a second one exits 2
+                if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
+                    summaries[i] = read_summary(run_dir)
+                    continue
+                refuse_finished(cfg, run_dir)
+            except UserError as e:
+                failed(i, e)
+        todo = [i for i in range(len(cfgs)) if i not in summaries]
+        if todo:
+            _train_locked(cfgs, todo, summaries, failed)
     return [summaries[i] for i in range(len(cfgs))]
+
+
+def _train_locked(cfgs: list, todo: list, summaries: dict, failed) -> None:
+    """train_runs for the runs in `todo`, checked and locked: data and teacher once, then every run."""
+    first = cfgs[todo[0]]
+    device = resolve_device(first.device)
+
+    # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
+    ds = load_dataset(first)
+    if len(ds.train) < 2:  # BatchNorm needs two images a batch
+        held = f" after --val_fraction={first.val_fraction} holds out {len(ds.val)}" if ds.val is not None else ""
+        total = len(ds.train) + (len(ds.val) if ds.val is not None else 0)
+        raise UserError(f"{len(ds.train)} of {total} training image(s) left to train on{held}; at least 2 are "
+                        f"needed: lower --val_fraction or raise --max_train_samples")
+    train, test = ds.train.to(device), ds.test.to(device)
+    val = ds.val.to(device) if ds.val is not None else None
+
+    # the frozen teacher, once for every student that learns from it
+    teacher, info = None, {}
+    if any(needs_teacher(cfgs[i]) for i in todo):
+        from distill.teacher import load_frozen_teacher
+
+        teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size)
+        if info["teacher_acc"] is None:
+            info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
+                                                          first.channels_last), test.labels)[1]
+
+    # each run's model and method, then the engine over every batch
+    states = {}
+    for i in todo:
+        try:
+            states[i] = RunState(cfgs[i], ds, device, teacher, info)
+        except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
+            failed(i, e)
+    parts = {}  # students step together only from the same epoch on, in the same memory layout
+    for s in states.values():
+        # (feature methods read the teacher online; alone, the others would use cached logits)
+        key = (s.start_epoch, s.channels_last, s.distiller.mixup, s.distiller.needs_features)
+        parts.setdefault(key, []).append(s)
+    for part in parts.values():
+        _fit(part, ds, train, val, test, teacher, info, isolate=len(cfgs) > 1)
+    n_val = len(val) if val is not None else 0
+    summaries.update({i: s.failure or s.finish(test, len(train), n_val) for i, s in states.items()})
 
 
 def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:

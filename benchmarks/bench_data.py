@@ -106,7 +106,7 @@ def make_teacher_run(root: Path, data: BenchData, teacher_width: int, seed: int)
     """A seed12 teacher run dir (config.json, best_model.safetensors) with its random init: its accuracy
     does not matter for speed. Returns (run dir, teacher model)."""
     cfg = make_config(role="teacher", dataset=data.dataset, teacher_arch="seed12", teacher_width=teacher_width,
-                      run_name="bench_teacher", seed=seed)
+                      image_size=data.size, run_name="bench_teacher", seed=seed)  # students check the size
     torch.manual_seed(seed + 1000)
     teacher = build_teacher(cfg, data.channels, len(data.classes))
     root.mkdir(parents=True, exist_ok=True)

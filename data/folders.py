@@ -44,6 +44,17 @@ def list_images(folder: Path) -> list[Path]:
     return [folder / n for n in sorted(names)]
 
 
+def nested_images(folder: Path) -> list[Path]:
+    """Image files in the sub-folders of `folder`, at any depth: a class folder's images are only those
+    directly in it, so these are left out (and counted in a warning)."""
+    found = []
+    for sub in (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for dirpath, dirnames, filenames in os.walk(sub):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            found += [Path(dirpath) / f for f in sorted(filenames) if is_image_file(f)]
+    return found
+
+
 def class_dirs(split_dir: Path) -> list[Path]:
     """Non-hidden sub-folders of a split folder, sorted: one per class."""
     with os.scandir(split_dir) as it:
@@ -65,14 +76,24 @@ def scan_split(split_dir: Path, classes: tuple[str, ...] | None = None):
     if unknown:
         raise DataError(f"{split_dir} has class folder(s) {unknown} that the train split lacks "
                         f"(train classes: {list(classes)}); rename or remove them")
-    paths, labels = [], []
+    missing = [c for c in classes if c not in found]
+    if missing:  # the test metrics then say nothing about these classes: say so
+        print(f"warning: {split_dir} has no folder for class(es) {missing} that the train split has; its "
+              f"accuracy and per-class report leave them out", file=sys.stderr, flush=True)
+    paths, labels, ignored = [], [], []
     for d in dirs:
-        files = list_images(d)
+        files, nested = list_images(d), nested_images(d)
         if not files:
-            raise DataError(f"class folder {d} has no images (.jpg .jpeg .png .bmp .webp); "
+            inside = f"; its {len(nested)} image(s) in sub-folders do not count, move them up" if nested else ""
+            raise DataError(f"class folder {d} has no images (.jpg .jpeg .png .bmp .webp){inside}; "
                             f"add images or remove the folder")
         paths += files
         labels += [classes.index(d.name)] * len(files)
+        ignored += nested
+    if ignored:
+        print(f"warning: ignored {len(ignored)} image file(s) in sub-folders of the class folders of {split_dir} "
+              f"(e.g. {ignored[0]}); only images directly in <class>/ are used: move them up to use them",
+              file=sys.stderr, flush=True)
     return paths, labels, classes
 
 

@@ -71,6 +71,7 @@ class EpochStats:
     terms: dict = field(default_factory=dict)
     seconds: float = 0.0
     error: Optional[BaseException] = None  # set when this student's run failed during the epoch
+    first_loss: float = math.nan  # the epoch's first batch: the reference for a loss that blows up
 
 
 @dataclass
@@ -92,10 +93,12 @@ class _Meter:
     def __init__(self, device):
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
-        self.terms, self.seen, self.seconds, self.error = {}, 0, 0.0, None
+        self.terms, self.seen, self.seconds, self.error, self.first = {}, 0, 0.0, None, None
 
     def add(self, loss, logits, y, terms) -> None:
         n = y.shape[0]
+        if self.first is None:
+            self.first = loss.detach().float().clone()
         self.loss += loss.detach() * n
         self.correct += (logits.detach().argmax(1) == y).sum()
         for k, v in terms.items():
@@ -105,7 +108,8 @@ class _Meter:
     def stats(self, seconds: float) -> EpochStats:
         seen = max(1, self.seen)
         return EpochStats(self.loss.item() / seen, 100.0 * self.correct.item() / seen,
-                          {k: v.item() / seen for k, v in self.terms.items()}, seconds, self.error)
+                          {k: v.item() / seen for k, v in self.terms.items()}, seconds, self.error,
+                          self.first.item() if self.first is not None else math.nan)
 
 
 def train_step(t: Trainee, batch, teacher_out, epoch: int):

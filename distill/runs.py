@@ -36,6 +36,19 @@ def run_weights_file(run_dir):
     return None
 
 
+# files made from a run's weights (summary.json, evaluate.py, deploy): a fresh start removes them with the
+# weights they describe
+DERIVED_FILES = ("summary.json", "evaluation.json", "confusion_matrix.png", "predictions.csv", "deploy.json",
+                 "deploy.md")
+
+
+def remove_derived(run_dir) -> None:
+    for name in DERIVED_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
 def read_summary(run_dir):
     """summary.json as a dict, or None when it is missing, torn, binary or not a JSON object."""
     return read_json_object(os.path.join(run_dir, "summary.json"))

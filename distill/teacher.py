@@ -14,6 +14,7 @@ distillation: A good teacher is patient and consistent"): use online there.
 """
 import hashlib
 import os
+import sys
 from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -21,35 +22,69 @@ from pathlib import Path
 import torch
 
 from config import config_from_dict, teacher_run_name
-from data.dataset import Split
+from data.dataset import NATIVE_SIZE, Split
 from distill.base import TeacherOut
 from distill.engine import predict
 from distill.runs import run_weights_file
 from models.features import capture
 from models.teacher_arch import build_teacher
-from utils.atomic import atomic_write_bytes, read_json
+from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
-from utils.errors import UserError
+from utils.errors import ENVIRONMENT_ERRNOS, UserError
 
 
 def resolve_teacher_path(cfg) -> tuple:
     """(weights file, run dir or None) for cfg.teacher_checkpoint ('' = out_dir/<dataset's teacher run>)."""
     spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
     if os.path.isdir(spec):
+        refuse_student_run(spec, spec)
         weights = run_weights_file(spec)
         if weights:
             return weights, spec
         raise UserError(f"{spec}: teacher run has no best_model.safetensors; train it first "
                         f"(python train.py --role=teacher --dataset={cfg.dataset})")
     if os.path.isfile(spec):
+        refuse_student_run(os.path.dirname(os.path.abspath(spec)), spec)
         return spec, None
     raise UserError(f"{spec}: no teacher run or weights file; train one first "
                     f"(python train.py --role=teacher --dataset={cfg.dataset} --out_dir={cfg.out_dir}) "
                     f"or pass --teacher_checkpoint=<run dir or weights file>")
 
 
-def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tuple:
-    """(teacher in eval mode with requires_grad False, info dict: run, weights, arch, accuracy)."""
+def refuse_student_run(run_dir, spec) -> None:
+    """A student run (or its weights) given as the teacher: say so, and where its teacher is."""
+    saved = read_json_object(os.path.join(run_dir, "config.json"))
+    if saved is None or saved.get("role") != "student":
+        return
+    summary = read_json_object(os.path.join(run_dir, "summary.json")) or {}
+    teacher = summary.get("teacher_run") or saved.get("teacher_checkpoint") or os.path.join(
+        saved.get("out_dir", os.path.dirname(run_dir)), f"{saved.get('dataset')}_teacher_{saved.get('teacher_arch')}")
+    raise UserError(f"--teacher_checkpoint={spec}: this is a student run (res{saved.get('blocks')}, "
+                    f"{saved.get('method')}); the teacher is {teacher}")
+
+
+def _trained_shape(run_dir, saved) -> tuple:
+    """(image size, channels or None, classes or None) a teacher run was trained at."""
+    s = read_json_object(os.path.join(run_dir, "summary.json")) or {}
+    size = s.get("image_size") or saved.image_size or NATIVE_SIZE.get(saved.dataset)
+    return size, s.get("in_channels"), s.get("num_classes")
+
+
+def check_teacher_shape(run_dir, saved, image_size, in_channels: int, num_classes: int) -> None:
+    """The teacher must have been trained on inputs like the student's: one line naming both otherwise."""
+    t_size, t_ch, t_cls = _trained_shape(run_dir, saved)
+    mine = (image_size, in_channels, num_classes)
+    if any(t is not None and m is not None and t != m for t, m in zip((t_size, t_ch, t_cls), mine)):
+        show = lambda sz, ch, k: f"{sz} px, {'?' if ch is None else ch} channel(s), {'?' if k is None else k} classes"
+        raise UserError(f"teacher {run_dir} was trained at {show(t_size, t_ch, t_cls)} ({saved.dataset}); this "
+                        f"student trains at {show(*mine)}: pass --image_size={t_size} (or the teacher's dataset), "
+                        f"or train a teacher for this data")
+
+
+def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_size: int = None) -> tuple:
+    """(teacher in eval mode with requires_grad False, info dict: run, weights, arch, accuracy).
+    A teacher run trained at another image size, channel or class count than `image_size`, `in_channels`,
+    `num_classes` stops with one line naming both."""
     weights, run_dir = resolve_teacher_path(cfg)
     tcfg = replace(cfg, role="teacher", teacher_pretrained=False)
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
@@ -58,9 +93,8 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device) -> tupl
         saved = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
         tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
         info["teacher_arch"] = saved.teacher_arch
-        summary = os.path.join(run_dir, "summary.json")
-        if os.path.isfile(summary):
-            info["teacher_acc"] = read_json(summary).get("best_test_acc")
+        check_teacher_shape(run_dir, saved, image_size, in_channels, num_classes)
+        info["teacher_acc"] = (read_json_object(os.path.join(run_dir, "summary.json")) or {}).get("best_test_acc")
     teacher = build_teacher(tcfg, in_channels, num_classes)
     load_weights_into(teacher, weights,
                       f"a {info['teacher_arch']} teacher for {in_channels} channels and {num_classes} classes")
@@ -100,19 +134,38 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
 
     autocast = teacher_autocast(cfg, data.images.device)
     host = data.images.detach().to("cpu").contiguous().numpy()
+    # beside the teacher's weights; under the student's out_dir when the teacher's folder is read-only
+    homes = [Path(info["teacher_weights"]).parent / "logits_cache", Path(cfg.out_dir) / "logits_cache"]
     out = {}
     for view in views:
         key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),
                            view + ("" if cfg.teacher_precision == "fp32" else "|bf16"))
-        path = Path(info["teacher_weights"]).parent / "logits_cache" / f"{key}.safetensors"
-        if path.is_file():
-            out[view] = load_file(str(path))["logits"].to(data.images.device)
+        found = [home / f"{key}.safetensors" for home in homes if (home / f"{key}.safetensors").is_file()]
+        if found:
+            out[view] = load_file(str(found[0]))["logits"].to(data.images.device)
             continue
         images = data.images.flip(3) if view == "flip" else data.images
         out[view] = predict(teacher, Split(images, data.labels), mean, std, cfg.eval_batch_size,
                             cfg.channels_last, autocast=autocast)
-        atomic_write_bytes(path, save({"logits": out[view].to("cpu").contiguous()}))
+        homes = _save_logits(homes, f"{key}.safetensors", save({"logits": out[view].to("cpu").contiguous()}))
     return out
+
+
+def _save_logits(homes: list, name: str, payload: bytes) -> list:
+    """Write the cache file into the first home that takes it, with one warning when it falls back;
+    returns the homes still worth trying (none: the logits stay in memory for this run)."""
+    for i, home in enumerate(homes):
+        try:
+            atomic_write_bytes(home / name, payload)
+            return homes[i:]
+        except OSError as e:
+            if e.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            then = f"caching under {homes[i + 1]} instead" if i + 1 < len(homes) else \
+                "the logits stay in memory for this run only"
+            print(f"warning: cannot write the teacher-logit cache in {home} ({e.strerror}); {then}",
+                  file=sys.stderr, flush=True)
+    return []
 
 
 class TeacherSource:

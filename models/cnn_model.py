@@ -24,6 +24,16 @@ def stage_channels(blocks: int, width: int) -> list:
     return chans
 
 
+MIN_IMAGE_SIZE = 8  # px, any model: below it the 3x3 stem and the 4 px crop padding see mostly padding
+
+
+def min_image_size(blocks: int) -> int:
+    """The smallest input side a student of `blocks` blocks takes: each of its blocks // 2 stride-2 blocks
+    must halve a map of at least 2 px (res4 and res6 need 8 px, res8 9, res10 17, res12 33). 0 blocks:
+    MIN_IMAGE_SIZE (the rule for teachers, which keep their own architectures' rules)."""
+    return max(MIN_IMAGE_SIZE, 2 ** max(0, blocks // 2 - 1) + 1)
+
+
 def default_fc_layers(blocks: int, width: int) -> tuple:
     return (stage_channels(blocks, width)[-1] // 2,)
 

@@ -81,7 +81,8 @@ def test_bf16_teacher_logits_are_cached_apart_and_close_to_fp32(teacher_dir):
     assert not torch.equal(fp32, bf16)  # really computed in bf16, not read from the fp32 cache entry
     assert torch.allclose(fp32, bf16, atol=0.05 * fp32.abs().max().item() + 1e-3)
     assert torch.equal(bf16, cached_teacher_logits(bf16_cfg, teacher, info, data, (0.3,), (0.35,))["identity"])
-    s = train.main(make_config(SMALL, blocks=2, epochs=1, teacher_precision="bf16", out_dir=str(teacher_dir)))
+    s = train.main(make_config(SMALL, blocks=2, epochs=1, teacher_precision="bf16", out_dir=str(teacher_dir),
+                               run_name="bf16_teacher"))  # not the fp32 kd run's directory: that one is finished
     assert "teacher forward in bf16" in s["teacher_logits"] and s["status"] == "complete"
 
 

@@ -59,6 +59,18 @@ def atomic_write_text(path, text: str) -> str:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_update_text(path, text: str) -> bool:
+    """atomic_write_text unless the file already holds exactly `text` (then it is left untouched, so a
+    rerun that changes nothing also works in a read-only folder). True when it wrote."""
+    try:
+        if Path(path).read_bytes() == text.encode("utf-8"):  # bytes: csv's \r\n line ends stay as they are
+            return False
+    except OSError:
+        pass
+    atomic_write_text(path, text)
+    return True
+
+
 def atomic_write_json(path, obj) -> str:
     return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
 

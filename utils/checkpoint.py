@@ -9,7 +9,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
 from utils.atomic import atomic_write_bytes, atomic_write_via
-from utils.errors import UserError
+from utils.errors import UserError, first_line, shorten
 
 
 def atomic_torch_save(obj, path) -> None:
@@ -25,6 +25,73 @@ def save_weights(model_or_state, path, metadata: dict = None) -> int:
     return os.path.getsize(path)
 
 
+class CorruptCheckpoint(UserError):
+    """checkpoint.pt cannot be read (empty, truncated, not a torch file): the sweep starts that run over."""
+
+
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
+PICKLE_PROTO = b"\x80"      # a pickle of protocol 2+, torch's legacy format among them
+SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins")  # what weights-only loading rebuilds
+
+
+def _pickle_imports(path) -> list:
+    """'module.name' of every global a pickle file imports, read with pickletools (nothing is run)."""
+    import pickletools
+
+    found, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: report what was found before the damage
+        pass
+    return found
+
+
+def _torch_reason(err) -> str:
+    """torch's own explanation without its boilerplate ('Weights only load failed. In PyTorch 2.6 ...')."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    return first_line(text if text.strip() else err)
+
+
+def _torch_load(path, unreadable=UserError):
+    """torch.load(weights_only=True) with one line naming what the file really is when it fails:
+    empty, not a torch file at all, a damaged archive, or a pickle carrying code (refused, never run)."""
+    path = str(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise UserError(f"{path}: cannot be read ({e.strerror or e})")
+    if not head:
+        raise unreadable(f"{path}: empty file (0 bytes), not a torch weights file")
+    if not head.startswith((ZIP_MAGIC, PICKLE_PROTO)):
+        kind = "text" if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else "binary data"
+        raise unreadable(f"{path}: not a torch weights file (it holds {kind}, not the zip archive torch.save "
+                         f"writes)")
+    try:
+        with warnings.catch_warnings():  # torch warns about legacy pickle protocols before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        code = [g for g in _pickle_imports(path) if not g.startswith(SAFE_MODULES)]
+        if code:
+            raise UserError(f"{path}: refused, the file carries a pickle payload (it imports {code[0]}) that "
+                            f"weights-only loading never runs")
+        raise unreadable(f"{path}: refused, its pickle holds something weights-only loading does not accept "
+                         f"({_torch_reason(e)})")
+    except Exception as e:  # noqa: BLE001 - any other failure of a damaged file, as one line
+        reason = first_line(e).split(". ")[0]  # torch's first sentence says what broke
+        raise unreadable(f"{path}: damaged torch file ({type(e).__name__}: {reason})")
+
+
 def load_state_dict_file(path) -> dict:
     """A state dict from .safetensors or a weights-only torch file. Pickled code is refused, never run."""
     path = str(path)
@@ -34,17 +101,8 @@ def load_state_dict_file(path) -> dict:
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
-            raise UserError(f"{path}: not a readable safetensors file ({e})")
-    try:
-        with warnings.catch_warnings():  # torch warns about legacy pickle protocols before refusing them
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported pickle content"
-        raise UserError(f"{path}: refused, the file carries a pickle payload that weights-only loading "
-                        f"does not run ({first[:160]})")
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: not a readable torch weights file ({str(e).splitlines()[0][:160]})")
+            raise UserError(f"{path}: not a readable safetensors file ({first_line(e)})")
+    obj = _torch_load(path)
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -55,15 +113,12 @@ def load_state_dict_file(path) -> dict:
 
 
 def load_checkpoint(path) -> dict:
-    """checkpoint.pt for resume: weights-only (tensors, numbers, strings, dicts), never arbitrary code."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise UserError(f"{path}: refused, not a weights-only checkpoint ({str(e).splitlines()[0][:160]})")
-    except (RuntimeError, EOFError, OSError) as e:
-        raise UserError(f"{path}: unreadable checkpoint, delete it to start over ({str(e).splitlines()[0][:120]})")
+    """checkpoint.pt for resume: weights-only (tensors, numbers, strings, dicts), never arbitrary code.
+    An unreadable one raises CorruptCheckpoint (the sweep then starts that run over)."""
+    ck = _torch_load(path, unreadable=CorruptCheckpoint)
+    if not isinstance(ck, dict) or not {"optimizer", "epoch", "history"} <= set(ck):
+        raise CorruptCheckpoint(f"{path}: not a checkpoint this project wrote (no optimizer/epoch/history)")
+    return ck
 
 
 def load_weights_into(model: torch.nn.Module, path, what: str = "the model built from the config") -> None:
@@ -72,5 +127,5 @@ def load_weights_into(model: torch.nn.Module, path, what: str = "the model built
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        detail = " ".join(str(e).split())[:200]
+        detail = shorten(str(e), 200)
         raise UserError(f"{path}: weights do not match {what} ({detail})")

@@ -6,7 +6,7 @@ import math
 import os
 from collections import defaultdict
 
-from utils.atomic import atomic_write_text, read_json_object
+from utils.atomic import atomic_update_text, read_json_object
 from utils.names import grid_order
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
@@ -137,9 +137,8 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     return "\n".join(lines)
 
 
-def write_results(out_dir: str, rows: list, cfg) -> tuple:
-    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
-    atomic_write_text(csv_path, _csv_text(rows))
+def results_text(out_dir: str, rows: list, cfg) -> tuple:
+    """(results.csv text, results.md text) of `rows`."""
     teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
     hw = ""
     for r in rows:
@@ -155,5 +154,13 @@ def write_results(out_dir: str, rows: list, cfg) -> tuple:
             f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds."
             + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else "")
             + (f" Hardware: {hw}." if hw else ""), ""]
-    atomic_write_text(md_path, "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n")
+    return _csv_text(rows), "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n"
+
+
+def write_results(out_dir: str, rows: list, cfg) -> tuple:
+    """results.csv and results.md under out_dir (left untouched when already up to date); their paths."""
+    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
+    csv_text, md_text = results_text(out_dir, rows, cfg)
+    atomic_update_text(csv_path, csv_text)
+    atomic_update_text(md_path, md_text)
     return csv_path, md_path
