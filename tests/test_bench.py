@@ -34,3 +34,22 @@ def test_bench_train_writes_json(tmp_path):
             assert 0.0 <= d["median"][path]["final_test_acc"] <= 100.0
         assert isinstance(d["target_met"], bool) and isinstance(d["target_met_project_fast"], bool)
     assert "(b)/(a) speed-up" in proc.stdout and "(b')/(a) speed-up" in proc.stdout
+
+
+def test_bench_sweep_times_a_whole_grid(tmp_path):
+    out = tmp_path / "sweep.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_sweep.py"), "--preset=smoke",
+           "--override=--max_train_samples=64", "--override=--max_test_samples=32", "--override=--batch_size=16",
+           "--override=--sweep_blocks=[2]", "--override=--sweep_precisions=[fp32]", "--override=--seeds=2",
+           "--override=--augment=flip", f"--work_dir={tmp_path / 'work'}", f"--json={out}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["students"] == 4 and set(res["median_seconds"]) == {"original", "project", "floors"}
+    runs = res["runs"]
+    # all three paths train the same students on the same images: 2 seeds x (CE + KD) x 1 epoch x 4 batches of 16
+    assert runs["project"][0]["train_images_seen"] == runs["original"][0]["train_images_seen"] == 4 * 64
+    assert runs["floors"][0]["train_images_seen"] == 4 * 64 and runs["project"][0]["exit_code"] == 0
+    assert set(runs["original"][0]["final_test_acc"]) == set(runs["project"][0]["final_test_acc"])
+    for k in ("original_over_project", "project_over_floors", "original_over_floors"):
+        assert math.isfinite(res["ratios"][k]) and res["ratios"][k] > 0

@@ -24,7 +24,7 @@ REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 def cfg(**kw):
     base = dict(dataset="fashion-mnist", data_dir="data", image_size=0, max_train_samples=0,
-                max_test_samples=0, seed=0, num_workers=0)
+                max_test_samples=0, val_fraction=0.0, seed=0, num_workers=0)
     return SimpleNamespace(**{**base, **kw})
 
 
