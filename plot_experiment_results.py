@@ -36,7 +36,7 @@ def plot_best_confusion(runs: list, path: str):
     if not ranked:
         print(f"skipped {os.path.basename(path)}: no finished student run")
         return None
-    best = max(ranked, key=lambda r: r.acc)
+    best = max(ranked, key=lambda r: r.get("best_val_acc", r.acc))  # chosen on val where runs have one
     ev = best.evaluation if isinstance(best.evaluation, dict) else {}
     cm = ev.get("confusion_matrix")
     if not cm:

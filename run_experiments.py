@@ -155,9 +155,12 @@ def deploy_finished(base: Config, runs: list) -> None:
 
 
 def evaluate_best_student(runs: list) -> None:
-    """evaluation.json + confusion matrix of the most accurate student (the plots show it)."""
-    done = [(read_summary(run_dir_of(c))["best_test_acc"], run_dir_of(c))
-            for c in runs if c.role == "student" and is_complete(run_dir_of(c))]
+    """evaluation.json + confusion matrix of the most accurate student (the plots show it), chosen on
+    the validation accuracy where the runs have one (never on test when they do)."""
+    summaries = [(read_summary(run_dir_of(c)), run_dir_of(c)) for c in runs
+                 if c.role == "student" and is_complete(run_dir_of(c))]
+    done = [(s.get("best_val_acc") if s.get("best_val_acc") is not None else s["best_test_acc"], d)
+            for s, d in summaries]
     if done:
         best = max(done)[1]
         if not os.path.isfile(os.path.join(best, "evaluation.json")):

@@ -167,6 +167,7 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, ove
         max_test_samples=data.max_test, augment=args.augment, num_workers=args.workers, role="student",
         blocks=args.blocks, teacher_arch="seed12", teacher_width=args.teacher_width,
         teacher_checkpoint=str(teacher_dir), method="kd", temperature=args.temperature, alpha=args.alpha,
+        kd_weight=1.0 - args.alpha,  # the reference loop mixes CE and KD convexly
         teacher_logits="cache", precision="fp32", optimizer="adam", lr=args.lr, schedule="none",
         epochs=args.epochs, patience=0, batch_size=args.batch_size, seed=args.seed, device=args.device,
         out_dir=str(out_dir), run_name="bench_student", **(overrides or {}))

@@ -162,3 +162,20 @@ def make_cifar(root: Path, kind: str = "cifar10", per_batch: int = 10, n_test: i
         dump(folder / "meta", {b"fine_label_names": [f"class{i:02d}".encode() for i in range(100)],
                                b"coarse_label_names": [f"super{i:02d}".encode() for i in range(20)]})
     return root
+
+
+# ----------------------------------------------------------------------------- interruptions
+
+def interrupt_after_first_epoch(monkeypatch):
+    """train.py's runs stop (as a kill would) during their second epoch, after the first epoch's
+    checkpoint is written; undo with monkeypatch.undo() or a monkeypatch.context()."""
+    import train
+
+    real = train.train_epochs_together
+
+    def epoch_then_stop(trainees, sampler, teacher=None, epoch=0, desc=""):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(trainees, sampler, teacher, epoch, desc)
+
+    monkeypatch.setattr(train, "train_epochs_together", epoch_then_stop)

@@ -12,6 +12,7 @@ from distill.base import TeacherOut
 from models.cnn_model import ResidualCNN
 from models.features import capture
 from models.teacher_arch import build_teacher
+from tests.fixtures import interrupt_after_first_epoch
 
 SMALL = ["--preset=smoke", "--max_train_samples=192", "--max_test_samples=64", "--epochs=2", "--val_fraction=0.01"]
 
@@ -67,17 +68,9 @@ def test_fitnet_adapter_is_trained_saved_and_resumed(tmp_path, monkeypatch):
     assert "hint" in straight["hparams"] and straight["hparams"]["fitnet_weight"] == 100.0
     assert "fitnet_weight=100.0" in (tmp_path / "straight" / "training_summary.txt").read_text()
 
-    real = train.train_epochs_together
-
-    def stop_in_epoch_2(trainee, sampler, teacher=None, epoch=0, desc=""):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(trainee, sampler, teacher, epoch, desc)
-
-    monkeypatch.setattr(train, "train_epochs_together", stop_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with monkeypatch.context() as m, pytest.raises(KeyboardInterrupt):
+        interrupt_after_first_epoch(m)
         train.main(make_config(args, out_dir=out, run_name="resumed"))
-    monkeypatch.setattr(train, "train_epochs_together", real)
     train.main(make_config(args + ["--resume=True"], out_dir=out, run_name="resumed"))
     keys = ("train_loss", "train_hint", "val_acc", "test_acc")
     a = json.loads((tmp_path / "straight" / "history.json").read_text())

@@ -12,6 +12,7 @@ import run_experiments
 import train
 from config import make_config
 from distill.engine import RunFailed
+from tests.fixtures import interrupt_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,24 +89,12 @@ def test_two_seeds_give_mean_and_std(tmp_path):
     assert sorted(r["seed"] for r in rows if r["role"] == "student") == ["0", "0", "1", "1"]
 
 
-def _interrupt_after_first_epoch(monkeypatch):
-    """train.main stops (as a kill would) after its first epoch's checkpoint is written."""
-    real = train.train_epochs_together
-
-    def epoch_then_stop(trainee, sampler, teacher=None, epoch=0, desc=""):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return real(trainee, sampler, teacher, epoch, desc)
-
-    monkeypatch.setattr(train, "train_epochs_together", epoch_then_stop)
-
-
 def test_partial_run_resumes_under_other_deploy_and_sweep_fields(tmp_path, monkeypatch):
     base = make_config(["--preset=smoke", "--epochs=2"], out_dir=str(tmp_path), sweep_blocks=(2,),
                        sweep_methods=())
     control = run_experiments.grid(base)[1]
     with monkeypatch.context() as m:
-        _interrupt_after_first_epoch(m)
+        interrupt_after_first_epoch(m)
         try:
             train.main(control)
         except KeyboardInterrupt:
@@ -124,7 +113,7 @@ def test_a_run_whose_training_config_differs_fails_alone(tmp_path, monkeypatch, 
                        epochs=2)
     control = run_experiments.grid(base)[1]
     with monkeypatch.context() as m:
-        _interrupt_after_first_epoch(m)
+        interrupt_after_first_epoch(m)
         try:
             train.main(dataclasses.replace(control, lr=0.5))  # the interrupted run had another lr
         except KeyboardInterrupt:
