@@ -106,6 +106,7 @@ class Config:
     device: str = _run("auto")  # auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps
     channels_last: bool = _run(True)  # NHWC memory format: faster convolutions on CPU and tensor cores
     compile: bool = _run(False)  # torch.compile the training model (pays a compile time once per run)
+    sync_bn: bool = _train(False)  # under torchrun: BatchNorm statistics of the global batch (all-reduced), not each rank's shard
     # --- outputs ---
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
     run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed

@@ -13,6 +13,12 @@ sweep's groups): each batch is sliced and augmented once, the teacher's outputs 
 once, and every student steps on it with its own optimizer, schedule, precision, early stopping and
 run directory. Each student draws dropout from its own random stream, saved and restored around its
 step, so a grouped run's files are exactly what it writes alone.
+
+    torchrun --nproc-per-node=2 train.py --blocks=4 --sync_bn=True
+
+is the same program data-parallel (distill/distributed.py): each process trains on its share of every
+batch, DistributedDataParallel averages the gradients, rank 0 writes the run files. Without torchrun
+nothing changes.
 """
 import os
 import sys
@@ -22,7 +28,7 @@ import torch
 from config import Config, config_to_dict, default_run_name, make_config
 from data.dataset import load_dataset
 from data.sampler import BatchSampler
-from distill import build_distiller, needs_teacher
+from distill import build_distiller, distributed, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
                             train_epochs_together)
 from distill.runs import check_resumable, is_complete, model_label, read_summary
@@ -30,7 +36,7 @@ from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
 from utils.checkpoint import atomic_torch_save, load_checkpoint, save_weights
-from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name, resolve_device
+from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
 from utils.errors import UserError, cli_entry
 from utils.precision import setup_precision
 from utils.provenance import provenance
@@ -50,8 +56,8 @@ class RunState:
     """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
     when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
 
-    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict):
-        self.cfg, self.ds, self.device = cfg, ds, device
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=distributed.World()):
+        self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
         self.name = default_run_name(cfg)
         self.dir = os.path.join(cfg.out_dir, self.name)
         self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
@@ -70,10 +76,13 @@ class RunState:
             self.prec.description += f" ({cfg.precision_note})"
         self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
+        ddp = distributed.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
         steps = max(1, len(ds.train) // cfg.batch_size)
         optimizer = build_optimizer(cfg, self.distiller.learnable_parameters())
+        if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
+            torch.manual_seed(cfg.seed + distributed.RANK_SEED_STRIDE * world.rank)
         self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
-                               rng=RngStream(device))
+                               rng=RngStream(device), ddp=ddp)
         if cfg.compile:
             self.model.compile()
         self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
@@ -91,15 +100,18 @@ class RunState:
         t.scheduler.load_state_dict(ck["scheduler"])
         if self.prec.scaler is not None and ck.get("scaler"):
             self.prec.scaler.load_state_dict(ck["scaler"])
-        t.rng.load_state(ck["rng"])
+        ranks = ck["rng"].get("ranks") or [ck["rng"]]  # every rank's stream, when it ran under torchrun
+        if self.world.rank < len(ranks):  # a rank the interrupted run did not have keeps a fresh stream
+            t.rng.load_state(ranks[self.world.rank])
         self.generator_state = ck["rng"]["generator"]
         self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
         self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
         print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
 
     def begin(self, source, n_train: int, n_test: int) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+        if self.world.main:
+            os.makedirs(self.dir, exist_ok=True)
+            atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
         if source is not None and self.distiller.uses_teacher:
             self.teacher_info["teacher_logits"] = source.how
         t = self.teacher_info
@@ -108,7 +120,7 @@ class RunState:
               + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
                  if t else ""))
         summary = os.path.join(self.dir, "summary.json")
-        if not self.cfg.resume and os.path.isfile(summary):
+        if self.world.main and not self.cfg.resume and os.path.isfile(summary):
             os.remove(summary)  # summary.json marks a complete run: a fresh start is not one yet
 
     def active(self, epoch: int) -> bool:
@@ -120,7 +132,8 @@ class RunState:
                                        self.channels_last, self.prec.autocast), split.labels)
 
     def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
-        cfg = self.cfg
+        cfg, main = self.cfg, self.world.main
+        distributed.sync_buffers(self.model)  # every rank evaluates, and stops early on, rank 0's model
         test_loss, test_acc = self.evaluate(test)
         row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "test_loss": test_loss,
                "test_acc": test_acc, "lr": lr, "epoch_seconds": stats.seconds,
@@ -130,18 +143,22 @@ class RunState:
             row["val_loss"], row["val_acc"] = self.evaluate(val)
         self.history.append(row)
         self.elapsed += stats.seconds
-        if self.stopper.update(row["val_acc"] if val is not None else test_acc, epoch):
+        if self.stopper.update(row["val_acc"] if val is not None else test_acc, epoch) and main:
             save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"test {test_acc:.2f}%" + (f"  val {row['val_acc']:.2f}%" if val is not None else "")
               + f"  lr {lr:.2e}  {stats.seconds:.1f}s  ({row['images_per_second']:.0f} img/s)", flush=True)
-        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         t = self.trainee
+        rngs = distributed.gather(t.rng.state())
+        if not main:
+            return
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
                            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
                            "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
                            "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
-                           "rng": {**t.rng.state(), "generator": generator.get_state()},
+                           "rng": {**t.rng.state(), "generator": generator.get_state(),
+                                   **({"ranks": rngs} if len(rngs) > 1 else {})},
                            "elapsed_seconds": self.elapsed}, self.ckpt_path)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
             print(f"{self.name}: early stopping, no better {'val' if val is not None else 'test'} accuracy "
@@ -151,8 +168,9 @@ class RunState:
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
+        main = self.world.main
         model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
-                                   {"epoch": history[-1]["epoch"]})
+                                   {"epoch": history[-1]["epoch"]}) if main else None
         best = history[self.stopper.best_epoch]
         secs = sorted(r["epoch_seconds"] for r in history)
         summary = {
@@ -166,6 +184,9 @@ class RunState:
             "precision_description": self.prec.description, "device": str(self.device),
             "hardware": hardware_name(self.device), "method": self.distiller.name,
             "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not
+            "effective_batch_size": cfg.batch_size, "world_size": self.world.size,
+            "batch_per_rank": cfg.batch_size // self.world.size, "data_parallel": self.world.describe(cfg.sync_bn),
             "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs,
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
@@ -175,8 +196,9 @@ class RunState:
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
             "teacher_logits": None, **self.teacher_info, "provenance": provenance(),
         }
-        write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
-        atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
+        if main:
+            write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
+            atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
         print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
               f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
         return summary
@@ -218,6 +240,10 @@ def train_runs(cfgs: list) -> list:
     trained alone raises."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
+    world, device = distributed.start(cfgs[0].device)  # one process, or this rank of a torchrun job
+    if world.size > 1 and len(cfgs) > 1:
+        raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
+                        "(--launcher=ray for several GPUs or nodes)")
     summaries, todo = {}, []
     for i, cfg in enumerate(cfgs):
         if cfg.resume and is_complete(os.path.join(cfg.out_dir, default_run_name(cfg))):
@@ -227,10 +253,13 @@ def train_runs(cfgs: list) -> list:
             todo.append(i)
     if todo:
         first = cfgs[todo[0]]
-        device = resolve_device(first.device)
+        if first.batch_size % world.size:
+            raise UserError(f"--batch_size={first.batch_size}: the global batch is split over {world.size} "
+                            f"torchrun processes; pass a multiple of {world.size}")
 
         # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
-        ds = load_dataset(first)
+        with distributed.main_first():  # rank 0 builds any cache, the others read it
+            ds = load_dataset(first)
         train, test = ds.train.to(device), ds.test.to(device)
         val = ds.val.to(device) if ds.val is not None else None
 
@@ -248,7 +277,7 @@ def train_runs(cfgs: list) -> list:
         states = []
         for i in todo:
             try:
-                states.append(RunState(cfgs[i], ds, device, teacher, info))
+                states.append(RunState(cfgs[i], ds, device, teacher, info, world))
             except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
                 if len(todo) == 1:
                     raise
@@ -269,18 +298,20 @@ def train_runs(cfgs: list) -> list:
 def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:
     """The epochs of students that share every batch: one sampler, one teacher source, one progress bar.
     isolate: a student's failure ends only its run (else it is raised)."""
-    cfg = states[0].cfg
-    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
+    cfg, world = states[0].cfg, states[0].world
+    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation (the same on every rank)
     if states[0].generator_state is not None:
         generator.set_state(states[0].generator_state)
     sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, states[0].channels_last,
-                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes)
+                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes,
+                           shard=(world.rank, world.size))
     source = None
     if teacher is not None:
         from distill.teacher import TeacherSource
 
         layers = sorted({n for s in states for n in s.distiller.teacher_layers})
-        source = TeacherSource(cfg, teacher, info, sampler, layers)
+        with distributed.main_first():  # rank 0 computes and caches the teacher's logits, the others read them
+            source = TeacherSource(cfg, teacher, info, sampler, layers)
     for s in states:
         s.begin(source, len(train), len(test))
     for epoch in range(states[0].start_epoch, max(s.cfg.epochs for s in states)):
@@ -308,7 +339,10 @@ def main(cfg: Config) -> dict:
 
 @cli_entry
 def cli(argv=None):
-    main(make_config(sys.argv[1:] if argv is None else argv))
+    try:
+        main(make_config(sys.argv[1:] if argv is None else argv))
+    finally:
+        distributed.stop()
 
 
 if __name__ == "__main__":
