@@ -162,15 +162,16 @@ class RaySweep:
 
     def run(self, groups: list):
         n = self.base.runs_per_task
-        pending = {}
-        for group in groups:
-            done = [c for c in group if is_complete(run_dir_of(c))]
-            if done:
-                yield done, ["skipped"] * len(done)
-            todo = [c for c in group if c not in done]
+        pending, skipped = {}, []
+        for group in groups:  # every task is queued first: Ray starts as many as the cluster holds
+            complete = [is_complete(run_dir_of(c)) for c in group]
+            skipped += [c for c, ok in zip(group, complete) if ok]
+            todo = [c for c, ok in zip(group, complete) if not ok]
             for i in range(0, len(todo), n or len(todo) or 1):
                 chunk = todo[i:i + n] if n else todo
                 pending[self._submit(chunk)] = chunk
+        if skipped:
+            yield skipped, ["skipped"] * len(skipped)
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             cfgs = pending.pop(ready[0])
