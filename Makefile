@@ -9,10 +9,11 @@ FMNIST := /usr/share/datasets/fashion-mnist
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-deploy.txt
+$(VENV)/.installed: requirements.txt requirements-deploy.txt requirements-scale.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements.txt
 	$(BIN)/pip install -q -r requirements-deploy.txt || echo "warning: onnx/onnxruntime not installed; the onnx deploy variants will be skipped"
+	$(BIN)/pip install -q -r requirements-scale.txt || echo "warning: ray not installed; --launcher=ray and its tests will be skipped"
 	touch $@
 
 # Fashion-MNIST: Debian's package where we are root with apt, else torchvision's download on first use.

@@ -108,6 +108,7 @@ class Config:
     channels_last: bool = _run(True)  # NHWC memory format: faster convolutions on CPU and tensor cores
     compile: bool = _run(False)  # torch.compile the training model (pays a compile time once per run)
     cuda_graphs: bool = _run(False)  # CUDA only: capture each training step as CUDA graphs (torch.compile reduce-overhead); eager elsewhere, with the reason
+    sync_bn: bool = _train(False)  # under torchrun: BatchNorm statistics of the global batch (all-reduced), not each rank's shard
     # --- outputs ---
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
     run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
@@ -127,6 +128,12 @@ class Config:
     sweep_methods: tuple = _sweep(("kd",))  # distillation methods; a ce control per depth is always added
     seeds: int = _sweep(1)  # seeds 0..seeds-1 per grid point
     workers: int = _sweep(1)  # groups of students trained at once, each in its own process (1 = one after another)
+    launcher: str = _sweep("local")  # local: this machine (--workers processes) | ray: Ray tasks on a local Ray or a cluster
+    ray_address: str = _sweep("")  # an existing Ray cluster (host:port); "" = $RAY_ADDRESS if set, else a local Ray started for the sweep
+    gpus_per_run: float = _sweep(1.0)  # Ray: GPU share each run asks for (0.25 packs four on one GPU); a task asks runs x this, at most 1; 0 on a cluster without GPUs
+    cpus_per_task: int = _sweep(1)  # Ray: CPUs each task asks for, and its torch threads
+    runs_per_task: int = _sweep(1)  # Ray: runs per task, trained together (one batch and teacher forward for all); 0 = a whole group of students
+    ray_shared_fs: Optional[bool] = _sweep(None)  # Ray: do all nodes see out_dir? None = yes for a local Ray; False: tasks return their files, the driver writes them
     teacher_epochs: int = _sweep(0)  # the sweep's teacher run: epochs; 0 = same as the students' epochs
     teacher_train_samples: int = _sweep(0)  # the sweep's teacher run: train images; 0 = same as max_train_samples
     teacher_recipe: str = _sweep("")  # the sweep's teacher run: a named recipe (RECIPES) on top of the students' settings; "" = none
@@ -160,13 +167,14 @@ CHOICES = {
     "schedule": ("cosine", "step", "none"),
     "split": ("test", "pred"),
     "fp16_on_cpu": ("bf16", "fp16"),
+    "launcher": ("local", "ray"),
 }
 POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds", "workers",
-            "lr_step_epochs", "calib_samples", "deploy_repeats"}
+            "cpus_per_task", "lr_step_epochs", "calib_samples", "deploy_repeats"}
 NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience", "seed",
                 "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
                 "weight_decay", "alpha", "kd_weight", "dkd_alpha", "dkd_beta", "fitnet_weight", "at_weight",
-                "mixup", "fm_mixup", "warmup_epochs"}
+                "mixup", "fm_mixup", "warmup_epochs", "gpus_per_run", "runs_per_task"}
 POSITIVE |= {"fm_temperature", "at_p"}
 UNIT_INTERVAL = {"random_erasing", "dkd_warmup"}  # in [0, 1]
 # Ranges beyond the sign: field -> (test, the range as the message states it). Every float field must
@@ -318,7 +326,7 @@ def _parse_value(name: str, text: str):
     value = _literal(text)
     if isinstance(value, str) and text.strip()[:1] in "[(" and text.strip()[-1:] in ")]":
         value = [_literal(v.strip()) for v in text.strip()[1:-1].split(",") if v.strip()]  # [fp32,fp8]
-    if typing.get_origin(tp) is typing.Union or tp is tuple:
+    if tp is tuple or (typing.get_origin(tp) is typing.Union and tuple in typing.get_args(tp)):
         if isinstance(value, (int, str)) and not isinstance(value, bool):
             value = (value,)  # --sweep_blocks=4 means (4,); --sweep_precisions=fp8 means ("fp8",)
         if isinstance(value, list):

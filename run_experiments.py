@@ -7,7 +7,8 @@
 One frozen config per grid point; nothing global is mutated. The teacher trains first; then the
 students that share a seed and their batches train together (train.train_runs: each batch made once,
 the teacher's outputs for it computed once, every student stepping on it), one group after another
-or `--workers=N` groups at once in their own processes. Rerunning the same command skips complete runs
+or `--workers=N` groups at once in their own processes, or as Ray tasks across GPUs and nodes
+(`--launcher=ray`, distill/ray_sweep.py). Rerunning the same command skips complete runs
 (files untouched), continues partial ones from checkpoint.pt and runs the rest. A failed run is
 recorded (summary.json status "failed") and the sweep goes on; the exit code is 1 at the end if any
 run failed. A run another process holds (run_dir/.lock) is skipped and named; a run whose checkpoint.pt
@@ -19,6 +20,7 @@ import os
 import sys
 import tempfile
 import traceback
+from contextlib import nullcontext
 
 import torch
 from tqdm import tqdm
@@ -26,6 +28,7 @@ from tqdm import tqdm
 import evaluate
 import train
 from config import RECIPES, Config, config_to_dict, default_run_name, make_config
+from distill import distributed
 from distill.runs import is_complete, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
 from utils.checkpoint import CorruptCheckpoint
@@ -146,6 +149,22 @@ def _run_groups(groups: list, workers: int):
             yield futures[f], f.result()
 
 
+def launcher(base: Config):
+    """A context whose value is `run_groups(groups)`, yielding (runs, statuses) as groups finish, where
+    statuses may be the exception that ended a Ray task: on this machine (`--workers`), or on Ray."""
+    if base.launcher == "ray":
+        from distill.ray_sweep import RaySweep
+
+        return RaySweep(base, run_group)
+    return nullcontext(lambda groups: _run_groups(groups, base.workers))
+
+
+def _statuses(cfgs: list, result) -> list:
+    if not isinstance(result, BaseException):
+        return result
+    return ["done" if is_complete(run_dir_of(c)) else _status(c, result) for c in cfgs]
+
+
 def deploy_finished(base: Config, runs: list) -> None:
     from deploy.variants import deploy_run_dir
 
@@ -179,6 +198,9 @@ def check_writable(base: Config, runs: list) -> None:
 
 
 def main(base: Config) -> int:
+    if distributed.launched_by_torchrun():
+        raise UserError("run_experiments.py runs under python, not torchrun: torchrun trains one run "
+                        "(train.py); a sweep spreads over GPUs and nodes with --launcher=ray")
     runs = grid(base)
     check_writable(base, runs)
     failed, skipped, unsaved, done = [], [], [], 0
@@ -197,15 +219,19 @@ def main(base: Config) -> int:
 
     teacher, students = runs[0], runs[1:]
     bar.set_postfix_str(default_run_name(teacher))
-    status = run_one(teacher)
-    report(teacher, status)
-    stopped = status.startswith(("failed", "skipped: "))
-    if stopped:
-        tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
-        students = []
-    for group, statuses in _run_groups(student_groups(students), base.workers):
-        for cfg, st in zip(group, statuses):
-            report(cfg, st)
+    stopped = False
+    with launcher(base) as run_groups:
+        for group, result in run_groups([[teacher]]):  # first: the students learn from it
+            status = _statuses(group, result)[0]
+            report(teacher, status)
+            stopped = status.startswith(("failed", "skipped: "))
+        if stopped:
+            tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
+            students = []
+        bar.set_postfix_str("students")
+        for group, result in run_groups(student_groups(students)):
+            for cfg, st in zip(group, _statuses(group, result)):
+                report(cfg, st)
     bar.close()
     if base.deploy:
         deploy_finished(base, runs)

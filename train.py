@@ -14,6 +14,12 @@ sweep's groups): each batch is sliced and augmented once, the teacher's outputs 
 once, and every student steps on it with its own optimizer, schedule, precision, early stopping and
 run directory. Each student draws dropout from its own random stream, saved and restored around its
 step, so a grouped run's files are exactly what it writes alone.
+
+    torchrun --nproc-per-node=2 train.py --blocks=4 --sync_bn=True
+
+is the same program data-parallel (distill/distributed.py): each process trains on its share of every
+batch, DistributedDataParallel averages the gradients, rank 0 writes the run files. Without torchrun
+nothing changes.
 """
 import os
 import sys
@@ -24,7 +30,7 @@ import torch
 from config import Config, config_to_dict, default_run_name, make_config
 from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
-from distill import build_distiller, graphs, needs_teacher
+from distill import build_distiller, distributed, graphs, needs_teacher
 from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
                             train_epochs_together)
 from distill.runs import check_resumable, is_complete, model_label, read_summary, remove_derived, run_dir_of
@@ -32,7 +38,7 @@ from models.cnn_model import MIN_IMAGE_SIZE, count_params, min_image_size
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
 from utils.checkpoint import atomic_torch_save, load_checkpoint, load_weights_into, save_weights
-from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name, resolve_device
+from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
 from utils.precision import setup_precision
@@ -75,8 +81,8 @@ class RunState:
     """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
     when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
 
-    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict):
-        self.cfg, self.ds, self.device = cfg, ds, device
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=distributed.World()):
+        self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
         self.name = default_run_name(cfg)
         self.dir = os.path.join(cfg.out_dir, self.name)
         self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
@@ -95,12 +101,15 @@ class RunState:
             self.prec.description += f" ({cfg.precision_note})"
         self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
+        ddp = distributed.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
         steps = max(1, len(ds.train) // cfg.batch_size)
-        capture, self.step_how = graphs.plan(cfg, device, cfg.precision)
+        capture, self.step_how = graphs.plan(cfg, device, cfg.precision, world.size)
         optimizer = build_optimizer(cfg, self.distiller.learnable_parameters(),
                                     **(graphs.optimizer_kwargs(cfg, device) if capture else {}))
+        if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
+            torch.manual_seed(cfg.seed + distributed.RANK_SEED_STRIDE * world.rank)
         self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
-                               rng=RngStream(device))
+                               rng=RngStream(device), ddp=ddp)
         if capture:
             graphs.capture(self.trainee)
         elif cfg.compile:
@@ -123,15 +132,18 @@ class RunState:
         t.scheduler.load_state_dict(ck["scheduler"])
         if self.prec.scaler is not None and ck.get("scaler"):
             self.prec.scaler.load_state_dict(ck["scaler"])
-        t.rng.load_state(ck["rng"])
+        ranks = ck["rng"].get("ranks") or [ck["rng"]]  # every rank's stream, when it ran under torchrun
+        if self.world.rank < len(ranks):  # a rank the interrupted run did not have keeps a fresh stream
+            t.rng.load_state(ranks[self.world.rank])
         self.generator_state = ck["rng"]["generator"]
         self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
         self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
         print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
 
     def begin(self, source, n_train: int, n_test: int) -> None:
-        os.makedirs(self.dir, exist_ok=True)
-        atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+        if self.world.main:
+            os.makedirs(self.dir, exist_ok=True)
+            atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
         if source is not None and self.distiller.uses_teacher:
             self.teacher_info["teacher_logits"] = source.how
         t = self.teacher_info
@@ -139,7 +151,7 @@ class RunState:
               f"{n_train} train / {n_test} test images from {self.ds.source}"
               + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
                  if t else ""))
-        if not self.cfg.resume:
+        if self.world.main and not self.cfg.resume:
             if is_complete(self.dir):
                 print(f"{self.name}: replacing the finished run (--overwrite=True)")
             elif os.path.isfile(self.ckpt_path):
@@ -159,7 +171,8 @@ class RunState:
     def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
         """Record the epoch: history.json, the best weights so far, checkpoint.pt. With a validation split
         the epoch is judged on it alone; the test split is evaluated at the end (finish), not here."""
-        cfg = self.cfg
+        cfg, main = self.cfg, self.world.main
+        distributed.sync_buffers(self.model)  # every rank evaluates, and stops early on, rank 0's model
         row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "lr": lr,
                "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
@@ -172,18 +185,22 @@ class RunState:
             print(f"warning: {self.name}: {self.warnings[-1]}", file=sys.stderr, flush=True)
         self.history.append(row)
         self.elapsed += stats.seconds
-        if self.stopper.update(row[f"{judge}_acc"], epoch):
+        if self.stopper.update(row[f"{judge}_acc"], epoch) and main:
             save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"{judge} {row[f'{judge}_acc']:.2f}%  lr {lr:.2e}  {stats.seconds:.1f}s  "
               f"({row['images_per_second']:.0f} img/s)", flush=True)
-        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         t = self.trainee
+        rngs = distributed.gather(t.rng.state())
+        if not main:
+            return
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
                            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
                            "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
                            "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
-                           "rng": {**t.rng.state(), "generator": generator.get_state()},
+                           "rng": {**t.rng.state(), "generator": generator.get_state(),
+                                   **({"ranks": rngs} if len(rngs) > 1 else {})},
                            "elapsed_seconds": self.elapsed}, self.ckpt_path)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
             print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
@@ -206,6 +223,8 @@ class RunState:
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
+        if not self.world.main:  # rank 0 alone tests, writes and reports the run
+            return {"run_name": self.name, "rank": self.world.rank}
         self.test_selected_and_last(test)
         n_test = len(test)
         model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
@@ -223,6 +242,9 @@ class RunState:
             "precision_description": self.prec.description, "device": str(self.device),
             "hardware": hardware_name(self.device), "method": self.distiller.name,
             "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not
+            "effective_batch_size": cfg.batch_size, "world_size": self.world.size,
+            "batch_per_rank": cfg.batch_size // self.world.size, "data_parallel": self.world.describe(cfg.sync_bn),
             "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs, "steps": self.step_how,
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
@@ -276,6 +298,10 @@ def train_runs(cfgs: list) -> list:
     finish; a run trained alone raises."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
+    world, device = distributed.start(cfgs[0].device)  # one process, or this rank of a torchrun job
+    if world.size > 1 and len(cfgs) > 1:
+        raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
+                        "(--launcher=ray for several GPUs or nodes)")
     alone = len(cfgs) == 1
     summaries = {}
 
@@ -294,7 +320,8 @@ def train_runs(cfgs: list) -> list:
             try:
                 refuse_finished(cfg, run_dir)
                 check_image_size(cfg)
-                locks.enter_context(run_lock(run_dir))  # one process per run dir: a second one exits 2
+                if world.main:  # one process per run dir (a torchrun job's rank 0): a second one exits 2
+                    locks.enter_context(run_lock(run_dir))
                 if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
                     summaries[i] = read_summary(run_dir)
                     continue
@@ -303,17 +330,20 @@ def train_runs(cfgs: list) -> list:
                 failed(i, e)
         todo = [i for i in range(len(cfgs)) if i not in summaries]
         if todo:
-            _train_locked(cfgs, todo, summaries, failed)
+            _train_locked(cfgs, todo, summaries, failed, world, device)
     return [summaries[i] for i in range(len(cfgs))]
 
 
-def _train_locked(cfgs: list, todo: list, summaries: dict, failed) -> None:
+def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device) -> None:
     """train_runs for the runs in `todo`, checked and locked: data and teacher once, then every run."""
     first = cfgs[todo[0]]
-    device = resolve_device(first.device)
+    if first.batch_size % world.size:
+        raise UserError(f"--batch_size={first.batch_size}: the global batch is split over {world.size} "
+                        f"torchrun processes; pass a multiple of {world.size}")
 
     # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
-    ds = load_dataset(first)
+    with distributed.main_first():  # rank 0 builds any cache, the others read it
+        ds = load_dataset(first)
     if len(ds.train) < 2:  # BatchNorm needs two images a batch
         held = f" after --val_fraction={first.val_fraction} holds out {len(ds.val)}" if ds.val is not None else ""
         total = len(ds.train) + (len(ds.val) if ds.val is not None else 0)
@@ -336,7 +366,7 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed) -> None:
     states = {}
     for i in todo:
         try:
-            states[i] = RunState(cfgs[i], ds, device, teacher, info)
+            states[i] = RunState(cfgs[i], ds, device, teacher, info, world)
         except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
             failed(i, e)
     parts = {}  # students step together only from the same epoch on, in the same memory layout
@@ -353,18 +383,20 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed) -> None:
 def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:
     """The epochs of students that share every batch: one sampler, one teacher source, one progress bar.
     isolate: a student's failure ends only its run (else it is raised)."""
-    cfg = states[0].cfg
-    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation
+    cfg, world = states[0].cfg, states[0].world
+    generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation (the same on every rank)
     if states[0].generator_state is not None:
         generator.set_state(states[0].generator_state)
     sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, states[0].channels_last,
-                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes)
+                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes,
+                           shard=(world.rank, world.size))
     source = None
     if teacher is not None:
         from distill.teacher import TeacherSource
 
         layers = sorted({n for s in states for n in s.distiller.teacher_layers})
-        source = TeacherSource(cfg, teacher, info, sampler, layers)
+        with distributed.main_first():  # rank 0 computes and caches the teacher's logits, the others read them
+            source = TeacherSource(cfg, teacher, info, sampler, layers)
     for s in states:
         s.begin(source, len(train), len(test))
     for epoch in range(states[0].start_epoch, max(s.cfg.epochs for s in states)):
@@ -392,7 +424,10 @@ def main(cfg: Config) -> dict:
 
 @cli_entry
 def cli(argv=None):
-    main(make_config(sys.argv[1:] if argv is None else argv))
+    try:
+        main(make_config(sys.argv[1:] if argv is None else argv))
+    finally:
+        distributed.stop()
 
 
 if __name__ == "__main__":

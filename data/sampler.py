@@ -24,15 +24,24 @@ class BatchSampler:
     and the augmentation, comes from one CPU generator, so a seed gives the same batches on any device.
 
     augment: none | flip | crop+flip on the uint8 images; then random erasing (probability per image)
-    and mixup (Beta alpha; 0 = off) on the normalized batch."""
+    and mixup (Beta alpha; 0 = off) on the normalized batch.
+
+    shard=(rank, ranks): data parallelism. Every rank makes the same global batch from the same seeded
+    generator (so a rank's images and augmentations are exactly those the single-process run gives
+    those rows) and yields its contiguous block of batch_size / ranks rows."""
 
     def __init__(self, data: Split, batch_size: int, augment: str, mean, std, channels_last: bool,
                  generator: torch.Generator, random_erasing: float = 0.0, mixup: float = 0.0,
-                 num_classes: int = 0):
+                 num_classes: int = 0, shard: tuple = (0, 1)):
         self.data, self.batch_size, self.augment = data, batch_size, augment
         self.mean, self.std, self.channels_last, self.generator = mean, std, channels_last, generator
         self.random_erasing, self.mixup, self.num_classes = random_erasing, mixup, num_classes
         self.steps = max(1, len(data) // batch_size)
+        rank, ranks = shard
+        if batch_size % ranks:
+            raise ValueError(f"batch_size {batch_size} does not split evenly over {ranks} ranks")
+        per = batch_size // ranks
+        self.rows = slice(rank * per, (rank + 1) * per) if ranks > 1 else slice(None)
 
     @property
     def images_per_epoch(self) -> int:
@@ -59,4 +68,5 @@ class BatchSampler:
             targets = y
             if self.mixup > 0:
                 x, targets = mixup(x, y, self.num_classes, self.mixup, self.generator)
-            yield Batch(x, y, targets, idx, flips)
+            r = self.rows
+            yield Batch(x[r], y[r], targets[r], idx[r], flips[r])

@@ -46,6 +46,10 @@ class Distiller(nn.Module):
         """(student logits, {term name: scalar loss}) for one batch; `epoch` is 0-based."""
         raise NotImplementedError
 
+    def forward(self, x, y, teacher_out, epoch):
+        """forward_train, for DistributedDataParallel, which calls the module it wraps (torchrun runs)."""
+        return self.forward_train(x, y, teacher_out, epoch)
+
     def learnable_parameters(self) -> list:
         """The student's parameters and any adapter's: what the optimizer trains."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from data.dataset import Split
 from data.transforms import prepare_batch
+from distill import distributed
 from utils.errors import UserError
 
 POSTFIX_UPDATES = 8  # progress-bar refreshes per epoch: each one syncs the device once
@@ -76,8 +77,9 @@ class EpochStats:
 
 @dataclass
 class Trainee:
-    """One student's training step state: its distiller, optimizer, schedule and precision, and the
-    random stream its dropout draws from (a context manager; None: the global stream as it is)."""
+    """One student's training step state: its distiller, optimizer, schedule and precision, the
+    random stream its dropout draws from (a context manager; None: the global stream as it is), and
+    under torchrun the distiller in DistributedDataParallel (its forward is forward_train)."""
 
     distiller: object  # distill.base.Distiller
     optimizer: torch.optim.Optimizer
@@ -85,6 +87,7 @@ class Trainee:
     prec: object  # utils.precision.Precision
     rng: object = None
     forward: object = None  # a compiled distiller.forward_train (distill/graphs.py); None: eager
+    ddp: object = None  # under torchrun: the distiller in DistributedDataParallel
 
 
 class _Meter:
@@ -106,9 +109,14 @@ class _Meter:
         self.seen += n
 
     def stats(self, seconds: float) -> EpochStats:
-        seen = max(1, self.seen)
-        return EpochStats(self.loss.item() / seen, 100.0 * self.correct.item() / seen,
-                          {k: v.item() / seen for k, v in self.terms.items()}, seconds, self.error,
+        """The epoch's means; under torchrun over every rank's shard (the global batches)."""
+        names = list(self.terms)
+        seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss.device)
+        sums = distributed.all_sum(torch.stack([self.loss.double(), self.correct.double(), seen,
+                                                *(self.terms[k].double() for k in names)])).cpu()
+        loss, correct, seen = sums[0].item(), sums[1].item(), max(1.0, sums[2].item())
+        return EpochStats(loss / seen, 100.0 * correct / seen,
+                          {k: sums[3 + i].item() / seen for i, k in enumerate(names)}, seconds, self.error,
                           self.first.item() if self.first is not None else math.nan)
 
 
@@ -116,7 +124,8 @@ def train_step(t: Trainee, batch, teacher_out, epoch: int):
     """One optimizer step of one student on one batch: (loss, logits, terms)."""
     with t.rng if t.rng is not None else nullcontext():
         with t.prec.autocast():
-            logits, terms = (t.forward or t.distiller.forward_train)(batch.x, batch.targets, teacher_out, epoch)
+            forward = t.ddp or t.forward or t.distiller.forward_train
+            logits, terms = forward(batch.x, batch.targets, teacher_out, epoch)
             loss = sum(terms.values())
         t.prec.step(loss, t.optimizer)
     t.scheduler.step()
@@ -135,7 +144,8 @@ def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0,
     device = sampler.data.images.device
     meters = [_Meter(device) for _ in trainees]
     t0 = time.perf_counter()
-    bar = tqdm(total=sampler.steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True)
+    bar = tqdm(total=sampler.steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+               **({} if distributed.is_main() else {"disable": True}))  # TQDM_DISABLE=1 still applies
     every = max(1, sampler.steps // POSTFIX_UPDATES)
     for step, batch in enumerate(sampler.epoch()):
         teacher_out = teacher(batch) if teacher is not None else None
@@ -146,6 +156,8 @@ def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0,
             try:
                 loss, logits, terms = train_step(t, batch, teacher_out, epoch)
             except (RuntimeError, ValueError) as e:  # out of memory, a numerics error: this student alone
+                if distributed.active():
+                    raise  # the other ranks wait for this one's gradients: end the job (torchrun stops them)
                 m.error = e
                 continue
             m.add(loss, logits, batch.y, terms)

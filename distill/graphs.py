@@ -12,12 +12,14 @@ import torch
 from distill.engine import Trainee
 
 
-def plan(cfg, device: torch.device, precision: str) -> tuple:
+def plan(cfg, device: torch.device, precision: str, world_size: int = 1) -> tuple:
     """(capture?, the one line a run prints and its summary records)."""
     if not cfg.cuda_graphs:
         return False, "eager steps"
     if device.type != "cuda":
         return False, f"eager steps: CUDA graphs need a CUDA device, this run is on {device.type}"
+    if world_size > 1:
+        return False, "eager steps: under torchrun DistributedDataParallel's gradient hooks run outside any graph"
     if precision == "fp16":
         return False, "eager steps: fp16's GradScaler checks for inf on the host every step, outside any graph"
     if precision == "fp8":

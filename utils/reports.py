@@ -22,7 +22,8 @@ def write_training_summary(path, s: dict) -> None:
         f"{s['image_size']}x{s['image_size']} px)",
         f"Method: {s['method']}" + (f" ({hparams_text(s.get('hparams'))})" if s.get("hparams") else ""),
         f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))})" if s.get("teacher_run") else ""),
-        f"Batch Size: {s['batch_size']}",
+        f"Batch Size: {s['batch_size']}" + (f" (global: {s['world_size']} processes x {s['batch_per_rank']}, "
+                                            f"{s['data_parallel']})" if s.get("world_size", 1) > 1 else ""),
         f"Learning Rate: {s['lr']} ({s['optimizer']}, {s['schedule']} schedule)",
         f"Epochs: {s['epochs_run']} of {s['epochs']}",
         f"Best Test Accuracy: {_acc(s['best_test_acc'])} (epoch {s['best_epoch']}, selected on {s['selected_on']})",

@@ -1,0 +1,186 @@
+"""The sweep's runs as Ray tasks (`run_experiments.py --launcher=ray`): on a local Ray started for the
+sweep, or on a cluster (`--ray_address=host:port` or RAY_ADDRESS).
+
+A task trains `runs_per_task` runs of one group (the sweep's own `run_group`: complete runs skipped,
+partial ones resumed from checkpoint.pt, a failure recorded in its summary.json) with `cpus_per_task`
+CPUs (its torch threads) and min(1, runs x gpus_per_run) GPUs, so `--gpus_per_run=0.25` packs four
+runs on a GPU. A task whose
+worker died (killed, out of host memory, a lost node) runs again, up to RETRIES times, and resumes
+from the last checkpoint it can see; after that its runs are recorded as failed and the sweep goes on.
+
+Where the files go: with a shared out_dir (every node sees the driver's paths; the default on a local
+Ray) a task works in the driver's folder and writes its run directories as a local sweep does.
+Without one (`--ray_shared_fs=False`) the driver sends each task the files it starts from (the
+teacher's run, a partial run's checkpoint), the task trains under a private folder of its node and
+returns every file of its run directories, and the driver writes them atomically (summary.json last,
+so a run is complete only once all of it is on disk).
+"""
+import dataclasses
+import importlib
+import os
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+from config import config_to_dict, teacher_run_name
+from distill import needs_teacher
+from distill.runs import RUN_WEIGHTS, is_complete, read_summary, run_dir_of
+from utils.atomic import atomic_write_bytes, atomic_write_json
+from utils.errors import UserError
+from utils.reports import write_training_summary
+
+RETRIES = 2  # runs of a task again after its worker died; each resumes from the last checkpoint.pt it sees
+ROOT = Path(__file__).resolve().parents[1]
+# what a cluster's workers get of this checkout (runtime_env working_dir): the code, not outputs or data
+UPLOAD_EXCLUDES = [".git", ".venv", "checkpoints", "data/cache", "data/fashion-mnist", "**/__pycache__",
+                   "*.safetensors", "*.pt"]
+TASK_ENV = {"TQDM_DISABLE": "1"}  # no per-batch bars from the workers; each epoch's line still reaches the driver
+SUMMARY_PATHS = ("teacher_run", "teacher_weights")  # summary.json fields that hold paths under out_dir
+
+
+def _is_local(address: str) -> bool:
+    host = address.removeprefix("ray://").rsplit(":", 1)[0]
+    return address in ("", "auto", "local") or host in ("localhost", "127.0.0.1", socket.gethostname())
+
+
+def _importable(fn):
+    """`fn` by its module's name when it lives in the script being run (__main__), so Ray pickles it by
+    reference and the workers import the project's module instead of receiving a copy of the script."""
+    if fn.__module__ != "__main__":
+        return fn
+    return getattr(importlib.import_module(Path(sys.modules["__main__"].__file__).stem), fn.__name__)
+
+
+def _read_run_dir(run_dir: str, names=None) -> dict:
+    """{file name: bytes} of the files directly in `run_dir` (all of them, or those in `names`)."""
+    if not os.path.isdir(run_dir):
+        return {}
+    return {n: Path(run_dir, n).read_bytes() for n in sorted(os.listdir(run_dir))
+            if os.path.isfile(os.path.join(run_dir, n)) and not n.startswith(".") and (names is None or n in names)}
+
+
+def write_run_dir(run_dir: str, files: dict) -> None:
+    """A task's run directory written under the driver's out_dir, each file atomically, summary.json last."""
+    for name in sorted(files, key=lambda n: n == "summary.json"):
+        atomic_write_bytes(os.path.join(run_dir, name), files[name])
+
+
+def _unstage(run_dir: str, cfg, stage: str) -> None:
+    """Make the files of a run trained under `stage` read as if trained in cfg.out_dir: config.json is
+    the driver's config, and summary paths under the stage point into out_dir."""
+    if os.path.isfile(os.path.join(run_dir, "config.json")):
+        atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    summary = read_summary(run_dir)
+    if summary is None or summary.get("status") != "complete":
+        return
+    for key in SUMMARY_PATHS:
+        value = summary.get(key)
+        if isinstance(value, str) and Path(value).is_relative_to(stage):
+            summary[key] = os.path.join(cfg.out_dir, os.path.relpath(value, stage))
+    write_training_summary(os.path.join(run_dir, "training_summary.txt"), summary)
+    atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+
+
+def train_task(run_group, cfgs: list, cwd: str, threads: int, inputs=None, teacher=None):
+    """On a Ray worker: run_group(cfgs) -> (statuses, files). Shared out_dir (`inputs` None): in the
+    driver's working directory, files None. Else under a private folder seeded with `inputs` and
+    `teacher` ({run name: {file: bytes}}), returning {run name: {file: bytes}} of every run of `cfgs`."""
+    import torch
+
+    torch.set_num_threads(threads)  # the CPUs Ray gave the task (a reused worker may have had others)
+    if inputs is None:
+        if not os.path.isdir(cwd):
+            raise UserError(f"{cwd}: the driver's folder is not on node {socket.gethostname()}; without a "
+                            f"shared filesystem pass --ray_shared_fs=False")
+        os.chdir(cwd)  # relative out_dir and data_dir resolve as in the driver
+        return run_group(cfgs), None
+    with tempfile.TemporaryDirectory(prefix="kd-ray-") as stage:
+        for name, files in {**(teacher or {}), **inputs}.items():
+            write_run_dir(os.path.join(stage, name), files)
+        staged = [dataclasses.replace(c, out_dir=stage) for c in cfgs]
+        statuses = run_group(staged)
+        out = {}
+        for cfg, s in zip(cfgs, staged):
+            _unstage(run_dir_of(s), cfg, stage)
+            out[os.path.basename(run_dir_of(s))] = _read_run_dir(run_dir_of(s))
+        return statuses, out
+
+
+class RaySweep:
+    """`with RaySweep(base, run_group) as run_groups:` then `for cfgs, result in run_groups(groups)`,
+    in the order tasks finish; result is the statuses of cfgs, or the exception that ended their task."""
+
+    def __init__(self, base, run_group):
+        try:
+            import ray
+        except ImportError:
+            raise UserError("--launcher=ray needs Ray: pip install -r requirements-scale.txt (make setup does)")
+        self.ray, self.base, self.run_group = ray, base, _importable(run_group)
+        self.address = base.ray_address or os.environ.get("RAY_ADDRESS", "")
+        self.shared = base.ray_shared_fs if base.ray_shared_fs is not None else _is_local(self.address)
+        self.started, self._teacher_files = False, None
+
+    def __enter__(self):
+        ray = self.ray
+        if not ray.is_initialized():  # else: the caller's Ray (a test's, a notebook's) as it is
+            kwargs = dict(include_dashboard=False, logging_level="WARNING")
+            if self.address and not _is_local(self.address):
+                kwargs["runtime_env"] = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
+            ray.init(address=self.address or None, **kwargs)
+            self.started = True
+        self.gpus = self.base.gpus_per_run if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        most = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        if self.base.cpus_per_task > most:  # Ray would wait for such a node forever
+            self.__exit__()
+            raise UserError(f"--cpus_per_task={self.base.cpus_per_task}: the largest node of this Ray cluster "
+                            f"has {most:g} CPUs")
+        self.task = ray.remote(max_retries=RETRIES, runtime_env={"env_vars": TASK_ENV})(train_task)
+        return self.run
+
+    def __exit__(self, *exc):
+        if self.started:
+            self.ray.shutdown()
+
+    def _teacher(self):
+        """The teacher run's files in the object store, put there once and shared by every task."""
+        if self._teacher_files is None:
+            teacher_dir = os.path.join(self.base.out_dir, teacher_run_name(self.base))
+            files = _read_run_dir(teacher_dir, ("config.json", "summary.json", *RUN_WEIGHTS))
+            self._teacher_files = self.ray.put({teacher_run_name(self.base): files})
+        return self._teacher_files
+
+    def _submit(self, cfgs: list):
+        inputs = teacher = None
+        if not self.shared:  # the files the task starts from: partial runs, and the teacher it learns from
+            inputs = {os.path.basename(run_dir_of(c)): _read_run_dir(run_dir_of(c)) for c in cfgs}
+            if any(needs_teacher(c) and not c.teacher_checkpoint for c in cfgs):
+                teacher = self._teacher()
+        cpus = self.base.cpus_per_task
+        return self.task.options(num_cpus=cpus, num_gpus=min(1.0, self.gpus * len(cfgs))).remote(
+            self.run_group, cfgs, os.getcwd(), cpus, inputs, teacher)
+
+    def run(self, groups: list):
+        n = self.base.runs_per_task
+        pending, skipped = {}, []
+        for group in groups:  # every task is queued first: Ray starts as many as the cluster holds
+            complete = [is_complete(run_dir_of(c)) for c in group]
+            skipped += [c for c, ok in zip(group, complete) if ok]
+            todo = [c for c, ok in zip(group, complete) if not ok]
+            for i in range(0, len(todo), n or len(todo) or 1):
+                chunk = todo[i:i + n] if n else todo
+                pending[self._submit(chunk)] = chunk
+        if skipped:
+            yield skipped, ["skipped"] * len(skipped)
+        while pending:
+            ready, _ = self.ray.wait(list(pending), num_returns=1)
+            cfgs = pending.pop(ready[0])
+            try:
+                statuses, files = self.ray.get(ready[0])
+            except Exception as e:  # the task's worker died RETRIES + 1 times, or it raised
+                yield cfgs, getattr(e, "cause", None) or e
+                continue
+            for cfg in cfgs:
+                if files is not None:
+                    write_run_dir(run_dir_of(cfg), files[os.path.basename(run_dir_of(cfg))])
+            yield cfgs, statuses
