@@ -131,7 +131,7 @@ class Config:
     launcher: str = _sweep("local")  # local: this machine (--workers processes) | ray: Ray tasks on a local Ray or a cluster
     ray_address: str = _sweep("")  # an existing Ray cluster (host:port); "" = $RAY_ADDRESS if set, else a local Ray started for the sweep
     gpus_per_run: float = _sweep(1.0)  # Ray: GPU share each run asks for (0.25 packs four on one GPU); a task asks runs x this, at most 1; 0 on a cluster without GPUs
-    cpus_per_task: int = _sweep(1)  # Ray: CPUs each task asks for, and its torch threads
+    cpus_per_task: int = _sweep(1)  # Ray: CPUs each student task asks for, and its torch threads (the teacher's task: every CPU of the largest node)
     runs_per_task: int = _sweep(1)  # Ray: runs per task, trained together (one batch and teacher forward for all); 0 = a whole group of students
     ray_shared_fs: Optional[bool] = _sweep(None)  # Ray: do all nodes see out_dir? None = yes for a local Ray; False: tasks return their files, the driver writes them
     teacher_epochs: int = _sweep(0)  # the sweep's teacher run: epochs; 0 = same as the students' epochs
@@ -216,24 +216,31 @@ PRESETS = {
     # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
     "smoke": dict(max_train_samples=256, max_test_samples=128, epochs=1, batch_size=64,
                   eval_batch_size=256, teacher_width=4, out_dir="checkpoints/smoke"),
-    # the CPU demo `make demo` (about 10 minutes on 2 cores): a resnet20 teacher on 12k images, so it
-    # clearly leads; every student, KD and CE control alike, sees the same 2k images of its seed for the
-    # same 4 epochs, selected on a fixed 2% validation hold-out; 2 seeds, so the KD gain comes with its
-    # spread. augment=flip lets the teacher's logits be cached once per image and view.
-    "demo": dict(teacher_arch="resnet20", teacher_train_samples=12000, teacher_epochs=4, max_train_samples=2000,
-                 max_test_samples=2000, val_fraction=0.02, epochs=4, batch_size=64, patience=0, augment="flip",
-                 seeds=2, sweep_methods=("kd",), sweep_precisions=("fp32",), out_dir="checkpoints/demo"),
+    # the CPU demo `make demo` (about 12 minutes on 2 cores): a resnet20 teacher with the teacher recipe on
+    # 12k images, so it clearly leads; for 3 depths and 2 seeds a CE control and a KD student (the reduced
+    # experiment's T 2, weights 0.5) on the same 2k images of their seed, 10 epochs of SGD, selected on a
+    # fixed 2% validation hold-out. augment=flip lets the teacher's logits be cached once per image and view.
+    "demo": dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
+                 teacher_arch="resnet20", teacher_recipe="teacher-sgd", teacher_train_samples=12000, teacher_epochs=6,
+                 max_train_samples=2000, max_test_samples=2000, val_fraction=0.02, epochs=10, seeds=2,
+                 sweep_blocks=(4, 6, 8), sweep_methods=("kd",), temperature=2.0, alpha=0.5, kd_weight=0.5,
+                 sweep_precisions=("fp32",), out_dir="checkpoints/demo"),
     # the full experiment of the README, for one GPU: all of Fashion-MNIST (6k held out for selection),
     # a wide ResNet teacher with the literature's recipe, and for every depth and 3 seeds the CE control,
     # KD, DKD and attention transfer on the same fixed schedule and data order (paired)
     "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
                  val_fraction=0.1, epochs=30, seeds=3, sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",),
                  workers=3, out_dir="checkpoints/full"),
-    # the same protocol reduced to fit this 2-core CPU (about 1.5 hours): a resnet20 teacher on all the
-    # training images, students on 2,500 images of their seed, 5k test images, 12 epochs
-    "reduced": dict(**RECIPES["student-sgd"], teacher_arch="resnet20", teacher_recipe="teacher-sgd", teacher_epochs=8,
-                    max_train_samples=2500, max_test_samples=5000, val_fraction=0.02, epochs=12, seeds=3,
-                    sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",), out_dir="checkpoints/reduced"),
+    # the same protocol reduced to fit this 2-core CPU (about 30 minutes): a resnet20 teacher with the
+    # teacher recipe on 20k training images; the two students under 0.5M parameters (res4, res6) on
+    # 2,500 images of their seed for 30 epochs (flip, so the teacher's logits are cached), CE control and
+    # KD at T 2, CE and KD weights 0.5 (chosen on seed 0's validation split over mdistiller's T 4 / 0.1 /
+    # 0.9 and logit standardization, README), 3 seeds, 5k test images
+    "reduced": dict(**{**RECIPES["student-sgd"], "augment": "flip"}, teacher_arch="resnet20", teacher_recipe="teacher-sgd", teacher_epochs=10,
+                    teacher_train_samples=20000, max_train_samples=2500, max_test_samples=5000, val_fraction=0.02,
+                    epochs=30, seeds=3, sweep_blocks=(4, 6), sweep_methods=("kd",),
+                    temperature=2.0, alpha=0.5, kd_weight=0.5, sweep_precisions=("fp32",),
+                    out_dir="checkpoints/reduced"),
 }
 
 

@@ -145,8 +145,8 @@ def _run_groups(groups: list, workers: int):
                              initializer=torch.set_num_threads,
                              initargs=(max(1, torch.get_num_threads() // workers),)) as pool:
         futures = {pool.submit(run_group, g): g for g in groups}
-        for f in as_completed(futures):
-            yield futures[f], f.result()
+        for f in as_completed(futures):  # a worker that died (e.g. out of memory) fails its group, not the sweep
+            yield futures[f], f.exception() or f.result()
 
 
 def launcher(base: Config):

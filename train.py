@@ -177,7 +177,8 @@ class RunState:
                "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
         judge = "val" if val is not None else "test"
-        row[f"{judge}_loss"], row[f"{judge}_acc"] = self.evaluate(val if val is not None else test)
+        # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
+        row[f"{judge}_loss"], row[f"{judge}_acc"] = distributed.gather(self.evaluate(val if val is not None else test))[0]
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
         if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
             self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
@@ -311,27 +312,44 @@ def train_runs(cfgs: list) -> list:
         summaries[i] = e
 
     with ExitStack() as locks:
-        for i, cfg in enumerate(cfgs):
-            run_dir = run_dir_of(cfg)
-            if cfg.resume and is_complete(run_dir):
-                print(f"{default_run_name(cfg)}: already complete, nothing to resume")
-                summaries[i] = read_summary(run_dir)
-                continue
-            try:
-                refuse_finished(cfg, run_dir)
-                check_image_size(cfg)
-                if world.main:  # one process per run dir (a torchrun job's rank 0): a second one exits 2
-                    locks.enter_context(run_lock(run_dir))
-                if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
-                    summaries[i] = read_summary(run_dir)
-                    continue
-                refuse_finished(cfg, run_dir)
-            except UserError as e:
-                failed(i, e)
+        refused = None
+        try:
+            if world.main:  # under torchrun rank 0 alone checks and locks; every rank follows its verdict
+                _check_and_lock(cfgs, summaries, failed, locks)
+        except UserError as e:
+            refused = e
+        if world.size > 1:
+            verdict = distributed.gather((str(refused) if refused else None, summaries))[0]
+            if verdict[0] is not None and refused is None:
+                refused = UserError(verdict[0])
+            summaries.update(verdict[1])
+        if refused is not None:
+            raise refused
         todo = [i for i in range(len(cfgs)) if i not in summaries]
         if todo:
             _train_locked(cfgs, todo, summaries, failed, world, device)
     return [summaries[i] for i in range(len(cfgs))]
+
+
+def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> None:
+    """Each run's lock taken (one process per run dir: a second one exits 2) and its start checked;
+    complete runs with resume=True go into `summaries` as they are."""
+    for i, cfg in enumerate(cfgs):
+        run_dir = run_dir_of(cfg)
+        if cfg.resume and is_complete(run_dir):
+            print(f"{default_run_name(cfg)}: already complete, nothing to resume")
+            summaries[i] = read_summary(run_dir)
+            continue
+        try:
+            refuse_finished(cfg, run_dir)
+            check_image_size(cfg)
+            locks.enter_context(run_lock(run_dir))
+            if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
+                summaries[i] = read_summary(run_dir)
+                continue
+            refuse_finished(cfg, run_dir)
+        except UserError as e:
+            failed(i, e)
 
 
 def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device) -> None:
@@ -344,6 +362,10 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device
     # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
     with distributed.main_first():  # rank 0 builds any cache, the others read it
         ds = load_dataset(first)
+    if world.size > 1 and min(len(ds.train), first.batch_size) < 2 * world.size:
+        raise UserError(f"{min(len(ds.train), first.batch_size)} images a batch over {world.size} torchrun processes: "
+                        f"BatchNorm needs at least 2 on each; raise --batch_size (and the training images) to "
+                        f"{2 * world.size} or more")
     if len(ds.train) < 2:  # BatchNorm needs two images a batch
         held = f" after --val_fraction={first.val_fraction} holds out {len(ds.val)}" if ds.val is not None else ""
         total = len(ds.train) + (len(ds.val) if ds.val is not None else 0)

@@ -124,7 +124,7 @@ def train_step(t: Trainee, batch, teacher_out, epoch: int):
     """One optimizer step of one student on one batch: (loss, logits, terms)."""
     with t.rng if t.rng is not None else nullcontext():
         with t.prec.autocast():
-            forward = t.ddp or t.forward or t.distiller.forward_train
+            forward = next(f for f in (t.ddp, t.forward, t.distiller.forward_train) if f is not None)
             logits, terms = forward(batch.x, batch.targets, teacher_out, epoch)
             loss = sum(terms.values())
         t.prec.step(loss, t.optimizer)

@@ -124,18 +124,22 @@ class RaySweep:
     def __enter__(self):
         ray = self.ray
         if not ray.is_initialized():  # else: the caller's Ray (a test's, a notebook's) as it is
-            kwargs = dict(include_dashboard=False, logging_level="WARNING")
+            # the job's runtime_env, not each task's: workers Ray starts with the job can take the tasks
+            env = {"env_vars": TASK_ENV}
             if self.address and not _is_local(self.address):
-                kwargs["runtime_env"] = {"working_dir": str(ROOT), "excludes": UPLOAD_EXCLUDES}
-            ray.init(address=self.address or None, **kwargs)
+                env.update(working_dir=str(ROOT), excludes=UPLOAD_EXCLUDES)
+            ray.init(address=self.address or None, include_dashboard=False, logging_level="WARNING", runtime_env=env)
             self.started = True
         self.gpus = self.base.gpus_per_run if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
         most = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n["Alive"]), default=0)
+        self.most_cpus = max(1, int(most))
         if self.base.cpus_per_task > most:  # Ray would wait for such a node forever
             self.__exit__()
             raise UserError(f"--cpus_per_task={self.base.cpus_per_task}: the largest node of this Ray cluster "
                             f"has {most:g} CPUs")
-        self.task = ray.remote(max_retries=RETRIES, runtime_env={"env_vars": TASK_ENV})(train_task)
+        # a Ray the caller started (a test's, a notebook's) has no TASK_ENV of ours: each task asks for it
+        self.task = ray.remote(max_retries=RETRIES, **({} if self.started else {"runtime_env": {"env_vars": TASK_ENV}}))(
+            train_task)
         return self.run
 
     def __exit__(self, *exc):
@@ -156,7 +160,8 @@ class RaySweep:
             inputs = {os.path.basename(run_dir_of(c)): _read_run_dir(run_dir_of(c)) for c in cfgs}
             if any(needs_teacher(c) and not c.teacher_checkpoint for c in cfgs):
                 teacher = self._teacher()
-        cpus = self.base.cpus_per_task
+        # the teacher, which every student waits for, trains alone: on every CPU of the largest node
+        cpus = self.most_cpus if cfgs[0].role == "teacher" else self.base.cpus_per_task
         return self.task.options(num_cpus=cpus, num_gpus=min(1.0, self.gpus * len(cfgs))).remote(
             self.run_group, cfgs, os.getcwd(), cpus, inputs, teacher)
 

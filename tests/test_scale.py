@@ -52,10 +52,12 @@ def _summary(run: Path, out: Path) -> dict:
 
 
 def test_ray_sweep_gives_the_local_table_and_files(tmp_path, local_ray):
-    torch.set_num_threads(1)  # as each 1-CPU Ray task runs: the same kernels, the same bits
+    # every run on 2 threads, as the Ray tasks run (the teacher's task takes the node's 2 CPUs, the
+    # students' ask for 2): the same kernels, the same bits
+    torch.set_num_threads(2)
     base = make_config(["--preset=smoke"], **GRID)
-    outs = {"local": dict(), "ray": dict(launcher="ray"),
-            "ray-no-shared-fs": dict(launcher="ray", ray_shared_fs=False, runs_per_task=0)}
+    outs = {"local": dict(), "ray": dict(launcher="ray", cpus_per_task=2),
+            "ray-no-shared-fs": dict(launcher="ray", ray_shared_fs=False, runs_per_task=0, cpus_per_task=2)}
     for name, how in outs.items():
         assert run_experiments.main(dataclasses.replace(base, out_dir=str(tmp_path / name), **how)) == 0, name
     local = tmp_path / "local"
@@ -193,3 +195,8 @@ def test_torchrun_resumed_matches_one_process(tmp_path):
     losses = [[h["train_loss"] for h in json.loads((d / "history.json").read_text())]
               for d in (tmp_path / "one" / run, two)]
     assert losses[1] == pytest.approx(losses[0], rel=1e-3)  # every rank's shard counted, once
+    # the finished run again, without --resume or --overwrite: rank 0 refuses, and rank 1 follows its
+    # verdict at once (no rank left waiting in a collective), both with the one-line error
+    refused = [c for c in cmd if c != "--resume=True"]
+    r = subprocess.run(refused, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode != 0 and r.stderr.count("--overwrite=True") >= 2, r.stderr[-3000:]

@@ -92,7 +92,7 @@ def _teacher_line(ax, teacher) -> None:
 
 
 def plot_accuracy_vs_params(runs: list, path: str) -> str:
-    """Best test accuracy against parameters (log x), one series per method x precision, error bars
+    """Test accuracy at the selected epoch against parameters (log x), one series per method x precision, error bars
     over seeds; the teacher as a horizontal line (and a star at its own size)."""
     groups = group_students(runs)
     teacher = teacher_of(runs)
@@ -119,10 +119,10 @@ def plot_accuracy_vs_params(runs: list, path: str) -> str:
         top.set_xticks([pp for pp, _ in depth_params], [f"res{b}" for _, b in depth_params], fontsize=8)
         top.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("best test accuracy (%)")
+    ax.set_ylabel("test accuracy, selected epoch (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    finish_figure(fig, "Best test accuracy vs model size", f"{context_line(runs)} | {seeds_note(runs)}")
+    finish_figure(fig, "Test accuracy (selected epoch) vs model size", f"{context_line(runs)} | {seeds_note(runs)}")
     save_figure(fig, path)
     return path
 
@@ -159,7 +159,8 @@ def plot_kd_gain(runs: list, path: str) -> str:
         for x, b, mean, sd in zip(xs, bs, means, sds):
             g, gsd, gn = mean_std(gains.get((b, m, p), []))
             if g is not None:
-                ax.annotate(f"{g:+.1f}" + (f"\n±{gsd:.1f}" if gn > 1 else ""), (x, mean + sd), xytext=(0, 2),
+                label = f"{g:+.1f}" if abs(g) >= 0.05 else "0.0"  # never "-0.0"
+                ax.annotate(label + (f"\n±{gsd:.1f}" if gn > 1 else ""), (x, mean + sd), xytext=(0, 2),
                             textcoords="offset points", ha="center", va="bottom", fontsize=7)
     _teacher_line(ax, teacher)
     if teacher is not None and teacher.acc is not None:
@@ -168,7 +169,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
     ax.set_ylim(bottom, min(100.0, max(highs) + 6) if highs else 100.0)
     ax.set_xticks(range(len(depths)), [f"res{b}" for b in depths])
     ax.set_xlabel("student depth (residual blocks)")
-    ax.set_ylabel("best test accuracy (%)" + (f", axis from {bottom:.0f}%" if bottom > 0 else ""))
+    ax.set_ylabel("test accuracy, selected epoch (%)" + (f", axis from {bottom:.0f}%" if bottom > 0 else ""))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
               title="numbers: KD gain over the\nsame-depth CE control (pts)", title_fontsize=8)
