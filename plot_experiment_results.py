@@ -27,6 +27,7 @@ from utils.plots.data import by_dataset, context_line, load_runs, students
 from utils.plots.deploy import plot_deploy
 from utils.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
 from utils.plots.style import plot_confusion_matrix
+from utils.results import selection_acc
 
 
 def plot_best_confusion(runs: list, path: str):
@@ -36,7 +37,7 @@ def plot_best_confusion(runs: list, path: str):
     if not ranked:
         print(f"skipped {os.path.basename(path)}: no finished student run")
         return None
-    best = max(ranked, key=lambda r: r.get("best_val_acc", r.acc))  # chosen on val where runs have one
+    best = max(ranked, key=lambda r: selection_acc(r.summary))  # chosen on val where runs have one
     ev = best.evaluation if isinstance(best.evaluation, dict) else {}
     cm = ev.get("confusion_matrix")
     if not cm:

@@ -35,7 +35,7 @@ from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked
-from utils.results import collect_results, results_text, write_results
+from utils.results import collect_results, results_text, selection_acc, write_results
 
 
 def teacher_config(base: Config) -> Config:
@@ -176,10 +176,8 @@ def deploy_finished(base: Config, runs: list) -> None:
 def evaluate_best_student(runs: list) -> None:
     """evaluation.json + confusion matrix of the most accurate student (the plots show it), chosen on
     the validation accuracy where the runs have one (never on test when they do)."""
-    summaries = [(read_summary(run_dir_of(c)), run_dir_of(c)) for c in runs
-                 if c.role == "student" and is_complete(run_dir_of(c))]
-    done = [(s.get("best_val_acc") if s.get("best_val_acc") is not None else s["best_test_acc"], d)
-            for s, d in summaries]
+    summaries = [(read_summary(run_dir_of(c)), run_dir_of(c)) for c in runs if c.role == "student"]
+    done = [(selection_acc(s), d) for s, d in summaries if s is not None and s.get("status") == "complete"]
     if done:
         best = max(done)[1]
         if not os.path.isfile(os.path.join(best, "evaluation.json")):
@@ -242,12 +240,12 @@ def main(base: Config) -> int:
     # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
     grid_dirs = [run_dir_of(c) for c in runs]
     others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
-                    if read_summary(os.path.join(base.out_dir, d)) is not None
-                    and os.path.join(base.out_dir, d) not in grid_dirs)
+                    if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
     rows = collect_results(base.out_dir, grid_dirs + others)
-    print(results_text(base.out_dir, rows, base)[1])
+    texts = results_text(base.out_dir, rows, base)
+    print(texts[1])
     try:
-        csv_path, md_path = write_results(base.out_dir, rows, base)
+        csv_path, md_path = write_results(base.out_dir, texts)
         print(f"results: {csv_path}, {md_path}")
     except OSError as e:
         unsaved.insert(0, str(cannot_write(e, base.out_dir, "the table above is not saved; pass a writable "

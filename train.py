@@ -31,8 +31,8 @@ from config import Config, config_to_dict, default_run_name, make_config
 from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
 from distill import build_distiller, distributed, graphs, needs_teacher
-from distill.engine import (EarlyStopping, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict,
-                            train_epochs_together)
+from distill.engine import (EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler, evaluate_logits,
+                            predict, train_epochs_together)
 from distill.runs import check_resumable, is_complete, model_label, read_summary, remove_derived, run_dir_of
 from models.cnn_model import MIN_IMAGE_SIZE, count_params, min_image_size
 from models.teacher_arch import build_model
@@ -109,7 +109,7 @@ class RunState:
         if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
             torch.manual_seed(cfg.seed + distributed.RANK_SEED_STRIDE * world.rank)
         self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
-                               rng=RngStream(device), ddp=ddp)
+                               rng=RngStream(device), forward=ddp)
         if capture:
             graphs.capture(self.trainee)
         elif cfg.compile:
@@ -260,35 +260,6 @@ class RunState:
         print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
               f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
         return summary
-
-
-class RngStream:
-    """A run's own stream of the global torch RNG (dropout draws from it), swapped in around its steps so
-    that students trained together draw exactly what each would alone. Captured at construction: right
-    after the model, its method and any adapter were initialized."""
-
-    def __init__(self, device):
-        self.cuda = device if device.type == "cuda" else None
-        self.cpu = torch.get_rng_state()
-        self.gpu = torch.cuda.get_rng_state(self.cuda) if self.cuda else None
-
-    def __enter__(self):
-        torch.set_rng_state(self.cpu)
-        if self.cuda:
-            torch.cuda.set_rng_state(self.gpu, self.cuda)
-
-    def __exit__(self, *exc):
-        self.cpu = torch.get_rng_state()
-        if self.cuda:
-            self.gpu = torch.cuda.get_rng_state(self.cuda)
-
-    def state(self) -> dict:
-        return {"torch": self.cpu, **({"cuda": self.gpu} if self.cuda else {})}
-
-    def load_state(self, state: dict) -> None:
-        self.cpu = state["torch"]
-        if self.cuda and state.get("cuda") is not None:
-            self.gpu = state["cuda"] if torch.is_tensor(state["cuda"]) else state["cuda"][self.cuda.index or 0]
 
 
 def train_runs(cfgs: list) -> list:

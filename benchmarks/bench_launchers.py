@@ -15,7 +15,6 @@ Extra `--field=value` arguments go to every sweep.
 """
 import argparse
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -27,6 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
+
+from benchmarks.bench_train import machine_info  # noqa: E402
 from utils.atomic import atomic_write_json  # noqa: E402
 from utils.provenance import provenance  # noqa: E402
 
@@ -71,7 +73,7 @@ def main() -> None:
     median = {n: statistics.median(m["wall_seconds"] for m in ms) for n, ms in runs.items()}
     best = {n: min(m["wall_seconds"] for m in ms) for n, ms in runs.items()}
     result = {
-        "machine": {"cpu": _cpu_model(), "cpus": os.cpu_count()},
+        "machine": machine_info(torch.device("cpu")),
         "sweep": sweep, "variants": {n: args for n, args in variants().items()}, "repeats": opts.repeats,
         "median_wall_seconds": median, "min_wall_seconds": best,
         "overhead_vs_local": {n: median[n] / median["local"] - 1.0 for n in median if n != "local"},
@@ -88,14 +90,6 @@ def main() -> None:
               f"(same table as local: {result['same_table_as_local'][n]})")
     if opts.json:
         atomic_write_json(opts.json, result)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "CPU")
-    except OSError:
-        return "CPU"
 
 
 if __name__ == "__main__":

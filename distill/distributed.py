@@ -179,7 +179,7 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = (1.0 / self.num_batches_tracked.item()) if self.momentum is None else self.momentum
-                unbiased = var.detach() * count / max(1.0, count.item() - 1)
+                unbiased = var.detach() * count / (count - 1).clamp_min(1.0)  # no host sync
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), m)
                 self.running_var.lerp_(unbiased.to(self.running_var.dtype), m)
         return out.to(x.dtype)

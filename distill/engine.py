@@ -75,19 +75,60 @@ class EpochStats:
     first_loss: float = math.nan  # the epoch's first batch: the reference for a loss that blows up
 
 
+class RngStream:
+    """A run's own stream of the global torch RNG (dropout draws from it), swapped in around its steps so
+    that students trained together draw exactly what each would alone. Captured at construction: right
+    after the model, its method and any adapter were initialized. swap=False (a captured CUDA-graph step,
+    whose replays draw from the shared generator): no swapping, and state() is the global stream's now."""
+
+    def __init__(self, device):
+        self.cuda = device if device.type == "cuda" else None
+        self.swap = True
+        self._save()
+
+    def _save(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.gpu = torch.cuda.get_rng_state(self.cuda) if self.cuda else None
+
+    def __enter__(self):
+        if self.swap:
+            torch.set_rng_state(self.cpu)
+            if self.cuda:
+                torch.cuda.set_rng_state(self.gpu, self.cuda)
+
+    def __exit__(self, *exc):
+        if self.swap:
+            self._save()
+
+    def state(self) -> dict:
+        if not self.swap:
+            self._save()
+        return {"torch": self.cpu, **({"cuda": self.gpu} if self.cuda else {})}
+
+    def load_state(self, state: dict) -> None:
+        self.cpu = state["torch"]
+        if self.cuda and state.get("cuda") is not None:
+            self.gpu = state["cuda"] if torch.is_tensor(state["cuda"]) else state["cuda"][self.cuda.index or 0]
+        if not self.swap:
+            torch.set_rng_state(self.cpu)
+            if self.gpu is not None:
+                torch.cuda.set_rng_state(self.gpu, self.cuda)
+
+
 @dataclass
 class Trainee:
     """One student's training step state: its distiller, optimizer, schedule and precision, the
     random stream its dropout draws from (a context manager; None: the global stream as it is), and
-    under torchrun the distiller in DistributedDataParallel (its forward is forward_train)."""
+    what a step calls in place of forward_train."""
 
     distiller: object  # distill.base.Distiller
     optimizer: torch.optim.Optimizer
     scheduler: object
     prec: object  # utils.precision.Precision
     rng: object = None
-    forward: object = None  # a compiled distiller.forward_train (distill/graphs.py); None: eager
-    ddp: object = None  # under torchrun: the distiller in DistributedDataParallel
+    # what a step calls in place of distiller.forward_train: under torchrun the distiller in
+    # DistributedDataParallel, with --cuda_graphs its compiled forward_train (distill/graphs.py)
+    forward: object = None
 
 
 class _Meter:
@@ -124,7 +165,7 @@ def train_step(t: Trainee, batch, teacher_out, epoch: int):
     """One optimizer step of one student on one batch: (loss, logits, terms)."""
     with t.rng if t.rng is not None else nullcontext():
         with t.prec.autocast():
-            forward = next(f for f in (t.ddp, t.forward, t.distiller.forward_train) if f is not None)
+            forward = t.forward if t.forward is not None else t.distiller.forward_train
             logits, terms = forward(batch.x, batch.targets, teacher_out, epoch)
             loss = sum(terms.values())
         t.prec.step(loss, t.optimizer)

@@ -4,14 +4,16 @@ hint), next to cross-entropy; trained in one stage, as mdistiller does (hint wei
 
 The adapter trains with the student (learnable_parameters), is saved in checkpoint.pt
 (trainable_state) and is not part of the deployed student (model.safetensors)."""
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 from distill.base import Distiller
 from models.features import capture, feature_stages, nearest_stage, to_common_size
+from utils.errors import UserError
 
 
-def hint_loss(adapted, teacher_map) -> "torch.Tensor":
+def hint_loss(adapted, teacher_map) -> torch.Tensor:
     """Mean squared error between the adapted student map and the teacher's (pooled to a common size)."""
     a, t = to_common_size(adapted, teacher_map)
     return F.mse_loss(a, t)
@@ -25,7 +27,6 @@ class FitNet(Distiller):
         s_stages, t_stages = feature_stages(student, input_shape), feature_stages(teacher, input_shape)
         index = cfg.fitnet_stage if cfg.fitnet_stage >= 0 else len(s_stages) // 2
         if index >= len(s_stages):
-            from utils.errors import UserError
             raise UserError(f"--fitnet_stage={cfg.fitnet_stage}: the student has {len(s_stages)} stages "
                             f"({', '.join(str(s.size) for s in s_stages)} px)")
         self.hint_from, self.hint_to = s_stages[index], nearest_stage(s_stages[index], t_stages)

@@ -4,17 +4,13 @@ the student fits the teacher's distribution with KL only (no labels), at T=1, ov
 
 The shared mixup view is made by the batch sampler (`mixup` below is what this method asks of it),
 so the teacher's online forward runs on the very batch the student sees."""
-import torch.nn.functional as F
-
 from distill.base import Distiller
+from distill.kd import soft_kl
 
 
 def fm_loss(student_logits, teacher_logits, temperature: float) -> dict:
-    """T^2 * KL(p_teacher^T || p_student^T), batch-mean."""
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                  reduction="batchmean", log_target=True)
-    return {"kl": t * t * kl}
+    """T^2 * KL(p_teacher^T || p_student^T), batch-mean: the soft term of KD alone."""
+    return {"kl": soft_kl(student_logits, teacher_logits, temperature)}
 
 
 class FunctionMatching(Distiller):

@@ -42,4 +42,4 @@ def capture(trainee: Trainee) -> None:
     """Compile the trainee's forward+loss and its optimizer step in place (first calls compile)."""
     trainee.forward = torch.compile(trainee.distiller.forward_train, mode="reduce-overhead")
     trainee.optimizer.step = torch.compile(trainee.optimizer.step, mode="reduce-overhead")
-    trainee.rng = None  # graph replays draw dropout from the shared CUDA generator (grouped runs: within noise)
+    trainee.rng.swap = False  # graph replays draw dropout from the shared CUDA generator (grouped runs: within noise)

@@ -18,15 +18,20 @@ def standardize(logits, eps: float = 1e-7):
     return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + eps)
 
 
+def soft_kl(student_logits, teacher_logits, temperature: float):
+    """T^2 * KL(p_teacher^T || p_student^T), batch-mean. T^2 keeps the soft term's gradients on the
+    scale of the hard term's as T changes."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                  reduction="batchmean", log_target=True)
+    return t * t * kl
+
+
 def kd_loss(student_logits, teacher_logits, targets, temperature: float, alpha: float, kd_weight: float,
             logit_std: bool = False) -> dict:
-    """alpha * CE + kd_weight * T^2 * KL(p_teacher^T || p_student^T), KL batch-mean. T^2 keeps the soft
-    term's gradients on the scale of the hard term's as T changes. `targets`: class indices, or soft
-    targets (mixup)."""
-    t = temperature
+    """alpha * CE + kd_weight * soft_kl. `targets`: class indices, or soft targets (mixup)."""
     s, te = (standardize(student_logits), standardize(teacher_logits)) if logit_std else (student_logits, teacher_logits)
-    kl = F.kl_div(F.log_softmax(s / t, dim=1), F.log_softmax(te / t, dim=1), reduction="batchmean", log_target=True)
-    return {"ce": alpha * F.cross_entropy(student_logits, targets), "kd": kd_weight * t * t * kl}
+    return {"ce": alpha * F.cross_entropy(student_logits, targets), "kd": kd_weight * soft_kl(s, te, temperature)}
 
 
 class KD(Distiller):

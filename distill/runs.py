@@ -9,7 +9,6 @@ config.json, summary.json (status "complete" marks a finished run), training_sum
 import dataclasses
 import os
 
-import torch
 
 from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope
 from data.dataset import load_dataset
@@ -91,18 +90,3 @@ def load_run(run_dir: str, overrides: dict = None):
     model = build_model(dataclasses.replace(cfg, teacher_pretrained=False), ds.in_channels, ds.num_classes)
     load_weights_into(model, path)
     return cfg, model.eval(), ds, path
-
-
-def rng_state(generator: torch.Generator) -> dict:
-    """Every random stream a run draws from, for checkpoint.pt."""
-    state = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generator: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    generator.set_state(state["generator"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -39,6 +39,12 @@ def kd_gain(summary: dict, ce_controls: dict):
     return None if control is None else summary["best_test_acc"] - control
 
 
+def selection_acc(summary) -> float:
+    """The accuracy a run's weights were selected on: validation where it has a val split, else test."""
+    val = summary.get("best_val_acc")
+    return val if val is not None else summary.get("best_test_acc")
+
+
 def ce_controls(summaries: list) -> dict:
     """{(blocks, seed): best accuracy} of the complete CE-control students among `summaries`."""
     return {(s.get("blocks"), s.get("seed")): s["best_test_acc"] for s in summaries
@@ -54,7 +60,8 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
         if s is None:  # missing, torn or foreign: the run is not complete, it has no row
             continue
         rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
-                                                       "status": s.get("status"), "error": s.get("error", "")})
+                                                       "status": s.get("status"), "error": s.get("error", ""),
+                                                       "hardware": s.get("hardware", "")})
     ce = ce_controls(rows)
     for r in rows:
         r["kd_gain"] = kd_gain(r, ce)
@@ -140,12 +147,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
 def results_text(out_dir: str, rows: list, cfg) -> tuple:
     """(results.csv text, results.md text) of `rows`."""
     teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
-    hw = ""
-    for r in rows:
-        s = read_json_object(os.path.join(out_dir, str(r["run_name"]), "summary.json"))
-        if r["status"] == "complete" and s is not None:
-            hw = s.get("hardware", "")
-            break
+    hw = next((r["hardware"] for r in rows if r["status"] == "complete"), "")
     selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
             f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "
@@ -157,10 +159,11 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
     return _csv_text(rows), "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n"
 
 
-def write_results(out_dir: str, rows: list, cfg) -> tuple:
-    """results.csv and results.md under out_dir (left untouched when already up to date); their paths."""
+def write_results(out_dir: str, texts: tuple) -> tuple:
+    """results.csv and results.md (`texts`, from results_text) under out_dir, left untouched when already
+    up to date; their paths."""
     csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
-    csv_text, md_text = results_text(out_dir, rows, cfg)
+    csv_text, md_text = texts
     atomic_update_text(csv_path, csv_text)
     atomic_update_text(md_path, md_text)
     return csv_path, md_path
