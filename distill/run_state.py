@@ -1,0 +1,209 @@
+"""One run's life: its model, method, optimizer and precision built from its config (resumed from
+checkpoint.pt when asked), each epoch recorded (history.json, best weights, checkpoint.pt), and the
+end summarized (model.safetensors, summary.json, training_summary.txt). train.py builds these and
+steps them, alone or several students together, through distill/engine.py."""
+import os
+import sys
+
+import torch
+
+from config import Config, config_to_dict, default_run_name
+from distill import build_distiller, distributed, graphs
+from distill.engine import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict
+from distill.runs import check_resumable, is_complete, model_label, remove_derived
+from models.cnn_model import count_params
+from models.teacher_arch import build_model
+from utils.atomic import atomic_write_json
+from utils.checkpoint import atomic_torch_save, load_checkpoint, load_weights_into, save_weights
+from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
+from utils.errors import UserError
+from utils.precision import setup_precision
+from utils.provenance import provenance
+from utils.reports import write_training_summary
+
+LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
+
+
+class RunState:
+    """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
+    when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
+
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=distributed.World()):
+        self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
+        self.name = default_run_name(cfg)
+        self.dir = os.path.join(cfg.out_dir, self.name)
+        self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
+        torch.manual_seed(cfg.seed)  # model init, then this run's own stream for dropout
+        self.model = build_model(cfg, ds.in_channels, ds.num_classes)
+        self.params = count_params(self.model)
+        self.model.to(device)
+        self.channels_last = cfg.channels_last and (device.type != "cpu" or channels_last_trainable(self.model))
+        if self.channels_last != cfg.channels_last:
+            print(f"{self.name}: training in NCHW, not channels_last: a strided 1x1 convolution with fewer than "
+                  f"{MIN_STRIDED_1X1_CHANNELS_LAST} input channels crashes oneDNN's channels_last backward on CPUs")
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        self.prec = setup_precision(cfg.precision, self.model, device)
+        if cfg.precision_note:
+            self.prec.description += f" ({cfg.precision_note})"
+        self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
+        self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
+        ddp = distributed.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
+        steps = max(1, len(ds.train) // cfg.batch_size)
+        capture, self.step_how = graphs.plan(cfg, device, cfg.precision, world.size)
+        optimizer = build_optimizer(cfg, self.distiller.learnable_parameters(),
+                                    **(graphs.optimizer_kwargs(cfg, device) if capture else {}))
+        if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
+            torch.manual_seed(cfg.seed + distributed.RANK_SEED_STRIDE * world.rank)
+        self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
+                               rng=RngStream(device), forward=ddp)
+        if capture:
+            graphs.capture(self.trainee)
+        elif cfg.compile:
+            self.model.compile()
+        if cfg.cuda_graphs:
+            print(f"{self.name}: {self.step_how}")
+        self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
+        self.generator_state = None  # the shared batch generator's state after the last finished epoch
+        self.failure = None  # the error that ended this run early, when it trained in a group
+        self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
+        if cfg.resume and os.path.isfile(self.ckpt_path):
+            self._resume()
+
+    def _resume(self) -> None:
+        check_resumable(self.cfg, self.dir)
+        ck = load_checkpoint(self.ckpt_path)
+        t = self.trainee
+        self.distiller.load_trainable_state(ck.get("trainable") or {"student": ck["model"]})  # older checkpoints
+        t.optimizer.load_state_dict(ck["optimizer"])
+        t.scheduler.load_state_dict(ck["scheduler"])
+        if self.prec.scaler is not None and ck.get("scaler"):
+            self.prec.scaler.load_state_dict(ck["scaler"])
+        ranks = ck["rng"].get("ranks") or [ck["rng"]]  # every rank's stream, when it ran under torchrun
+        if self.world.rank < len(ranks):  # a rank the interrupted run did not have keeps a fresh stream
+            t.rng.load_state(ranks[self.world.rank])
+        self.generator_state = ck["rng"]["generator"]
+        self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
+        self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
+        print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
+
+    def begin(self, source, n_train: int, n_test: int) -> None:
+        if self.world.main:
+            os.makedirs(self.dir, exist_ok=True)
+            atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+        if source is not None and self.distiller.uses_teacher:
+            self.teacher_info["teacher_logits"] = source.how
+        t = self.teacher_info
+        print(f"{self.name}: {model_label(self.cfg)}, {self.params:,} params, {self.prec.description}, "
+              f"{n_train} train / {n_test} test images from {self.ds.source}"
+              + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
+                 if t else ""))
+        if self.world.main and not self.cfg.resume:
+            if is_complete(self.dir):
+                print(f"{self.name}: replacing the finished run (--overwrite=True)")
+            elif os.path.isfile(self.ckpt_path):
+                print(f"{self.name}: starting over; the interrupted run's checkpoint.pt is replaced "
+                      f"(--resume=True would continue it)")
+            # summary.json marks a complete run: a fresh start is not one yet; reports of the old weights go too
+            remove_derived(self.dir)
+
+    def active(self, epoch: int) -> bool:
+        return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
+                and self.failure is None)
+
+    def evaluate(self, split) -> tuple:
+        return evaluate_logits(predict(self.model, split, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
+                                       self.channels_last, self.prec.autocast), split.labels)
+
+    def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
+        """Record the epoch: history.json, the best weights so far, checkpoint.pt. With a validation split
+        the epoch is judged on it alone; the test split is evaluated at the end (finish), not here."""
+        cfg, main = self.cfg, self.world.main
+        distributed.sync_buffers(self.model)  # every rank evaluates, and stops early on, rank 0's model
+        row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "lr": lr,
+               "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
+        row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
+        judge = "val" if val is not None else "test"
+        # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
+        row[f"{judge}_loss"], row[f"{judge}_acc"] = distributed.gather(self.evaluate(val if val is not None else test))[0]
+        reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
+        if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
+            self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
+                                 f"{epoch + 1} (x{stats.loss / reference:.0e}); --lr={cfg.lr:g} is probably too high")
+            print(f"warning: {self.name}: {self.warnings[-1]}", file=sys.stderr, flush=True)
+        self.history.append(row)
+        self.elapsed += stats.seconds
+        if self.stopper.update(row[f"{judge}_acc"], epoch) and main:
+            save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
+        print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
+              f"{judge} {row[f'{judge}_acc']:.2f}%  lr {lr:.2e}  {stats.seconds:.1f}s  "
+              f"({row['images_per_second']:.0f} img/s)", flush=True)
+        t = self.trainee
+        rngs = distributed.gather(t.rng.state())
+        if not main:
+            return
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+        atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
+                           "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+                           "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
+                           "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
+                           "rng": {**t.rng.state(), "generator": generator.get_state(),
+                                   **({"ranks": rngs} if len(rngs) > 1 else {})},
+                           "elapsed_seconds": self.elapsed}, self.ckpt_path)
+        if self.stopper.should_stop and epoch + 1 < cfg.epochs:
+            print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
+
+    def test_selected_and_last(self, test) -> None:
+        """With a validation split: the test accuracy of the selected epoch's weights (best_model) and of
+        the last epoch's, written into those two rows of history.json."""
+        best, last = self.history[self.stopper.best_epoch], self.history[-1]
+        if "test_acc" in best and "test_acc" in last:
+            return  # selected on test: every row has it
+        last["test_loss"], last["test_acc"] = self.evaluate(test)
+        if best is not last:
+            final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
+            best["test_loss"], best["test_acc"] = self.evaluate(test)
+            self.model.load_state_dict(final)
+        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+
+    def finish(self, test, n_train: int, n_val: int) -> dict:
+        cfg, ds, history = self.cfg, self.ds, self.history
+        if not history:
+            raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
+        if not self.world.main:  # rank 0 alone tests, writes and reports the run
+            return {"run_name": self.name, "rank": self.world.rank}
+        self.test_selected_and_last(test)
+        n_test = len(test)
+        model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
+                                   {"epoch": history[-1]["epoch"]})
+        best = history[self.stopper.best_epoch]
+        secs = sorted(r["epoch_seconds"] for r in history)
+        summary = {
+            "status": "complete", "run_name": self.name, "role": cfg.role, "dataset": cfg.dataset,
+            "model": model_label(cfg), "arch": cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}",
+            "blocks": cfg.blocks if cfg.role == "student" else None,
+            "fc_layers": list(getattr(self.model, "fc_layers", ()) or []), "params": self.params,
+            "model_bytes": model_bytes, "image_size": ds.image_size, "in_channels": ds.in_channels,
+            "num_classes": ds.num_classes, "classes": list(ds.classes), "train_images": n_train,
+            "val_images": n_val, "test_images": n_test, "data_source": ds.source, "precision": cfg.precision,
+            "precision_description": self.prec.description, "device": str(self.device),
+            "hardware": hardware_name(self.device), "method": self.distiller.name,
+            "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not
+            "effective_batch_size": cfg.batch_size, "world_size": self.world.size,
+            "batch_per_rank": cfg.batch_size // self.world.size, "data_parallel": self.world.describe(cfg.sync_bn),
+            "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs, "steps": self.step_how,
+            "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
+            "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
+            "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
+            "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
+            "seconds_per_epoch": secs[len(secs) // 2],
+            "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
+            "teacher_logits": None, **self.teacher_info, "warnings": self.warnings, "provenance": provenance(),
+        }
+        write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
+        atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
+        print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
+              f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
+        return summary
