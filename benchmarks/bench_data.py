@@ -19,7 +19,8 @@ from PIL import Image
 
 from config import config_to_dict, make_config
 from data import folders
-from data.dataset import FASHION_CLASSES, _find_fashion, stratified_subset
+from data.dataset import stratified_subset
+from data.sources import FASHION_CLASSES, find_fashion
 from models.teacher_arch import build_teacher
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
@@ -80,7 +81,7 @@ def make_fashion_pngs(root: Path, n_train: int, n_test: int, size: int, seed: in
     """The project's stratified subset of the real Fashion-MNIST, written as PNG files for the reference."""
     from benchmarks.reference_loop import write_png_tree
 
-    files = _find_fashion(root / "fashion-data")  # an empty data_dir: the system copy is found
+    files = find_fashion(root / "fashion-data")  # an empty data_dir: the system copy is found
     if files is None:
         raise SystemExit("Fashion-MNIST idx files not found (apt-get install dataset-fashion-mnist)")
     for split, n in (("train", n_train), ("test", n_test)):

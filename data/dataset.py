@@ -1,6 +1,6 @@
 """Datasets -> uint8 tensor cache -> tensors on any device.
 
-Each dataset is decoded once into uint8 [N, C, H, W] tensors saved as
+Each dataset (found and decoded by data/sources.py) is decoded once into uint8 [N, C, H, W] tensors saved as
 <data_dir>/cache/<dataset>-<size>px.safetensors (no pickle: the class names, the
 source fingerprint and the train mean/std live in the safetensors metadata).
 The cache is rebuilt when a source file's path, size or mtime changes; the image
@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from data import folders
 from data.folders import DataError
+from data.sources import CIFAR, Source, cifar_source, fashion_source, folder_source
 from utils.atomic import atomic_write_to
 
 __all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", "split_train_val",
@@ -33,13 +30,6 @@ __all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", 
 
 NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64}
 CACHE_FORMAT = "kd-uint8-cache-1"  # bump when the cache layout changes: old files are rebuilt
-FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
-                 "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-FASHION_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian: dataset-fashion-mnist
-DOWNLOAD_SOCKET_TIMEOUT_S = 15   # per connection attempt: offline machines fail fast
-DOWNLOAD_DEADLINE_S = 300        # whole download, so a stalled mirror can never hang a run
 
 
 @dataclass(frozen=True)
@@ -83,15 +73,6 @@ class Dataset:
         return len(self.classes)
 
 
-@dataclass(frozen=True)
-class _Source:
-    """Files found on disk, and how to decode them into tensors + metadata."""
-    root: Path
-    files: list[Path]
-    desc: str
-    build: Callable[[int, int], tuple[dict[str, torch.Tensor], dict[str, str]]]  # (size, workers)
-
-
 # ----------------------------------------------------------------------------- cache
 
 def fingerprint(root: Path, files: list[Path]) -> str:
@@ -124,7 +105,7 @@ def _write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, s
               file=sys.stderr)
 
 
-def _cached(cache_file: Path, source: _Source, size: int, workers: int):
+def _cached(cache_file: Path, source: Source, size: int, workers: int):
     want = {"format": CACHE_FORMAT, "fingerprint": fingerprint(source.root, source.files),
             "image_size": str(size)}
     hit = _read_cache(cache_file, want)
@@ -134,170 +115,6 @@ def _cached(cache_file: Path, source: _Source, size: int, workers: int):
     meta = {**meta, **want, "source": source.desc}
     _write_cache(cache_file, tensors, meta)
     return tensors, meta
-
-
-def _labelled(train_x, train_y, test_x, test_y, classes) -> tuple[dict, dict]:
-    """Tensors + metadata of a labelled dataset; mean/std are computed here, once per cache."""
-    # exact, from a 256-bin histogram per channel: no float copy of the whole split
-    values = torch.arange(256, dtype=torch.float64)
-    hist = torch.stack([torch.bincount(train_x[:, ch].reshape(-1), minlength=256).double()
-                        for ch in range(train_x.shape[1])])
-    n = hist.sum(1)
-    mean = (hist * values).sum(1) / n
-    std = ((hist * values ** 2).sum(1) / n - mean ** 2).clamp_min(0).sqrt()
-    tensors = {"train_images": train_x, "train_labels": train_y, "test_images": test_x, "test_labels": test_y}
-    meta = {"classes": json.dumps(list(classes)),
-            "mean": json.dumps((mean / 255).tolist()), "std": json.dumps((std / 255).tolist())}
-    return tensors, meta
-
-
-def resize_uint8(x: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 NCHW -> uint8 N x C x size x size, bilinear with antialias (torch's uint8 kernel:
-    several times faster than going through float, and within 1 level of it)."""
-    if x.shape[-2:] == (size, size):
-        return x
-    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=torch.uint8)
-    for i in range(0, x.shape[0], 4096):
-        out[i:i + 4096] = F.interpolate(x[i:i + 4096], size=(size, size), mode="bilinear",
-                                        antialias=True, align_corners=False)
-    return out
-
-
-# ----------------------------------------------------------------------------- downloads
-
-def _torchvision_download(cls_name: str, data_dir: Path) -> str | None:
-    """Try torchvision's downloader; returns None on success, else a short reason."""
-    result: dict[str, BaseException] = {}
-
-    def go():
-        try:
-            import torchvision.datasets as tvd
-            getattr(tvd, cls_name)(root=str(data_dir), train=True, download=True)
-        except BaseException as e:  # noqa: BLE001 - reported as the reason below
-            result["error"] = e
-
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_SOCKET_TIMEOUT_S)
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        t = threading.Thread(target=go, daemon=True)
-        t.start()
-        t.join(DOWNLOAD_DEADLINE_S)
-    except OSError as e:
-        return str(e)
-    finally:
-        socket.setdefaulttimeout(old)
-    if t.is_alive():
-        return f"no answer within {DOWNLOAD_DEADLINE_S} s"
-    err = result.get("error")
-    return None if err is None else (str(err).splitlines() or [type(err).__name__])[0]
-
-
-# ----------------------------------------------------------------------------- fashion-mnist
-
-def _find_fashion(data_dir: Path) -> dict[str, Path] | None:
-    dirs = [data_dir, data_dir / "fashion-mnist", data_dir / "FashionMNIST" / "raw", *FASHION_SYSTEM_DIRS]
-    for d in dirs:
-        found = {}
-        for role, name in FASHION_FILES.items():
-            for cand in (d / name, d / f"{name}.gz"):
-                if cand.is_file():
-                    found[role] = cand
-                    break
-        if len(found) == len(FASHION_FILES):
-            return found
-    return None
-
-
-def _fashion_source(data_dir: Path) -> _Source:
-    files = _find_fashion(data_dir)
-    if files is None:
-        reason = _torchvision_download("FashionMNIST", data_dir)
-        files = _find_fashion(data_dir)
-        if files is None:
-            raise DataError(
-                f"Fashion-MNIST idx files not found in {data_dir}, {data_dir}/fashion-mnist, "
-                f"{data_dir}/FashionMNIST/raw or {FASHION_SYSTEM_DIRS[0]}, and the torchvision download failed "
-                f"({reason}); install them with `sudo apt-get install dataset-fashion-mnist` or run once online")
-    root = files["train_images"].parent
-    kind = "idx.gz" if files["train_images"].suffix == ".gz" else "idx"
-
-    def build(size, workers):
-        arrays = {role: torch.from_numpy(folders.read_idx(p).copy()) for role, p in files.items()}
-        for split in ("train", "test"):
-            x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-            if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
-                raise DataError(f"{files[f'{split}_images']} and its labels file do not match "
-                                f"({tuple(x.shape)} vs {tuple(y.shape)}); fetch both again")
-        return _labelled(resize_uint8(arrays["train_images"].unsqueeze(1), size), arrays["train_labels"].long(),
-                         resize_uint8(arrays["test_images"].unsqueeze(1), size), arrays["test_labels"].long(),
-                         FASHION_CLASSES)
-
-    return _Source(root, list(files.values()), f"{root} ({kind})", build)
-
-
-# ----------------------------------------------------------------------------- cifar
-
-CIFAR = {  # name: (folder, torchvision class, train files, test files, meta file, label key, names key)
-    "cifar10": ("cifar-10-batches-py", "CIFAR10", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "batches.meta", b"labels", b"label_names"),
-    "cifar100": ("cifar-100-python", "CIFAR100", ["train"], ["test"], "meta", b"fine_labels", b"fine_label_names"),
-}
-
-
-def _cifar_source(name: str, data_dir: Path) -> _Source:
-    folder, tv_cls, train_files, test_files, meta_file, label_key, names_key = CIFAR[name]
-    wanted = [*train_files, *test_files, meta_file]
-
-    def find():
-        for d in (data_dir / folder, data_dir):
-            if all((d / f).is_file() for f in wanted):
-                return d
-        return None
-
-    root = find()
-    if root is None:
-        reason = _torchvision_download(tv_cls, data_dir)
-        root = find()
-        if root is None:
-            raise DataError(f"{name} batch files not found in {data_dir / folder} and the torchvision download "
-                            f"failed ({reason}); run once online, or unpack the python-version archive "
-                            f"from https://www.cs.toronto.edu/~kriz/cifar.html into {data_dir}")
-
-    def read(files):
-        xs, ys = [], []
-        for f in files:
-            d = folders.unpickle_cifar(root / f)
-            if b"data" not in d or label_key not in d:
-                raise DataError(f"{root / f} lacks the data/labels entries; delete it and fetch it again")
-            xs.append(torch.from_numpy(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).copy()))
-            ys.append(torch.as_tensor(list(d[label_key]), dtype=torch.int64))
-        return torch.cat(xs), torch.cat(ys)
-
-    def build(size, workers):
-        names = folders.unpickle_cifar(root / meta_file)[names_key]
-        classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-        (tx, ty), (vx, vy) = read(train_files), read(test_files)
-        return _labelled(resize_uint8(tx, size), ty, resize_uint8(vx, size), vy, classes)
-
-    return _Source(root, [root / f for f in wanted], f"{root} (cifar python batches)", build)
-
-
-# ----------------------------------------------------------------------------- folders
-
-def _folder_source(kind: str, data_dir: Path) -> _Source:
-    root, train_dir, test_dir = (folders.intel_splits if kind == "intel" else folders.imagefolder_splits)(data_dir)
-    train_paths, train_labels, classes = folders.scan_split(train_dir)
-    test_paths, test_labels, _ = folders.scan_split(test_dir, classes)
-
-    def build(size, workers):
-        tx, ty, skipped = folders.decode_split(train_paths, train_labels, size, workers, f"decoding {train_dir.name}")
-        vx, vy, skipped2 = folders.decode_split(test_paths, test_labels, size, workers, f"decoding {test_dir.name}")
-        folders.warn_skipped(skipped + skipped2, root)
-        tx, ty, vx, vy = (torch.from_numpy(a) for a in (tx, ty, vx, vy))
-        return _labelled(tx, ty, vx, vy, classes)
-
-    return _Source(root, train_paths + test_paths, f"{root} (image folders)", build)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -327,11 +144,11 @@ def load_dataset(cfg) -> Dataset:
     data_dir = Path(cfg.data_dir).expanduser()
     name = cfg.dataset
     if name == "fashion-mnist":
-        source = _fashion_source(data_dir)
+        source = fashion_source(data_dir)
     elif name in CIFAR:
-        source = _cifar_source(name, data_dir)
+        source = cifar_source(name, data_dir)
     else:
-        source = _folder_source(name, data_dir)
+        source = folder_source(name, data_dir)
     t, meta = _cached(data_dir / "cache" / f"{name}-{size}px.safetensors", source, size, cfg.num_workers)
     train, val = split_train_val(Split(t["train_images"], t["train_labels"]), cfg.val_fraction, VAL_SEED)
     return Dataset(
@@ -363,7 +180,7 @@ def load_pred_images(cfg) -> tuple[torch.Tensor, list[str]]:
         names = [p.relative_to(pred_dir).as_posix() for p, k in zip(paths, keep) if k]
         return {"images": torch.from_numpy(x)}, {"paths": json.dumps(names)}
 
-    source = _Source(pred_dir, paths, f"{pred_dir} (image folder)", build)
+    source = Source(pred_dir, paths, f"{pred_dir} (image folder)", build)
     t, meta = _cached(data_dir / "cache" / f"intel-pred-{size}px.safetensors", source, size, cfg.num_workers)
     return t["images"], json.loads(meta["paths"])
 

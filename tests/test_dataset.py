@@ -10,8 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from data import dataset as ds
-from data import folders
+from data import folders, sources
 from data.dataset import DataError, load_dataset, load_pred_images, stratified_subset
 from data.transforms import augment_batch, normalize
 from tests.fixtures import (INTEL_CLASSES, ODD_CORRUPT, ODD_VALID, cifar_pattern, class_image, fashion_pattern,
@@ -31,7 +30,7 @@ def cfg(**kw):
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     """Tests never reach the network: the torchvision fallback reports failure at once."""
-    monkeypatch.setattr(ds, "_torchvision_download", lambda cls, data_dir: "offline in tests")
+    monkeypatch.setattr(sources, "_torchvision_download", lambda cls, data_dir: "offline in tests")
 
 
 def count_calls(monkeypatch, module, name):
@@ -127,7 +126,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
 
 
 def test_fashion_missing_says_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(ds, "FASHION_SYSTEM_DIRS", (tmp_path / "nowhere",))
+    monkeypatch.setattr(sources, "FASHION_SYSTEM_DIRS", (tmp_path / "nowhere",))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as e:
         load_dataset(cfg(data_dir=str(tmp_path / "empty")))
     assert str(tmp_path / "empty") in str(e.value) and "\n" not in str(e.value)
