@@ -170,12 +170,11 @@ CHOICES = {
     "launcher": ("local", "ray"),
 }
 POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds", "workers",
-            "cpus_per_task", "lr_step_epochs", "calib_samples", "deploy_repeats"}
+            "cpus_per_task", "lr_step_epochs", "calib_samples", "deploy_repeats", "fm_temperature", "at_p"}
 NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience", "seed",
                 "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
                 "weight_decay", "alpha", "kd_weight", "dkd_alpha", "dkd_beta", "fitnet_weight", "at_weight",
                 "mixup", "fm_mixup", "warmup_epochs", "gpus_per_run", "runs_per_task"}
-POSITIVE |= {"fm_temperature", "at_p"}
 UNIT_INTERVAL = {"random_erasing", "dkd_warmup"}  # in [0, 1]
 # Ranges beyond the sign: field -> (test, the range as the message states it). Every float field must
 # also be finite (no nan, no inf); all of it is checked when a Config is built, before any data loads.
