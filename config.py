@@ -23,10 +23,11 @@ from utils.errors import HelpRequested, UserError
 DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
 TORCHVISION_TEACHERS = ("resnet18", "resnet50", "efficientnet_b0")  # ImageNet-style backbones
+RUN_NAME = re.compile(r"[A-Za-z0-9._+-]+")  # what a run directory's name may hold
 WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, depth 6n+4 (wrn16_4, wrn28_10)
 TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS)
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
-METHODS = ("ce", "kd", "dkd", "fitnet", "at", "fm")
+METHODS = ("ce", "kd", "dkd", "fitnet", "at", "fm", "pl")
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
 
@@ -56,6 +57,7 @@ class Config:
     image_size: int = _train(0)  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
     max_train_samples: int = _train(0)  # images; 0 = all. A class-stratified, seeded subset otherwise
     max_test_samples: int = _eval(0)  # images; 0 = all
+    unlabeled_samples: int = _train(0)  # a transfer set: further train images whose labels the student never sees, only the teacher's outputs on them; 0 = none
     val_fraction: float = _train(0.0)  # share of the whole train split held out (fixed, seed-independent) to select the epoch; 0 = select on test (the original)
     augment: str = _train("crop+flip")  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
     random_erasing: float = _train(0.0)  # probability of erasing a random rectangle per image (Zhong et al. 2020 use 0.5)
@@ -72,7 +74,7 @@ class Config:
     teacher_weights: str = _train("")  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
     teacher_checkpoint: str = _train("")  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
     # --- distillation ---
-    method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching)
+    method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching) | pl (CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control)
     temperature: float = _train(4.0, ("kd", "dkd"))  # softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)
     alpha: float = _train(0.1, ("kd",))  # kd: weight of the cross-entropy term (mdistiller's CE_WEIGHT 0.1; the old default here was 0.5)
     kd_weight: float = _train(0.9, ("kd",))  # kd: weight of the T^2-scaled KL term (mdistiller's KD_WEIGHT 0.9)
@@ -126,7 +128,8 @@ class Config:
     sweep_blocks: tuple = _sweep((4, 6, 8, 10))  # student depths in the sweep
     sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"))  # precisions of the distilled students
     sweep_methods: tuple = _sweep(("kd",))  # distillation methods; a ce control per depth is always added
-    seeds: int = _sweep(1)  # seeds 0..seeds-1 per grid point
+    seeds: int = _sweep(1)  # seeds first_seed..first_seed+seeds-1 per grid point
+    first_seed: int = _sweep(0)  # the sweep's first seed (choose settings on seeds the reported table does not use, e.g. 100)
     workers: int = _sweep(1)  # groups of students trained at once, each in its own process (1 = one after another)
     launcher: str = _sweep("local")  # local: this machine (--workers processes) | ray: Ray tasks on a local Ray or a cluster
     ray_address: str = _sweep("")  # an existing Ray cluster (host:port); "" = $RAY_ADDRESS if set, else a local Ray started for the sweep
@@ -153,7 +156,27 @@ class Config:
             object.__setattr__(self, "dkd_beta_per_depth", tuple(tuple(p) for p in self.dkd_beta_per_depth))
         if self.role == "student" and self.method == "dkd" and self.mixup > 0:
             raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
+        if self.unlabeled_samples:
+            self._check_transfer_set()
 
+    def _check_transfer_set(self):
+        """Unlabeled images reach a student only through a teacher's outputs: a method without a teacher,
+        a teacher run, or a batch mixup that would blend in their (absent) labels cannot take them."""
+        flag = f"--unlabeled_samples={self.unlabeled_samples}"
+        if self.role == "teacher":
+            raise UserError(f"{flag}: a teacher trains on labeled images only; unlabeled images are for students")
+        if self.method in NO_TEACHER_METHODS:
+            raise UserError(f"{flag}: --method={self.method} has no teacher, and unlabeled images are seen only "
+                            f"through the teacher's outputs; use kd, dkd, fm or pl (pseudo-labels)")
+        if self.mixup > 0:
+            raise UserError(f"{flag} with --mixup={self.mixup}: mixup blends labels, and unlabeled images have "
+                            f"none (fm's own mixup, --fm_mixup, needs no labels)")
+        if not self.max_train_samples:
+            raise UserError(f"{flag}: needs --max_train_samples, the labeled images; the unlabeled ones are "
+                            f"taken from the rest of the training split")
+
+
+NO_TEACHER_METHODS = ("ce",)  # methods that train without a teacher (distill.DISTILLERS' uses_teacher False)
 
 CHOICES = {
     "dataset": DATASETS,
@@ -171,7 +194,7 @@ CHOICES = {
 }
 POSITIVE = {"blocks", "width", "teacher_width", "epochs", "batch_size", "eval_batch_size", "seeds", "workers",
             "cpus_per_task", "lr_step_epochs", "calib_samples", "deploy_repeats", "fm_temperature", "at_p"}
-NON_NEGATIVE = {"image_size", "max_train_samples", "max_test_samples", "num_workers", "patience", "seed",
+NON_NEGATIVE = {"image_size", "max_train_samples", "unlabeled_samples", "first_seed", "max_test_samples", "num_workers", "patience", "seed",
                 "deploy_threads", "teacher_epochs", "teacher_train_samples", "momentum",
                 "weight_decay", "alpha", "kd_weight", "dkd_alpha", "dkd_beta", "fitnet_weight", "at_weight",
                 "mixup", "fm_mixup", "warmup_epochs", "gpus_per_run", "runs_per_task"}
@@ -185,6 +208,13 @@ RANGES = {
     "momentum": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "val_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "max_train_samples": (lambda v: v == 0 or v >= 2, "0 (all) or at least 2 (BatchNorm needs two images a batch)"),
+    "blocks": (lambda v: 1 <= v <= 64, "in 1..64"),
+    "width": (lambda v: 1 <= v <= 4096, "in 1..4096 (channels after the stem)"),
+    "fitnet_stage": (lambda v: v >= -1, "-1 (the middle stage) or a stage index from 0"),
+    # a run directory is out_dir/run_name: a name that is a path would put a run, and its fresh start's
+    # deletions, outside out_dir
+    "run_name": (lambda v: v == "" or (RUN_NAME.fullmatch(v) is not None and v not in (".", "..")),
+                 "a plain folder name (letters, digits, . _ - +), not a path; \"\" = derived"),
 }
 
 # Named recipes from the literature: `--recipe=<name>` applies one after the preset and before the other
@@ -394,10 +424,19 @@ def config_to_dict(cfg: Config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()}
 
 
-def config_from_dict(d: dict) -> Config:
-    """Rebuild a Config from config.json; fields this version does not know are ignored."""
+def config_from_dict(d: dict, source: str = "") -> Config:
+    """Rebuild a Config from config.json (`source`, named in errors); fields this version does not know
+    are ignored. A file that is no object, or a value of the wrong type or range, is one line naming the
+    file and the field: the file's fault, not a flag's."""
+    where = source or "config.json"
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: not a JSON object of config fields (found {type(d).__name__})")
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+    try:
+        return Config(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+    except UserError as e:
+        text = str(e)
+        raise UserError(f"{where}: field {text[2:] if text.startswith('--') else text}") from None
 
 
 def teacher_run_name(cfg: Config) -> str:
@@ -410,4 +449,5 @@ def default_run_name(cfg: Config) -> str:
         return cfg.run_name
     if cfg.role == "teacher":
         return teacher_run_name(cfg)
-    return f"{cfg.dataset}_res{cfg.blocks}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}_s{cfg.seed}"
+    unlabeled = f"_u{cfg.unlabeled_samples}" if cfg.unlabeled_samples else ""
+    return f"{cfg.dataset}_res{cfg.blocks}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}_s{cfg.seed}"

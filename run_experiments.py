@@ -34,7 +34,7 @@ from utils.atomic import atomic_write_json
 from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
-from utils.lock import RunLocked
+from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results
 
 
@@ -43,12 +43,13 @@ def teacher_config(base: Config) -> Config:
     recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
     cfg = dataclasses.replace(base, **recipe)
     return dataclasses.replace(cfg, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
-                               resume=True, optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
+                               unlabeled_samples=0, resume=True, optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
                                max_train_samples=base.teacher_train_samples or base.max_train_samples)
 
 
 def student_config(base: Config, blocks: int, precision: str, method: str, seed: int) -> Config:
+    """One student of the grid. The CE control never takes the transfer set (it has no teacher to label it)."""
     # fp8 runs keep optimizer state in 8 bits too (bitsandbytes Adam8bit), as the original repo intended
     opt = "adam8bit" if precision == "fp8" and base.optimizer == "adam" else base.optimizer
     note = ""
@@ -56,14 +57,15 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
         precision, note = "bf16", "in place of fp16 (fp16 autocast on this CPU trains ~100x slower)"
     return dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
                                seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                               precision_note=note)
+                               precision_note=note, unlabeled_samples=0 if method == "ce" else base.unlabeled_samples)
 
 
 def grid(base: Config) -> list:
-    """Every run of the sweep in order: the teacher first, then per depth and seed the CE control and the students."""
-    runs = [teacher_config(base)]
+    """Every run of the sweep in order: the teacher first (none when --teacher_checkpoint names a trained one,
+    e.g. a released teacher under teachers/), then per depth and seed the CE control and the students."""
+    runs = [] if base.teacher_checkpoint else [teacher_config(base)]
     for blocks in base.sweep_blocks:
-        for seed in range(base.seeds):
+        for seed in range(base.first_seed, base.first_seed + base.seeds):
             runs.append(student_config(base, blocks, "fp32", "ce", seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
@@ -85,21 +87,25 @@ def record_failure(cfg: Config, err: BaseException) -> str:
     return message
 
 
-def _status(cfg: Config, result) -> str:
+def _unexpected(err: BaseException) -> bool:
+    return not isinstance(err, (UserError, torch.OutOfMemoryError)) and "out of memory" not in str(err).lower()
+
+
+def _status(cfg: Config, result, explain: bool = True) -> str:
     if not isinstance(result, BaseException):
         return "done"
     if isinstance(result, RunLocked):
         return f"skipped: {result}"
-    if isinstance(result, RuntimeError) and not isinstance(result, torch.OutOfMemoryError) \
-            and "out of memory" not in str(result).lower():
+    if explain and _unexpected(result):
         traceback.print_exception(result)  # unexpected: the whole story belongs in the log
     return "failed: " + record_failure(cfg, result)
 
 
 def _train(cfgs: list) -> list:
+    """train.train_runs, where whatever the group raises is each of its runs' failure, never the sweep's end."""
     try:
         return train.train_runs(cfgs)
-    except (UserError, torch.OutOfMemoryError, RuntimeError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 (KeyboardInterrupt and SystemExit still stop the sweep)
         return [e] * len(cfgs)
 
 
@@ -160,9 +166,13 @@ def launcher(base: Config):
 
 
 def _statuses(cfgs: list, result) -> list:
+    """Each run's status; an error that ended a whole chunk (a --workers process, a Ray task) is told
+    once, in full when unexpected, then one line per run."""
     if not isinstance(result, BaseException):
         return result
-    return ["done" if is_complete(run_dir_of(c)) else _status(c, result) for c in cfgs]
+    if _unexpected(result):
+        traceback.print_exception(result)
+    return ["done" if is_complete(run_dir_of(c)) else _status(c, result, explain=False) for c in cfgs]
 
 
 def deploy_finished(base: Config, runs: list) -> None:
@@ -215,17 +225,19 @@ def main(base: Config) -> int:
             skipped.append(name)
         tqdm.write(f"[{done}/{len(runs)}] {name}: {status}")
 
-    teacher, students = runs[0], runs[1:]
-    bar.set_postfix_str(default_run_name(teacher))
+    teachers = [c for c in runs if c.role == "teacher"]
+    students = [c for c in runs if c.role == "student"]
     stopped = False
     with launcher(base) as run_groups:
-        for group, result in run_groups([[teacher]]):  # first: the students learn from it
-            status = _statuses(group, result)[0]
-            report(teacher, status)
-            stopped = status.startswith(("failed", "skipped: "))
-        if stopped:
-            tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
-            students = []
+        for teacher in teachers:  # first: the students learn from it
+            bar.set_postfix_str(default_run_name(teacher))
+            for group, result in run_groups([[teacher]]):
+                status = _statuses(group, result)[0]
+                report(teacher, status)
+                stopped = status.startswith(("failed", "skipped: "))
+            if stopped:
+                tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
+                students = []
         bar.set_postfix_str("students")
         for group, result in run_groups(student_groups(students)):
             for cfg, st in zip(group, _statuses(group, result)):
@@ -237,19 +249,21 @@ def main(base: Config) -> int:
         evaluate_best_student(runs)
     except UserError as e:  # e.g. a read-only out_dir: the table still comes, and the exit code says so
         unsaved.append(str(e))
-    # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table
+    # every run under out_dir, not only this grid's: a narrower rerun never shrinks the table; under the
+    # out_dir's table lock, so a second sweep's table comes after this one's, from every run finished by then
     grid_dirs = [run_dir_of(c) for c in runs]
-    others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
-                    if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
-    rows = collect_results(base.out_dir, grid_dirs + others)
-    texts = results_text(base.out_dir, rows, base)
-    print(texts[1])
-    try:
-        csv_path, md_path = write_results(base.out_dir, texts)
-        print(f"results: {csv_path}, {md_path}")
-    except OSError as e:
-        unsaved.insert(0, str(cannot_write(e, base.out_dir, "the table above is not saved; pass a writable "
-                                                             "--out_dir to keep it")))
+    with table_lock(base.out_dir):
+        others = sorted(os.path.join(base.out_dir, d) for d in os.listdir(base.out_dir)
+                        if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
+        rows = collect_results(base.out_dir, grid_dirs + others)
+        texts = results_text(base.out_dir, rows, base)
+        print(texts[1])
+        try:
+            csv_path, md_path = write_results(base.out_dir, texts)
+            print(f"results: {csv_path}, {md_path}")
+        except OSError as e:
+            unsaved.insert(0, str(cannot_write(e, base.out_dir, "the table above is not saved; pass a writable "
+                                                                 "--out_dir to keep it")))
     if skipped:
         print(f"{len(skipped)} run(s) skipped, in use by another process: {', '.join(skipped)}; rerun the sweep "
               f"when they finish to see them in the table", file=sys.stderr)

@@ -33,13 +33,14 @@ from data.sampler import BatchSampler
 from distill import distributed, needs_teacher
 from distill.engine import evaluate_logits, predict, train_epochs_together
 from distill.run_state import RunState
-from distill.runs import is_complete, read_summary, run_dir_of
+from distill.runs import is_complete, read_summary, restore_history, run_dir_of
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
 
 # what students must share to train on the same batches (the sweep groups by these)
-GROUP_FIELDS = ("dataset", "data_dir", "image_size", "max_train_samples", "max_test_samples", "val_fraction",
+GROUP_FIELDS = ("dataset", "data_dir", "image_size", "max_train_samples", "unlabeled_samples", "max_test_samples",
+                "val_fraction",
                 "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
                 "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size")
 
@@ -114,6 +115,7 @@ def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> No
         run_dir = run_dir_of(cfg)
         if cfg.resume and is_complete(run_dir):
             print(f"{default_run_name(cfg)}: already complete, nothing to resume")
+            restore_history(run_dir)
             summaries[i] = read_summary(run_dir)
             continue
         try:

@@ -91,7 +91,7 @@ def run_original(base, students: list, trees: dict, teacher_dir: Path) -> dict:
         student = build_student(cfg, data.channels, len(data.classes))
         teacher = None
         if cfg.method != "ce":
-            teacher = build_teacher(dataclasses.replace(base, role="teacher"), data.channels, len(data.classes))
+            teacher = build_teacher(dataclasses.replace(base, role="teacher", unlabeled_samples=0), data.channels, len(data.classes))
             load_weights_into(teacher, teacher_dir / "best_model.safetensors", "the sweep's teacher")
         r = run_reference(student, teacher, data.train_root, data.test_root, size=28, mean=mean, std=std,
                           mode=data.mode, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,

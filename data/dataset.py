@@ -47,18 +47,25 @@ class Split:
 
 
 VAL_SEED = 12345  # the validation hold-out is the same images for every run of a dataset, teacher included
+UNLABELED = -1  # the label of a transfer-set image: its true label never leaves load_dataset
+UNLABELED_SEED = 7919  # mixed with the run's seed: which of the images left over are the transfer set
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    train: Split  # the training images of this run (max_train_samples of what val leaves)
+    train: Split  # the training images of this run (max_train_samples of what val leaves), then any unlabeled ones
     test: Split
     val: Optional[Split]  # val_fraction of the whole train split, never trained on; None when val_fraction=0
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # per channel, train images scaled to [0, 1], whole train cache
     std: tuple[float, ...]
     source: str              # where the files were found, for summaries
+    unlabeled: int = 0       # the last `unlabeled` images of train are the transfer set, labeled UNLABELED
+
+    @property
+    def labeled(self) -> int:
+        return len(self.train) - self.unlabeled
 
     @property
     def in_channels(self) -> int:
@@ -83,7 +90,32 @@ def fingerprint(root: Path, files: list[Path]) -> str:
     return h.hexdigest()[:32]
 
 
+def cache_defect(tensors: dict, meta: dict):
+    """Why decoded tensors cannot be what their metadata says (None when they can): every <split>_images
+    uint8 [N, C, S, S] at the metadata's image size, its <split>_labels int64 [N] within the classes."""
+    size = int(meta.get("image_size", 0))
+    try:
+        classes = len(json.loads(meta["classes"])) if "classes" in meta else None
+    except (ValueError, TypeError):
+        return "unreadable class names"
+    for key, x in tensors.items():
+        if not key.endswith("images"):
+            continue
+        if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[-2:]) != (size, size):
+            return f"{key} is {x.dtype} {tuple(x.shape)}, not uint8 [N, C, {size}, {size}]"
+        y = tensors.get(key[:-len("images")] + "labels")
+        if y is None:
+            continue
+        if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
+            return f"{key[:-6]}labels is {y.dtype} {tuple(y.shape)}, not int64 [{len(x)}]"
+        if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+            return f"{key[:-6]}labels outside 0..{(classes or 1) - 1}"
+    return None
+
+
 def _read_cache(path: Path, want: dict[str, str]):
+    """The cache's (tensors, metadata) when it is the one wanted and whole; else None (decoded again and
+    overwritten), with one line when the file was there but wrong inside."""
     if not path.is_file():
         return None
     try:
@@ -91,9 +123,14 @@ def _read_cache(path: Path, want: dict[str, str]):
             meta = f.metadata() or {}
         if any(meta.get(k) != v for k, v in want.items()):
             return None
-        return load_file(str(path)), meta
+        tensors = load_file(str(path))
     except Exception:  # truncated or foreign file: decode again and overwrite it
         return None
+    why = cache_defect(tensors, meta)
+    if why:
+        print(f"{path}: {why}; rebuilding", file=sys.stderr, flush=True)
+        return None
+    return tensors, meta
 
 
 def _write_cache(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> None:
@@ -128,18 +165,25 @@ def _image_size(cfg) -> int:
     return size
 
 
+def _subset_index(split: Split, n: int, seed: int) -> Optional[torch.Tensor]:
+    """The indices of the seeded, class-stratified subset of n images; None for the whole split."""
+    return None if n <= 0 or n >= len(split) else stratified_subset(split.labels, n, seed)
+
+
+def _take(split: Split, idx: Optional[torch.Tensor]) -> Split:
+    return split if idx is None else Split(split.images.index_select(0, idx), split.labels.index_select(0, idx))
+
+
 def _subset(split: Split, n: int, seed: int) -> Split:
-    if n <= 0 or n >= len(split):
-        return split
-    idx = stratified_subset(split.labels, n, seed)
-    return Split(split.images.index_select(0, idx), split.labels.index_select(0, idx))
+    return _take(split, _subset_index(split, n, seed))
 
 
 def load_dataset(cfg) -> Dataset:
     """Train/val/test uint8 tensors of cfg.dataset, from the cache (decoded and saved the first time).
     The validation hold-out is carved from the whole train split first, with a fixed seed, so it is the
     same for every run (a teacher never trains on a student's validation images); the run's training
-    subset (max_train_samples, seeded by cfg.seed) comes from what is left."""
+    subset (max_train_samples, seeded by cfg.seed) comes from what is left, and a transfer set
+    (unlabeled_samples, labels dropped here) from what the labeled subset leaves, appended after it."""
     size = _image_size(cfg)
     data_dir = Path(cfg.data_dir).expanduser()
     name = cfg.dataset
@@ -151,9 +195,14 @@ def load_dataset(cfg) -> Dataset:
         source = folder_source(name, data_dir)
     t, meta = _cached(data_dir / "cache" / f"{name}-{size}px.safetensors", source, size, cfg.num_workers)
     train, val = split_train_val(Split(t["train_images"], t["train_labels"]), cfg.val_fraction, VAL_SEED)
+    labeled_idx = _subset_index(train, cfg.max_train_samples, cfg.seed)
+    labeled = _take(train, labeled_idx)
+    unlabeled = transfer_set(train, labeled_idx, cfg.unlabeled_samples, cfg.seed) if cfg.unlabeled_samples else None
     return Dataset(
         name=name,
-        train=_subset(train, cfg.max_train_samples, cfg.seed),
+        train=labeled if unlabeled is None else Split(torch.cat([labeled.images, unlabeled.images]),
+                                                      torch.cat([labeled.labels, unlabeled.labels])),
+        unlabeled=0 if unlabeled is None else len(unlabeled),
         test=_subset(Split(t["test_images"], t["test_labels"]), cfg.max_test_samples, cfg.seed),
         val=val,
         classes=tuple(json.loads(meta["classes"])),
@@ -161,6 +210,24 @@ def load_dataset(cfg) -> Dataset:
         std=tuple(json.loads(meta["std"])),
         source=meta["source"],
     )
+
+
+def transfer_set(train: Split, labeled_idx: Optional[torch.Tensor], n: int, seed: int) -> Split:
+    """`n` images of `train` (what the validation hold-out leaves) outside the run's labeled images
+    `labeled_idx` (None: all of them), so outside val, test and the labeled subset, drawn uniformly with a
+    seeded generator, their labels replaced by UNLABELED: what the student knows of them comes from the
+    teacher alone."""
+    taken = torch.ones(len(train), dtype=torch.bool)
+    if labeled_idx is not None:
+        taken.zero_()
+        taken[labeled_idx] = True
+    rest = torch.nonzero(~taken).squeeze(1)
+    if n > len(rest):
+        raise DataError(f"--unlabeled_samples={n}: only {len(rest)} training images are left beside the "
+                        f"labeled ones (--max_train_samples) and the validation hold-out; ask for at most {len(rest)}")
+    pick = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(UNLABELED_SEED + seed))[:n]]
+    pick = pick.sort().values
+    return Split(train.images.index_select(0, pick), torch.full((n,), UNLABELED, dtype=torch.int64))
 
 
 def load_pred_images(cfg) -> tuple[torch.Tensor, list[str]]:

@@ -102,5 +102,6 @@ def mixup(x: torch.Tensor, y: torch.Tensor, num_classes: int, alpha: float, gene
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
     lam = float(np.random.default_rng(seed).beta(alpha, alpha))
     perm = torch.randperm(x.shape[0], generator=generator).to(x.device, non_blocking=True)
-    onehot = torch.nn.functional.one_hot(y, num_classes).float()
+    # an unlabeled image (label < 0, a transfer set's) has no target: a zero row, which no loss of it reads
+    onehot = torch.nn.functional.one_hot(y.clamp(min=0), num_classes).float() * (y >= 0).unsqueeze(1)
     return x.mul(lam).add_(x[perm], alpha=1.0 - lam), onehot.mul(lam).add_(onehot[perm], alpha=1.0 - lam)

@@ -7,6 +7,7 @@ from distill.dkd import DKD
 from distill.fitnet import FitNet
 from distill.fm import FunctionMatching
 from distill.kd import KD
+from distill.pl import PseudoLabels
 
 DISTILLERS = {
     "ce": CE,
@@ -15,6 +16,7 @@ DISTILLERS = {
     "fitnet": FitNet,
     "at": AttentionTransfer,
     "fm": FunctionMatching,
+    "pl": PseudoLabels,
 }
 
 

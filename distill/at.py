@@ -39,4 +39,4 @@ class AttentionTransfer(Distiller):
             logits = self.student(x)
         s_maps = [maps[n].float() for n in self.student_layers]
         t_maps = [teacher_out.features[n] for n in self.teacher_layers]
-        return logits, {"ce": F.cross_entropy(logits.float(), y), "at": self.weight * at_loss(s_maps, t_maps, self.p)}
+        return logits, {"ce": self.ce(logits.float(), y), "at": self.weight * at_loss(s_maps, t_maps, self.p)}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from config import method_hparams
@@ -21,6 +22,14 @@ class TeacherOut:
 
     logits: torch.Tensor
     features: Optional[dict] = None
+
+
+def labeled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the images with a label (>= 0); a transfer set's unlabeled images
+    (-1) add nothing, and a batch without a labeled image gives 0."""
+    labeled = targets >= 0
+    per_image = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
+    return (per_image * labeled).sum() / labeled.sum().clamp(min=1)
 
 
 class Distiller(nn.Module):
@@ -35,6 +44,8 @@ class Distiller(nn.Module):
         super().__init__()
         self.student = student
         self.mixup = cfg.mixup  # the Beta alpha of the batch mixup this method trains on (0 = none)
+        # a transfer set: the batch holds unlabeled images too (label -1), which no cross-entropy may read
+        self.transfer = cfg.role == "student" and cfg.unlabeled_samples > 0
         self._hparams = method_hparams(cfg, self.name)
 
     @property
@@ -49,6 +60,13 @@ class Distiller(nn.Module):
     def forward(self, x, y, teacher_out, epoch):
         """forward_train, for DistributedDataParallel, which calls the module it wraps (torchrun runs)."""
         return self.forward_train(x, y, teacher_out, epoch)
+
+    def ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy on the labels: the batch mean, or with a transfer set the mean over the batch's
+        labeled images alone (0 when it has none), so an unlabeled image's label never reaches a loss."""
+        if not self.transfer or targets.dim() > 1:  # (soft targets: mixup, which a transfer set refuses)
+            return F.cross_entropy(logits, targets)
+        return labeled_cross_entropy(logits, targets)
 
     def learnable_parameters(self) -> list:
         """The student's parameters and any adapter's: what the optimizer trains."""

@@ -1,11 +1,12 @@
 """The control: the student trained alone with cross-entropy, no teacher (also how a teacher is trained)."""
+
 import torch.nn.functional as F
 
 from distill.base import Distiller
 
 
-def ce_loss(student_logits, targets) -> dict:
-    return {"ce": F.cross_entropy(student_logits, targets)}
+def ce_loss(student_logits, targets, ce=F.cross_entropy) -> dict:
+    return {"ce": ce(student_logits, targets)}
 
 
 class CE(Distiller):
@@ -14,4 +15,4 @@ class CE(Distiller):
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
-        return logits, ce_loss(logits.float(), y)
+        return logits, ce_loss(logits.float(), y, self.ce)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.base import Distiller
+from distill.pl import pseudo_label_targets
 
 
 def _binary(p: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -47,5 +48,7 @@ class DKD(Distiller):
         s = logits.float()
         # linear warm-up of the DKD terms over the first dkd_warmup of the run (the paper: 20 of 240 epochs)
         warm = min(1.0, (epoch + 1) / self.warmup_epochs) if self.warmup_epochs > 0 else 1.0
-        terms = dkd_loss(s, teacher_out.logits, y, self.alpha, self.beta, self.temperature)
-        return logits, {"ce": F.cross_entropy(s, y), **{k: warm * v for k, v in terms.items()}}
+        # an unlabeled image (a transfer set's, label -1) splits target / non-target at the teacher's argmax
+        target = pseudo_label_targets(y, teacher_out.logits) if self.transfer else y
+        terms = dkd_loss(s, teacher_out.logits, target, self.alpha, self.beta, self.temperature)
+        return logits, {"ce": self.ce(s, y), **{k: warm * v for k, v in terms.items()}}

@@ -137,6 +137,7 @@ class _Meter:
     def __init__(self, device):
         self.loss = torch.zeros((), device=device)
         self.correct = torch.zeros((), device=device, dtype=torch.long)
+        self.labeled = torch.zeros((), device=device, dtype=torch.long)  # accuracy counts labeled images only
         self.terms, self.seen, self.seconds, self.error, self.first = {}, 0, 0.0, None, None
 
     def add(self, loss, logits, y, terms) -> None:
@@ -144,7 +145,8 @@ class _Meter:
         if self.first is None:
             self.first = loss.detach().float().clone()
         self.loss += loss.detach() * n
-        self.correct += (logits.detach().argmax(1) == y).sum()
+        self.correct += (logits.detach().argmax(1) == y).sum()  # an unlabeled image (-1) never matches
+        self.labeled += (y >= 0).sum()
         for k, v in terms.items():
             self.terms[k] = self.terms.get(k, 0.0) + v.detach() * n
         self.seen += n
@@ -154,10 +156,10 @@ class _Meter:
         names = list(self.terms)
         seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss.device)
         sums = distributed.all_sum(torch.stack([self.loss.double(), self.correct.double(), seen,
-                                                *(self.terms[k].double() for k in names)])).cpu()
-        loss, correct, seen = sums[0].item(), sums[1].item(), max(1.0, sums[2].item())
-        return EpochStats(loss / seen, 100.0 * correct / seen,
-                          {k: sums[3 + i].item() / seen for i, k in enumerate(names)}, seconds, self.error,
+                                                self.labeled.double(), *(self.terms[k].double() for k in names)])).cpu()
+        loss, correct, seen, labeled = sums[0].item(), sums[1].item(), max(1.0, sums[2].item()), max(1.0, sums[3].item())
+        return EpochStats(loss / seen, 100.0 * correct / labeled,
+                          {k: sums[4 + i].item() / seen for i, k in enumerate(names)}, seconds, self.error,
                           self.first.item() if self.first is not None else math.nan)
 
 
@@ -206,7 +208,8 @@ def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0,
         bar.update(1)
         if (step + 1) % every == 0 or step + 1 == sampler.steps:
             m = meters[0]
-            bar.set_postfix(loss=f"{m.loss.item() / m.seen:.4f}", acc=f"{100.0 * m.correct.item() / m.seen:.2f}%")
+            bar.set_postfix(loss=f"{m.loss.item() / m.seen:.4f}",
+                            acc=f"{100.0 * m.correct.item() / max(1, m.labeled.item()):.2f}%")
     bar.close()
     if device.type == "cuda":
         torch.cuda.synchronize(device)

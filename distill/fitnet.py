@@ -43,5 +43,5 @@ class FitNet(Distiller):
         with capture(self.student, [self.hint_from.name]) as maps:
             logits = self.student(x)
         adapted = self.adapter(maps[self.hint_from.name]).float()
-        return logits, {"ce": F.cross_entropy(logits.float(), y),
+        return logits, {"ce": self.ce(logits.float(), y),
                         "hint": self.weight * hint_loss(adapted, teacher_out.features[self.hint_to.name])}

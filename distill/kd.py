@@ -28,10 +28,11 @@ def soft_kl(student_logits, teacher_logits, temperature: float):
 
 
 def kd_loss(student_logits, teacher_logits, targets, temperature: float, alpha: float, kd_weight: float,
-            logit_std: bool = False) -> dict:
-    """alpha * CE + kd_weight * soft_kl. `targets`: class indices, or soft targets (mixup)."""
+            logit_std: bool = False, ce=F.cross_entropy) -> dict:
+    """alpha * CE + kd_weight * soft_kl. `targets`: class indices, or soft targets (mixup); `ce` the
+    cross-entropy to use (Distiller.ce skips a transfer set's unlabeled images)."""
     s, te = (standardize(student_logits), standardize(teacher_logits)) if logit_std else (student_logits, teacher_logits)
-    return {"ce": alpha * F.cross_entropy(student_logits, targets), "kd": kd_weight * soft_kl(s, te, temperature)}
+    return {"ce": alpha * ce(student_logits, targets), "kd": kd_weight * soft_kl(s, te, temperature)}
 
 
 class KD(Distiller):
@@ -45,4 +46,4 @@ class KD(Distiller):
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
         return logits, kd_loss(logits.float(), teacher_out.logits, y, self.temperature, self.alpha,
-                               self.kd_weight, self.logit_std)
+                               self.kd_weight, self.logit_std, self.ce)

@@ -21,6 +21,7 @@ import os
 import socket
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from config import config_to_dict, teacher_run_name
@@ -28,6 +29,7 @@ from distill import needs_teacher
 from distill.runs import RUN_WEIGHTS, is_complete, read_summary, run_dir_of
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.errors import UserError
+from utils.lock import RunLocked, run_lock
 from utils.reports import write_training_summary
 
 RETRIES = 2  # runs of a task again after its worker died; each resumes from the last checkpoint.pt it sees
@@ -42,6 +44,24 @@ SUMMARY_PATHS = ("teacher_run", "teacher_weights")  # summary.json fields that h
 def _is_local(address: str) -> bool:
     host = address.removeprefix("ray://").rsplit(":", 1)[0]
     return address in ("", "auto", "local") or host in ("localhost", "127.0.0.1", socket.gethostname())
+
+
+REACH_SECONDS = 15  # how long a named cluster may take to answer before the sweep stops with one line
+
+
+def check_reachable(address: str, seconds: float = REACH_SECONDS) -> None:
+    """A named cluster's address answers a TCP connection within `seconds`, or one line names it (Ray
+    itself would retry for minutes). "auto"/"local"/"" start or find a local Ray: nothing to check."""
+    if address in ("", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray_address={address}: expected host:port (or ray://host:port)")
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+    except OSError as e:
+        raise UserError(f"--ray_address={address}: no Ray cluster answers there within {seconds:g} s "
+                        f"({e.strerror or type(e).__name__}); start one (ray start --head) or fix the address")
 
 
 def _importable(fn):
@@ -128,6 +148,7 @@ class RaySweep:
             env = {"env_vars": TASK_ENV}
             if self.address and not _is_local(self.address):
                 env.update(working_dir=str(ROOT), excludes=UPLOAD_EXCLUDES)
+            check_reachable(self.address)
             ray.init(address=self.address or None, include_dashboard=False, logging_level="WARNING", runtime_env=env)
             self.started = True
         self.gpus = self.base.gpus_per_run if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
@@ -165,27 +186,51 @@ class RaySweep:
         return self.task.options(num_cpus=cpus, num_gpus=min(1.0, self.gpus * len(cfgs))).remote(
             self.run_group, cfgs, os.getcwd(), cpus, inputs, teacher)
 
+    def _lock(self, cfgs: list, locks: dict) -> list:
+        """Without a shared out_dir the driver holds each run's lock from submit to write (a task's own
+        lock is on its private copy): the runs another process holds, with that holder as their status."""
+        busy = []
+        for c in cfgs:
+            stack = ExitStack()
+            try:
+                stack.enter_context(run_lock(run_dir_of(c)))
+                locks[id(c)] = stack
+            except RunLocked as e:
+                busy.append((c, f"skipped: {e}"))
+        return busy
+
     def run(self, groups: list):
         n = self.base.runs_per_task
-        pending, skipped = {}, []
-        for group in groups:  # every task is queued first: Ray starts as many as the cluster holds
-            complete = [is_complete(run_dir_of(c)) for c in group]
-            skipped += [c for c, ok in zip(group, complete) if ok]
-            todo = [c for c, ok in zip(group, complete) if not ok]
-            for i in range(0, len(todo), n or len(todo) or 1):
-                chunk = todo[i:i + n] if n else todo
-                pending[self._submit(chunk)] = chunk
-        if skipped:
-            yield skipped, ["skipped"] * len(skipped)
-        while pending:
-            ready, _ = self.ray.wait(list(pending), num_returns=1)
-            cfgs = pending.pop(ready[0])
-            try:
-                statuses, files = self.ray.get(ready[0])
-            except Exception as e:  # the task's worker died RETRIES + 1 times, or it raised
-                yield cfgs, getattr(e, "cause", None) or e
-                continue
-            for cfg in cfgs:
-                if files is not None:
-                    write_run_dir(run_dir_of(cfg), files[os.path.basename(run_dir_of(cfg))])
-            yield cfgs, statuses
+        pending, skipped, busy, locks = {}, [], [], {}
+        try:
+            for group in groups:  # every task is queued first: Ray starts as many as the cluster holds
+                complete = [is_complete(run_dir_of(c)) for c in group]
+                skipped += [c for c, ok in zip(group, complete) if ok]
+                todo = [c for c, ok in zip(group, complete) if not ok]
+                if not self.shared:
+                    busy += self._lock(todo, locks)
+                    todo = [c for c in todo if id(c) in locks]
+                for i in range(0, len(todo), n or len(todo) or 1):
+                    chunk = todo[i:i + n] if n else todo
+                    pending[self._submit(chunk)] = chunk
+            if skipped:
+                yield skipped, ["skipped"] * len(skipped)
+            if busy:
+                yield [c for c, _ in busy], [why for _, why in busy]
+            while pending:
+                ready, _ = self.ray.wait(list(pending), num_returns=1)
+                cfgs = pending.pop(ready[0])
+                try:
+                    statuses, files = self.ray.get(ready[0])
+                except Exception as e:  # the task's worker died RETRIES + 1 times, or it raised
+                    yield cfgs, getattr(e, "cause", None) or e
+                    continue
+                for cfg in cfgs:
+                    if files is not None:
+                        write_run_dir(run_dir_of(cfg), files[os.path.basename(run_dir_of(cfg))])
+                    if id(cfg) in locks:
+                        locks.pop(id(cfg)).close()
+                yield cfgs, statuses
+        finally:
+            for stack in locks.values():
+                stack.close()

@@ -7,15 +7,18 @@ model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable)
 config.json, summary.json (status "complete" marks a finished run), training_summary.txt.
 """
 import dataclasses
+import json
 import os
+import sys
 
 
 from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope
 from data.dataset import load_dataset
 from models.teacher_arch import build_model
-from utils.atomic import read_json, read_json_object
-from utils.checkpoint import load_weights_into
+from utils.atomic import atomic_write_json, read_json, read_json_object
+from utils.checkpoint import CorruptCheckpoint, load_checkpoint, load_weights_into
 from utils.errors import UserError
+from utils.results import summary_defect
 
 RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
@@ -49,13 +52,41 @@ def remove_derived(run_dir) -> None:
 
 
 def read_summary(run_dir):
-    """summary.json as a dict, or None when it is missing, torn, binary or not a JSON object."""
-    return read_json_object(os.path.join(run_dir, "summary.json"))
+    """summary.json as a dict, or None when it is missing, torn, binary, not a JSON object, or a complete
+    run's with a field of the wrong type (utils.results.summary_defect): the run is then not finished."""
+    summary = read_json_object(os.path.join(run_dir, "summary.json"))
+    return None if summary is None or summary_defect(summary) else summary
 
 
 def is_complete(run_dir) -> bool:
     summary = read_summary(run_dir)
     return summary is not None and summary.get("status") == "complete"
+
+
+def restore_history(run_dir) -> None:
+    """A finished run whose history.json is unreadable gets it back from checkpoint.pt, with the test
+    accuracies of the selected and the last epoch from summary.json (they are measured after the last
+    checkpoint); one line says so. Nothing happens when history.json reads as a list of epochs."""
+    path = os.path.join(run_dir, "history.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            if isinstance(json.load(f), list):
+                return
+    except (OSError, ValueError):
+        pass
+    summary = read_summary(run_dir) or {}
+    try:
+        history = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))["history"]
+    except (CorruptCheckpoint, UserError) as e:
+        print(f"{path}: unreadable, and it cannot be rebuilt ({e})", file=sys.stderr)
+        return
+    for row in history:
+        if row.get("epoch") == summary.get("best_epoch"):
+            row.setdefault("test_acc", summary.get("best_test_acc"))
+    if history:
+        history[-1].setdefault("test_acc", summary.get("final_test_acc"))
+    atomic_write_json(path, history)
+    print(f"{path}: unreadable; rewritten from checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
 
 
 def model_label(cfg) -> str:
@@ -77,7 +108,8 @@ def load_run(run_dir: str, overrides: dict = None):
     `overrides` may change only fields of scope run, eval and deploy (data_dir, device, batch sizes, ...)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run={run_dir}: no such run directory")
-    cfg = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
+    path = os.path.join(run_dir, "config.json")
+    cfg = config_from_dict(read_json(path), path)
     bad = set(overrides or {}) - set(RUN_OVERRIDABLE)
     if bad:
         raise UserError(f"--{sorted(bad)[0]}: fixed by the run's config.json; evaluate.py takes only "

@@ -30,7 +30,7 @@ from models.features import capture
 from models.teacher_arch import build_teacher
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
-from utils.errors import ENVIRONMENT_ERRNOS, UserError
+from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
 
 
 def resolve_teacher_path(cfg) -> tuple:
@@ -86,11 +86,12 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
     A teacher run trained at another image size, channel or class count than `image_size`, `in_channels`,
     `num_classes` stops with one line naming both."""
     weights, run_dir = resolve_teacher_path(cfg)
-    tcfg = replace(cfg, role="teacher", teacher_pretrained=False)
+    tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0)
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
             "teacher_acc": None}
     if run_dir:
-        saved = config_from_dict(read_json(os.path.join(run_dir, "config.json")))
+        path = os.path.join(run_dir, "config.json")
+        saved = config_from_dict(read_json(path), path)
         tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
         info["teacher_arch"] = saved.teacher_arch
         check_teacher_shape(run_dir, saved, image_size, in_channels, num_classes)
@@ -127,10 +128,44 @@ def _fingerprint(weights: str, host_images, shape: tuple, view: str) -> str:
     return h.hexdigest()
 
 
-def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("identity",)) -> dict:
-    """{view: teacher logits for every image of `data`} for each view (identity|flip), from disk when
-    present. The images are copied to the host (on a GPU) once for all the views' cache keys."""
-    from safetensors.torch import load_file, save
+def _checksum(logits: torch.Tensor) -> str:
+    return hashlib.blake2b(logits.numpy().tobytes(), digest_size=16).hexdigest()
+
+
+def read_logits_cache(path: Path, key: str, rows: int, classes: int = 0):
+    """The cached logits at `path` when the file proves it is the one asked for: its metadata names the
+    fingerprint `key` (teacher weights, images, view, precision) and a checksum its contents match, and
+    the tensor is finite float32 [rows, classes] (any class count for 0). Else None, after one line
+    saying why it is rebuilt."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            logits = f.get_tensor("logits") if "logits" in f.keys() else None
+    except Exception as e:  # torn, foreign or pickle bytes: safetensors refuses them without running anything
+        why = f"not a readable safetensors file ({first_line(str(e), 80) or type(e).__name__})"
+    else:
+        why = ("it holds no 'logits' tensor" if logits is None
+               else "made for another teacher, image set or view" if meta.get("fingerprint") != key
+               else f"{tuple(logits.shape)} {logits.dtype} logits, not [{rows}, {classes or 'classes'}] float32"
+               if logits.dim() != 2 or logits.shape[0] != rows or (classes and logits.shape[1] != classes)
+               or logits.dtype != torch.float32
+               else "non-finite values" if not torch.isfinite(logits).all()
+               else "its contents do not match its checksum" if meta.get("checksum") != _checksum(logits)
+               else None)
+        if why is None:
+            return logits
+    print(f"{path}: {why}; rebuilding", file=sys.stderr, flush=True)
+    return None
+
+
+def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("identity",),
+                          num_classes: int = 0) -> dict:
+    """{view: teacher logits for every image of `data`} for each view (identity|flip), from disk when a
+    cache file proves it is the right one (read_logits_cache), else computed and cached. The images are
+    copied to the host (on a GPU) once for all the views' cache keys."""
+    from safetensors.torch import save
 
     autocast = teacher_autocast(cfg, data.images.device)
     host = data.images.detach().to("cpu").contiguous().numpy()
@@ -141,13 +176,17 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
         key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),
                            view + ("" if cfg.teacher_precision == "fp32" else "|bf16"))
         found = [home / f"{key}.safetensors" for home in homes if (home / f"{key}.safetensors").is_file()]
-        if found:
-            out[view] = load_file(str(found[0]))["logits"].to(data.images.device)
+        logits = read_logits_cache(found[0], key, len(data), num_classes) if found else None
+        if logits is not None:
+            out[view] = logits.to(data.images.device)
             continue
         images = data.images.flip(3) if view == "flip" else data.images
         out[view] = predict(teacher, Split(images, data.labels), mean, std, cfg.eval_batch_size,
                             cfg.channels_last, autocast=autocast)
-        homes = _save_logits(homes, f"{key}.safetensors", save({"logits": out[view].to("cpu").contiguous()}))
+        host_logits = out[view].to("cpu", torch.float32).contiguous()
+        homes = _save_logits(homes, f"{key}.safetensors", save({"logits": host_logits},
+                                                               metadata={"fingerprint": key,
+                                                                         "checksum": _checksum(host_logits)}))
     return out
 
 
@@ -180,7 +219,8 @@ class TeacherSource:
         self.views = None
         if cfg.teacher_logits == "cache" and sampler.fixed_views and not self.layers:
             self.views = cached_teacher_logits(cfg, teacher, info, sampler.data, sampler.mean, sampler.std,
-                                               ("identity", "flip") if sampler.augment == "flip" else ("identity",))
+                                               ("identity", "flip") if sampler.augment == "flip" else ("identity",),
+                                               sampler.num_classes)
             self.how = f"cached once per image and view ({', '.join(self.views)}){teacher_precision_label(cfg)}"
         else:
             why = (" (feature maps are read on the fly)" if self.layers

@@ -22,6 +22,8 @@ import train
 from config import make_config
 from utils.checkpoint import load_state_dict_file
 
+pytestmark = pytest.mark.slow
+
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -r requirements-scale.txt")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import run_experiments
 import train
 from config import make_config
@@ -31,6 +33,7 @@ def test_grid_has_teacher_controls_and_students():
     assert len({run_experiments.run_dir_of(r) for r in runs}) == len(runs)
 
 
+@pytest.mark.slow
 def test_sigkill_after_first_student_then_rerun_completes_without_redoing(tmp_path):
     out = tmp_path / "sweep"
     cmd = [sys.executable, "run_experiments.py", "--preset=smoke", f"--out_dir={out}", "--sweep_blocks=[2,3]",

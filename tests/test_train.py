@@ -99,6 +99,7 @@ def test_same_seed_same_history_bit_for_bit(tmp_path):
     assert [[row[k] for k in keys] for row in h] != runs[0]
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     args = SMALL + ["--blocks=3", "--method=ce", "--epochs=4", "--max_train_samples=2048", f"--out_dir={tmp_path}/a"]
     run = tmp_path / "a" / "fashion-mnist_res3_b64_fp32_ce_s0"

@@ -31,9 +31,11 @@ def atomic_write_to(path, write) -> str:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and (e.filename is None or str(e.filename) == tmp):
+            e.filename = str(path)  # a full disk names the file meant, not the temp file or nothing
         raise
     return str(path)
 

@@ -64,3 +64,33 @@ def run_lock(run_dir):
         _held.pop(key, None)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+TABLE_LOCK_FILE = ".results.lock"
+
+
+@contextmanager
+def table_lock(out_dir, wait_seconds: float = 120.0):
+    """Hold out_dir's results-table lock for the block, waiting up to `wait_seconds` for a sweep that
+    holds it: two sweeps on one out_dir write results.csv/md one after the other, each from every run
+    finished by then, never one over the other's. A folder that takes no file needs no guard (a finished
+    sweep reruns read-only and writes nothing)."""
+    try:
+        fd = os.open(os.path.join(out_dir, TABLE_LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        yield
+        return
+    try:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RunLocked(f"{out_dir}: another sweep has been writing its results table for "
+                                    f"{wait_seconds:g} s; rerun when it is done") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the flock

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 class MethodLook(NamedTuple):
     label: str  # legends and tables
-    line: str  # matplotlib line style of its learning curves
+    line: object  # matplotlib line style of its learning curves (a name or a dash tuple)
     hatch: str  # bar hatch where bars of several methods stand side by side
 
 
@@ -15,6 +15,10 @@ METHOD_LOOKS = {  # in sweep order
     "ce": MethodLook("CE control (no teacher)", "--", ""),
     "kd": MethodLook("KD (Hinton)", "-", ""),
     "dkd": MethodLook("DKD (decoupled)", "-.", "//"),
+    "fitnet": MethodLook("FitNet (hints)", (0, (3, 1, 1, 1, 1, 1)), "xx"),
+    "at": MethodLook("AT (attention transfer)", (0, (5, 2)), "\\\\"),
+    "fm": MethodLook("FM (function matching)", (0, (1, 1)), "++"),
+    "pl": MethodLook("pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo"),
 }
 PRECISION_LOOKS = {  # name: (colour, marker), in sweep order
     "fp32": ("#1f77b4", "o"),
@@ -28,7 +32,10 @@ TEACHER_COLOR = "black"
 
 
 def method_look(method: str) -> MethodLook:
-    return METHOD_LOOKS.get(method, MethodLook(method.upper(), ":", ".."))
+    """The look of a method, or of a method with a transfer set ("kd+20000u": dotted, its count named)."""
+    name, _, transfer = method.partition("+")
+    look = METHOD_LOOKS.get(name, MethodLook(name.upper(), ":", ".."))
+    return look._replace(label=f"{look.label} + {int(transfer[:-1]):,} unlabeled", line=":") if transfer else look
 
 
 def method_order(method: str) -> int:

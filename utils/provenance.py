@@ -3,6 +3,7 @@ changes) and the versions of the libraries that shaped the numbers. Read without
 import functools
 import platform
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -20,7 +21,8 @@ def _git(*args) -> str:
 
 @functools.lru_cache(maxsize=1)
 def provenance() -> dict:
-    """{"git_commit", "git_dirty", "python", <library>: version or None}; git fields None outside a checkout."""
+    """{"command", "git_commit", "git_dirty", "python", <library>: version or None}: the command line that
+    ran (script name and arguments), git fields None outside a checkout."""
     commit = _git("rev-parse", "HEAD") or None
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None
     versions = {}
@@ -29,4 +31,6 @@ def provenance() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"git_commit": commit, "git_dirty": dirty, "python": platform.python_version(), **versions}
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else None
+    return {"command": command, "git_commit": commit, "git_dirty": dirty, "python": platform.python_version(),
+            **versions}

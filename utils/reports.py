@@ -18,7 +18,10 @@ def write_training_summary(path, s: dict) -> None:
         f"Training Time: {s['train_seconds']:.1f} seconds ({s['train_seconds'] / 60:.2f} minutes)",
         f"Hardware Used: {s['hardware']}",
         f"Precision: {s['precision_description']}",
-        f"Dataset: {s['dataset']} ({s['train_images']:,} train / {s['test_images']:,} test images, "
+        f"Dataset: {s['dataset']} ({s['train_images']:,} train" + (f" + {s['unlabeled_images']:,} unlabeled (labels "
+                                                                    f"never seen: the teacher's outputs only)"
+                                                                    if s.get("unlabeled_images") else "")
+        + f" / {s['test_images']:,} test images, "
         f"{s['image_size']}x{s['image_size']} px)",
         f"Method: {s['method']}" + (f" ({hparams_text(s.get('hparams'))})" if s.get("hparams") else ""),
         f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))})" if s.get("teacher_run") else ""),

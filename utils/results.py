@@ -4,15 +4,40 @@ import io
 import json
 import math
 import os
+import sys
 from collections import defaultdict
 
 from utils.atomic import atomic_update_text, read_json_object
 from utils.names import grid_order
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
-           "method", "hparams", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
+           "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "epochs_run",
            "early_stopped", "status", "error"]
+
+
+# the fields of a complete summary.json that the table, the plots and the sweep compute with, and their types
+_NUMBER = (int, float)
+SUMMARY_TYPES = {"best_test_acc": _NUMBER, "final_test_acc": _NUMBER, "train_seconds": _NUMBER,
+                 "seconds_per_epoch": _NUMBER, "params": int, "epochs_run": int, "role": str, "run_name": str}
+SUMMARY_OPTIONAL = {"best_val_acc": _NUMBER, "teacher_acc": _NUMBER, "blocks": int, "seed": int,
+                    "images_per_second": _NUMBER, "model_bytes": int, "unlabeled_images": int,
+                    "method": str, "precision": str, "hparams": dict}
+
+
+def summary_defect(summary: dict):
+    """Why a summary.json that says "complete" cannot be used (a field missing or of the wrong type), or
+    None. Such a run counts as unfinished: the sweep redoes it, the table and the plots leave it out."""
+    if summary.get("status") != "complete":
+        return None
+    for fields, required in ((SUMMARY_TYPES, True), (SUMMARY_OPTIONAL, False)):
+        for key, types in fields.items():
+            value = summary.get(key)
+            if value is None and not required:
+                continue
+            if value is None or isinstance(value, bool) or not isinstance(value, types):
+                return f"'{key}' is {json.dumps(value)[:40]}, not {'a number' if types is _NUMBER else types.__name__}"
+    return None
 
 
 def precision_how(summary: dict) -> str:
@@ -59,9 +84,14 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
         s = read_json_object(os.path.join(d, "summary.json"))
         if s is None:  # missing, torn or foreign: the run is not complete, it has no row
             continue
+        why = summary_defect(s)
+        if why:
+            print(f"{os.path.join(d, 'summary.json')}: {why}; left out of the table", file=sys.stderr)
+            continue
         rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
                                                        "status": s.get("status"), "error": s.get("error", ""),
-                                                       "hardware": s.get("hardware", "")})
+                                                       "hardware": s.get("hardware", ""),
+                                                       "teacher_run": s.get("teacher_run")})
     ce = ce_controls(rows)
     for r in rows:
         r["kd_gain"] = kd_gain(r, ce)
@@ -119,7 +149,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     groups = defaultdict(list)
     for r in ok:
         if r["role"] == "student":
-            groups[(r["blocks"], r["method"], r["precision"])].append(r)
+            groups[(r["blocks"], r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
     lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
              f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | train s | "
@@ -129,11 +159,12 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         lines.append(f"| teacher {t.get('arch') or t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
                      f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
-    for key in sorted(groups, key=lambda k: grid_order(*k)):
+    for key in sorted(groups, key=lambda k: (grid_order(*k[:3]), k[3])):
         g = groups[key]
         r0 = g[0]
+        transfer = f" + {key[3]:,} unlabeled images" if key[3] else ""
         lines.append(
-            f"| res{key[0]} | {r0['params']:,} | {_method_cell(r0)} | {r0['precision_how']} | "
+            f"| res{key[0]} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
             f"{_gain_cell(g) if key[1] != 'ce' else '(control)'} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
@@ -147,6 +178,9 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
 def results_text(out_dir: str, rows: list, cfg) -> tuple:
     """(results.csv text, results.md text) of `rows`."""
     teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
+    # a released teacher (--teacher_checkpoint) has no run here: its accuracy as its students recorded it
+    used = next((r for r in rows if r["role"] == "student" and r["status"] == "complete"
+                 and r.get("teacher_acc") is not None), None)
     hw = next((r["hardware"] for r in rows if r["status"] == "complete"), "")
     selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
@@ -154,7 +188,8 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
             f"(the best one seen; 'val' never uses the test images to choose) and at the last epoch. KD gain = the "
             f"distilled student's accuracy at its selected epoch minus the fp32 CE control's (same depth, same "
             f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds."
-            + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else "")
+            + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else
+               f" Teacher: {used['teacher_run']}, {used['teacher_acc']:.2f}% on its full test split." if used else "")
             + (f" Hardware: {hw}." if hw else ""), ""]
     return _csv_text(rows), "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n"
 

@@ -5,13 +5,14 @@ per epoch) and, when later steps ran, evaluation.json (evaluate.py) and deploy.j
 """
 import json
 import os
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
 from utils.names import grid_order
-from utils.results import ce_controls, kd_gain
+from utils.results import ce_controls, kd_gain, summary_defect
 
 
 def read_json_or_none(path: str):
@@ -45,7 +46,9 @@ class Run:
 
     @property
     def method(self) -> str:
-        return self.get("method", "ce")
+        """The method, with its transfer set where it had one ("kd+20000u"): a series of its own."""
+        unlabeled = self.get("unlabeled_images", 0)
+        return self.get("method", "ce") + (f"+{unlabeled}u" if unlabeled else "")
 
     @property
     def precision(self) -> str:
@@ -66,26 +69,43 @@ class Run:
             else f"res{self.blocks}"
 
 
+def _read_run(run_dir: str):
+    """The Run of a complete run directory, "failed" for one whose summary says otherwise, else None."""
+    summary = read_json_or_none(os.path.join(run_dir, "summary.json"))
+    if not os.path.isdir(run_dir) or not isinstance(summary, dict):
+        return None
+    if summary.get("status") != "complete":
+        return "failed"
+    why = summary_defect(summary)
+    if why:
+        print(f"{os.path.join(run_dir, 'summary.json')}: {why}; left out of the plots", file=sys.stderr)
+        return None
+    history = read_json_or_none(os.path.join(run_dir, "history.json"))
+    return Run(name=summary.get("run_name", os.path.basename(run_dir)), dir=run_dir, summary=summary,
+               history=history if isinstance(history, list) else [],
+               evaluation=read_json_or_none(os.path.join(run_dir, "evaluation.json")),
+               deploy=read_json_or_none(os.path.join(run_dir, "deploy.json")))
+
+
 def load_runs(out_dir: str) -> tuple:
     """(complete runs sorted teacher-first then by depth/method/precision/seed, names of failed runs).
+    A teacher run outside out_dir (a released one its students name in teacher_run) joins them.
 
     Raises UserError when out_dir is missing or holds no run with a summary.json."""
     if not os.path.isdir(out_dir):
         raise UserError(f"--out_dir={out_dir}: no such directory; run run_experiments.py first")
     runs, failed = [], []
     for name in sorted(os.listdir(out_dir)):
-        run_dir = os.path.join(out_dir, name)
-        summary = read_json_or_none(os.path.join(run_dir, "summary.json"))
-        if not os.path.isdir(run_dir) or not isinstance(summary, dict):
-            continue
-        if summary.get("status") != "complete":
+        run = _read_run(os.path.join(out_dir, name))
+        if run == "failed":
             failed.append(name)
-            continue
-        history = read_json_or_none(os.path.join(run_dir, "history.json"))
-        runs.append(Run(name=summary.get("run_name", name), dir=run_dir, summary=summary,
-                        history=history if isinstance(history, list) else [],
-                        evaluation=read_json_or_none(os.path.join(run_dir, "evaluation.json")),
-                        deploy=read_json_or_none(os.path.join(run_dir, "deploy.json"))))
+        elif run is not None:
+            runs.append(run)
+    if runs and not any(r.is_teacher for r in runs):  # a released teacher (teachers/) lives outside out_dir
+        teacher = next((t for t in {r.get("teacher_run") for r in runs} if isinstance(t, str) and os.path.isdir(t)), None)
+        run = _read_run(teacher) if teacher else None
+        if isinstance(run, Run) and run.is_teacher:
+            runs.append(run)
     if not runs:
         what = f"only failed runs ({', '.join(failed)})" if failed else "no run with a summary.json"
         raise UserError(f"--out_dir={out_dir}: {what}; run run_experiments.py first")

@@ -73,7 +73,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     axes[0][0].set_ylabel(ylabel)
     handles = [Line2D([], [], color=c, lw=2.5, label=f"res{b}") for b, c in colors.items()]
     handles += [Line2D([], [], color="#333333", ls=method_look(m).line, label=method_look(m).label)
-                for m in ("kd", "dkd", "ce") if any(k[1] == m for k in groups)]
+                for m in sorted({k[1] for k in groups}, key=method_order)]
     if teacher is not None:
         handles.append(Line2D([], [], color=TEACHER_COLOR, ls=":", marker="s", ms=3, label=teacher.label))
     if max((len(g) for g in groups.values()), default=1) > 1:
