@@ -1,12 +1,13 @@
 # make demo : set-up, data, then the main job (the distillation sweep at demo size) on Fashion-MNIST
 # make test : set-up, data, then the test suite
+# make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 25 minutes on 2 cores)
 # make teacher : set-up, data, then train the released Fashion-MNIST teacher again (about an hour on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo teacher test clean
+.PHONY: setup data demo reduced teacher test clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +32,12 @@ data: setup
 demo: setup data
 	$(BIN)/python run_experiments.py --preset=demo
 	$(BIN)/python plot_experiment_results.py --preset=demo
+
+# the demo's protocol on 5 more seeds and the whole test split, then the transfer-set rows (same out_dir)
+reduced: setup data
+	$(BIN)/python run_experiments.py --preset=reduced
+	$(BIN)/python run_experiments.py --preset=transfer
+	$(BIN)/python plot_experiment_results.py --preset=reduced
 
 # the released teacher (teachers/), remade from scratch under checkpoints/teachers/ (an interrupted one resumes),
 # then measured and set beside the released one

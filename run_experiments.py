@@ -52,12 +52,15 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
     """One student of the grid. The CE control never takes the transfer set (it has no teacher to label it)."""
     # fp8 runs keep optimizer state in 8 bits too (bitsandbytes Adam8bit), as the original repo intended
     opt = "adam8bit" if precision == "fp8" and base.optimizer == "adam" else base.optimizer
-    note = ""
+    note, unlabeled = "", 0 if method == "ce" else base.unlabeled_samples
+    epochs, warmup = base.epochs, base.warmup_epochs
+    if unlabeled and base.transfer_epochs:  # the warm-up keeps its share of the run
+        epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
     if precision == "fp16" and base.fp16_on_cpu == "bf16" and resolve_device(base.device).type == "cpu":
         precision, note = "bf16", "in place of fp16 (fp16 autocast on this CPU trains ~100x slower)"
     return dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
                                seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                               precision_note=note, unlabeled_samples=0 if method == "ce" else base.unlabeled_samples)
+                               precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup)
 
 
 def grid(base: Config) -> list:

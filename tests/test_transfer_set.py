@@ -111,3 +111,7 @@ def test_the_sweep_keeps_the_control_on_labeled_images():
     assert all(c.role == "student" for c in runs)  # a trained teacher is named: the sweep trains none
     assert sorted({c.seed for c in runs}) == [100, 101]
     assert {c.method: c.unlabeled_samples for c in runs} == {"ce": 0, "kd": 192, "pl": 192}
+    # transfer_epochs: the transfer runs' own schedule, the warm-up keeping its share; the control keeps its own
+    runs = run_experiments.grid(make_config(SMALL, epochs=40, warmup_epochs=1.0, transfer_epochs=4,
+                                            sweep_methods=("kd",), teacher_checkpoint="x"))
+    assert {(c.method, c.epochs, c.warmup_epochs) for c in runs} == {("ce", 40, 1.0), ("kd", 4, 0.1)}
