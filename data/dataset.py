@@ -197,7 +197,8 @@ def load_dataset(cfg) -> Dataset:
     train, val = split_train_val(Split(t["train_images"], t["train_labels"]), cfg.val_fraction, VAL_SEED)
     labeled_idx = _subset_index(train, cfg.max_train_samples, cfg.seed)
     labeled = _take(train, labeled_idx)
-    unlabeled = transfer_set(train, labeled_idx, cfg.unlabeled_samples, cfg.seed) if cfg.unlabeled_samples else None
+    n_unlabeled = getattr(cfg, "unlabeled_samples", 0)  # (configs made by hand, e.g. a benchmark's, may lack it)
+    unlabeled = transfer_set(train, labeled_idx, n_unlabeled, cfg.seed) if n_unlabeled else None
     return Dataset(
         name=name,
         train=labeled if unlabeled is None else Split(torch.cat([labeled.images, unlabeled.images]),

@@ -142,7 +142,7 @@ def read_logits_cache(path: Path, key: str, rows: int, classes: int = 0):
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            logits = f.get_tensor("logits") if "logits" in f.keys() else None
+            logits = f.get_tensor("logits").clone() if "logits" in f.keys() else None  # (a copy, not a map of the file)
     except Exception as e:  # torn, foreign or pickle bytes: safetensors refuses them without running anything
         why = f"not a readable safetensors file ({first_line(str(e), 80) or type(e).__name__})"
     else:

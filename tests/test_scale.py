@@ -50,6 +50,7 @@ def _md_without_timing(out: Path) -> list:
 
 def _summary(run: Path, out: Path) -> dict:
     s = json.loads((run / "summary.json").read_text().replace(str(out), "OUT"))
+    s["provenance"].pop("command", None)  # the process that wrote it: pytest here, a Ray worker there
     return {k: v for k, v in s.items() if k not in TIMING}
 
 
