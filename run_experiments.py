@@ -43,7 +43,8 @@ def teacher_config(base: Config) -> Config:
     recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
     cfg = dataclasses.replace(base, **recipe)
     return dataclasses.replace(cfg, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
-                               unlabeled_samples=0, resume=True, optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
+                               unlabeled_samples=0, resume=True,
+                               optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
                                max_train_samples=base.teacher_train_samples or base.max_train_samples)
 

@@ -226,6 +226,9 @@ def main(cfg: Config) -> dict:
 def cli(argv=None):
     try:
         main(make_config(sys.argv[1:] if argv is None else argv))
+        # under torchrun every rank leaves together: a rank that tore its gloo group down while rank 0 was still
+        # testing and writing aborted now and then ("terminate called without an active exception")
+        distributed.barrier()
     finally:
         distributed.stop()
 
