@@ -1,6 +1,6 @@
 # make demo : set-up, data, then the main job (the distillation sweep at demo size) on Fashion-MNIST
 # make test : set-up, data, then the test suite
-# make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 25 minutes on 2 cores)
+# make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 32 minutes on 2 cores)
 # make teacher : set-up, data, then train the released Fashion-MNIST teacher again (about an hour on 2 cores)
 PYTHON ?= python3
 VENV   := .venv

@@ -254,7 +254,7 @@ PRESETS = {
     # images/s of batch 128 on a 2-core CPU) for 36 epochs, which fits about an hour on 2 cores
     "teacher": dict(**{**RECIPES["teacher-sgd"], "batch_size": 256, "lr": 0.2}, role="teacher",
                     teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
-    # the CPU demo `make demo` (about 10 minutes on 2 cores): students of the released teacher
+    # the CPU demo `make demo` (13.6 minutes from a fresh clone on a 2-core AMD EPYC): students of the released teacher
     # (teachers/, 94.36%), for 3 depths and 3 seeds a CE control and a KD student (T 2, CE and KD weights 0.5)
     # on the same 500 images of their seed, 40 epochs of SGD, selected on a fixed 2% validation hold-out;
     # size and KD setting chosen on that hold-out with seeds 100-102 over 1,000 x 20 epochs, mdistiller's
@@ -271,14 +271,14 @@ PRESETS = {
     "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
                  val_fraction=0.1, epochs=30, seeds=3, sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",),
                  workers=3, out_dir="checkpoints/full"),
-    # the demo's protocol on 5 new seeds (3-7) and the whole test split, about 15 minutes on 2 cores;
+    # the demo's protocol on 5 new seeds (3-7) and the whole test split, about 24 minutes on 2 cores;
     # `make reduced` then adds the transfer-set rows (--preset=transfer, same out_dir)
     "reduced": dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
                     teacher_arch="resnet20", teacher_checkpoint=RELEASED_TEACHER,
                     max_train_samples=500, max_test_samples=0, val_fraction=0.02, epochs=40, seeds=5, first_seed=3,
                     sweep_blocks=(4, 6, 8), sweep_methods=("kd",), temperature=2.0, alpha=0.5, kd_weight=0.5,
                     sweep_precisions=("fp32",), out_dir="checkpoints/reduced"),
-    # the transfer set beside the reduced experiment's runs (about 10 minutes): the same 500 labeled images
+    # the transfer set beside the reduced experiment's runs (about 8 minutes): the same 500 labeled images
     # plus 4,500 the student sees only through the teacher, for 4 epochs (the control's images x epochs:
     # 40 on 500), KD and the pseudo-label control, seeds 3-5; the CE controls are the reduced experiment's
     "transfer": dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
