@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from distill.engine import evaluate_logits, predict  # noqa: E402
-from distill.runs import load_run  # noqa: E402
-from utils.atomic import atomic_write_json, read_json_object  # noqa: E402
+from distill.runs import load_run, read_summary  # noqa: E402
+from utils.atomic import atomic_write_json  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +42,7 @@ def measured_accuracy(run_dir) -> tuple:
 
 
 def summary_of(run_dir) -> dict:
-    s = read_json_object(os.path.join(run_dir, "summary.json"))
+    s = read_summary(run_dir)
     if not s or s.get("status") != "complete":
         raise UserError(f"{run_dir}: not a finished run (no complete summary.json)")
     return s
@@ -62,7 +62,7 @@ def compare(run_dir) -> None:
     """A remade teacher beside the released one of the same name."""
     acc = check(run_dir)
     released = HERE / Path(run_dir).name
-    theirs = read_json_object(str(released / "summary.json"))
+    theirs = read_summary(str(released))
     if theirs is None:
         print(f"no released teacher {released} to compare with")
         return
