@@ -107,6 +107,12 @@ class RunState:
             # summary.json marks a complete run: a fresh start is not one yet; reports of the old weights go too
             remove_derived(self.dir)
 
+    @property
+    def first_judged_epoch(self) -> int:
+        """The first epoch (0-based) evaluated on the selection split: --select_from skips the early ones,
+        which are never the best of a full schedule; the last epoch always is evaluated."""
+        return min(int(self.cfg.select_from * self.cfg.epochs), self.cfg.epochs - 1)
+
     def active(self, epoch: int) -> bool:
         return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
                 and self.failure is None)
@@ -124,8 +130,10 @@ class RunState:
                "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
         judge = "val" if val is not None else "test"
-        # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
-        row[f"{judge}_loss"], row[f"{judge}_acc"] = distributed.gather(self.evaluate(val if val is not None else test))[0]
+        judged = epoch >= self.first_judged_epoch
+        if judged:  # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
+            row[f"{judge}_loss"], row[f"{judge}_acc"] = distributed.gather(
+                self.evaluate(val if val is not None else test))[0]
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
         if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
             self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
@@ -133,10 +141,11 @@ class RunState:
             print(f"warning: {self.name}: {self.warnings[-1]}", file=sys.stderr, flush=True)
         self.history.append(row)
         self.elapsed += stats.seconds
-        if self.stopper.update(row[f"{judge}_acc"], epoch) and main:
+        if judged and self.stopper.update(row[f"{judge}_acc"], epoch) and main:
             save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
+        judged_text = f"{row[f'{judge}_acc']:.2f}%" if judged else f"from epoch {self.first_judged_epoch + 1}"
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
-              f"{judge} {row[f'{judge}_acc']:.2f}%  lr {lr:.2e}  {stats.seconds:.1f}s  "
+              f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
               f"({row['images_per_second']:.0f} img/s)", flush=True)
         t = self.trainee
         rngs = distributed.gather(t.rng.state())
@@ -197,6 +206,7 @@ class RunState:
             "optimizer": cfg.optimizer, "schedule": cfg.schedule, "epochs": cfg.epochs, "steps": self.step_how,
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
+            "selected_from_epoch": self.first_judged_epoch + 1,
             "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
             "seconds_per_epoch": secs[len(secs) // 2],

@@ -193,6 +193,22 @@ def test_val_fraction_selects_on_validation(tmp_path):
     assert s["val_images"] == 600 and s["train_images"] == 512
 
 
+def test_select_from_skips_the_early_evaluations_and_picks_among_the_rest(tmp_path):
+    common = dict(blocks=2, method="ce", val_fraction=0.01, epochs=5, max_train_samples=256)
+    s = train.main(make_config(SMALL, select_from=0.4, out_dir=str(tmp_path / "late"), **common))
+    history = json.loads((tmp_path / "late" / s["run_name"] / "history.json").read_text())
+    assert ["val_acc" in h for h in history] == [False, False, True, True, True]
+    assert s["selected_from_epoch"] == 3 and s["best_epoch"] >= 3
+    best = max(history[2:], key=lambda h: h["val_acc"])
+    assert s["best_epoch"] == best["epoch"] and s["best_test_acc"] == best["test_acc"]
+    assert "from epoch 3" in (tmp_path / "late" / s["run_name"] / "training_summary.txt").read_text()
+    # evaluating fewer epochs changes nothing else: the same seed trains the same weights
+    every = train.main(make_config(SMALL, out_dir=str(tmp_path / "every"), **common))
+    assert every["final_test_acc"] == s["final_test_acc"]
+    with pytest.raises(UserError, match="select_from"):
+        make_config(select_from=1.0)
+
+
 def test_validation_images_are_never_trained_on():
     from data.dataset import load_dataset
 

@@ -29,7 +29,8 @@ def write_training_summary(path, s: dict) -> None:
                                             f"{s['data_parallel']})" if s.get("world_size", 1) > 1 else ""),
         f"Learning Rate: {s['lr']} ({s['optimizer']}, {s['schedule']} schedule)",
         f"Epochs: {s['epochs_run']} of {s['epochs']}",
-        f"Best Test Accuracy: {_acc(s['best_test_acc'])} (epoch {s['best_epoch']}, selected on {s['selected_on']})",
+        f"Best Test Accuracy: {_acc(s['best_test_acc'])} (epoch {s['best_epoch']}, selected on {s['selected_on']}"
+        + (f" from epoch {s['selected_from_epoch']})" if s.get("selected_from_epoch", 1) > 1 else ")"),
         f"Final Test Accuracy: {_acc(s['final_test_acc'])}",
         f"Early Stopping: {'Yes' if s['early_stopped'] else 'No'}",
         f"Stopped at epoch: {s['stopped_at_epoch']}",

@@ -66,6 +66,12 @@ def kd_gain(summary: dict, ce_controls: dict):
     return None if control is None else summary["best_test_acc"] - control
 
 
+def _evaluated_from(cfg) -> str:
+    """How much of the schedule --select_from left to choose from, for the results header."""
+    share = getattr(cfg, "select_from", 0.0)
+    return f" after the first {share:.0%} of each run's epochs, which are not evaluated (--select_from)" if share else ""
+
+
 def selection_acc(summary) -> float:
     """The accuracy a run's weights were selected on: validation where it has a val split, else test."""
     val = summary.get("best_val_acc")
@@ -187,7 +193,8 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
     selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
             f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "
-            f"(the best one seen; 'val' never uses the test images to choose) and at the last epoch. KD gain = the "
+            f"(the best one seen{_evaluated_from(cfg)}; 'val' never uses the test images to choose) and at the last "
+            f"epoch. KD gain = the "
             f"distilled student's accuracy at its selected epoch minus the fp32 CE control's (same depth, same "
             f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds."
             + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else
