@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import json
 import math
 import re
 import typing
@@ -116,6 +117,7 @@ class Config:
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
     run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
     resume: bool = _run(False)  # continue out_dir/run_name/checkpoint.pt if present
+    tensorboard: bool = _run(True)  # TensorBoard event files in every run's tb/ (losses, accuracies, lr, images/s per epoch)
     overwrite: bool = _run(False)  # replace a finished run of the same run_name (otherwise train.py stops with exit 2)
     # --- evaluate.py ---
     run: str = _eval("")  # evaluate.py: the run directory to evaluate
@@ -407,6 +409,9 @@ def parse_overrides(argv: list[str]) -> dict:
         if not arg.startswith("--") or "=" not in arg:
             raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see README for every field")
         key, text = arg[2:].split("=", 1)
+        if key == "recipe" and text.startswith("@"):  # a recipe file, e.g. the one tune.py writes
+            recipe = read_recipe_file(text[1:], names)
+            continue
         if key in ("preset", "recipe"):
             table = PRESETS if key == "preset" else RECIPES
             if text not in table:
@@ -417,9 +422,25 @@ def parse_overrides(argv: list[str]) -> dict:
             raise UserError(f"--{key}: unknown config field (fields are listed in README.md)")
         overrides[key] = _parse_value(key, text)
     merged = dict(PRESETS[preset]) if preset else {}
-    merged.update(RECIPES[recipe] if recipe else {})
+    merged.update((RECIPES[recipe] if isinstance(recipe, str) else recipe) if recipe else {})
     merged.update(overrides)
     return merged
+
+
+def read_recipe_file(path: str, names) -> dict:
+    """--recipe=@path: a JSON object of config fields (tune.py writes one), applied like a named recipe."""
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--recipe=@{path}: cannot read a JSON recipe ({e})") from None
+    fields = fields.get("fields", fields) if isinstance(fields, dict) else fields
+    if not isinstance(fields, dict):
+        raise UserError(f"--recipe=@{path}: not a JSON object of config fields")
+    unknown = sorted(set(fields) - set(names))
+    if unknown:
+        raise UserError(f"--recipe=@{path}: unknown config fields {', '.join(unknown)}")
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 
 def make_config(argv: Optional[list[str]] = None, **fields) -> Config:
