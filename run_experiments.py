@@ -36,6 +36,7 @@ from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results
+from utils.tensorboard import write_hparams
 
 
 def teacher_config(base: Config) -> Config:
@@ -261,6 +262,11 @@ def main(base: Config) -> int:
                         if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
         rows = collect_results(base.out_dir, grid_dirs + others)
         texts = results_text(base.out_dir, rows, base)
+        if base.tensorboard:
+            try:
+                write_hparams(base.out_dir, rows)
+            except OSError as e:
+                unsaved.append(str(cannot_write(e, base.out_dir, "no TensorBoard hparams table")))
         print(texts[1])
         try:
             csv_path, md_path = write_results(base.out_dir, texts)

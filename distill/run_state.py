@@ -20,6 +20,7 @@ from utils.errors import UserError
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
+from utils.tensorboard import EpochLog
 
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
 
@@ -67,6 +68,7 @@ class RunState:
         self.generator_state = None  # the shared batch generator's state after the last finished epoch
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
+        self.tb = None  # the TensorBoard event stream, opened by begin()
         if cfg.resume and os.path.isfile(self.ckpt_path):
             self._resume()
 
@@ -91,6 +93,8 @@ class RunState:
         if self.world.main:
             os.makedirs(self.dir, exist_ok=True)
             atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+            if self.cfg.tensorboard:
+                self.tb = EpochLog(self.dir, self.start_epoch)
         if source is not None and self.distiller.uses_teacher:
             self.teacher_info["teacher_logits"] = source.how
         t = self.teacher_info
@@ -141,6 +145,8 @@ class RunState:
             print(f"warning: {self.name}: {self.warnings[-1]}", file=sys.stderr, flush=True)
         self.history.append(row)
         self.elapsed += stats.seconds
+        if self.tb is not None:
+            self.tb.epoch(row)
         if judged and self.stopper.update(row[f"{judge}_acc"], epoch) and main:
             save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
         judged_text = f"{row[f'{judge}_acc']:.2f}%" if judged else f"from epoch {self.first_judged_epoch + 1}"
@@ -175,6 +181,9 @@ class RunState:
             best["test_loss"], best["test_acc"] = self.evaluate(test)
             self.model.load_state_dict(final)
         atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+        if self.tb is not None:
+            for row in (best, last):
+                self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
 
     def finish(self, test, n_train: int, n_val: int) -> dict:
         cfg, ds, history = self.cfg, self.ds, self.history
@@ -213,6 +222,8 @@ class RunState:
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
             "teacher_logits": None, **self.teacher_info, "warnings": self.warnings, "provenance": provenance(),
         }
+        if self.tb is not None:
+            self.tb.close()
         write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
         atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
         print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "

@@ -1,0 +1,86 @@
+"""TensorBoard event files beside a run's own files (`tensorboard --logdir <out_dir>`).
+
+Each run writes <run dir>/tb/: one scalar per number of its history.json row, per epoch (step = epoch,
+from 1), under grouped tags (loss/train, accuracy/val, loss_terms/kd, lr, images_per_second), and the
+test accuracy of its selected and last epochs at the end. A resumed run reopens the stream with
+purge_step at its first new epoch: whatever the interrupted process logged after its last checkpoint is
+dropped by TensorBoard's readers, so no step appears twice. The sweep adds <out_dir>/tb_hparams/, one
+hparams record per finished run (method, depth, precision, seed, method hyper-parameters -> selected
+test and val accuracy, KD gain), for the HPARAMS tab. history.json stays the record the plots read.
+"""
+import os
+import shutil
+import sys
+
+HPARAMS_DIR = "tb_hparams"
+
+
+def tag(key: str) -> str:
+    """history.json key -> TensorBoard tag: val_acc -> accuracy/val, train_kd -> loss_terms/kd."""
+    split, _, rest = key.partition("_")
+    if split in ("train", "val", "test") and rest in ("acc", "loss"):
+        return f"{'accuracy' if rest == 'acc' else 'loss'}/{split}"
+    if split == "train" and rest:
+        return f"loss_terms/{rest}"
+    return key
+
+
+def _writer(log_dir: str, purge_step=None):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is in requirements.txt; a hand-made environment may lack it
+        print("warning: tensorboard is not installed; no event files (pip install -r requirements.txt)",
+              file=sys.stderr)
+        return None
+    return SummaryWriter(log_dir, purge_step=purge_step)
+
+
+class EpochLog:
+    """One run's event stream in <run dir>/tb, opened at `first_epoch` (0-based; > 0 when resumed)."""
+
+    def __init__(self, run_dir: str, first_epoch: int = 0):
+        log_dir = os.path.join(run_dir, "tb")
+        if not first_epoch:  # a fresh start: the old run's events would interleave with the new ones
+            shutil.rmtree(log_dir, ignore_errors=True)
+        self.writer = _writer(log_dir, purge_step=first_epoch + 1 if first_epoch else None)
+
+    def epoch(self, row: dict) -> None:
+        self.scalars(row, row["epoch"])
+
+    def scalars(self, values: dict, step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(tag(key), value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _hparam_value(v):
+    """TensorBoard's hparams take numbers, strings and booleans; anything else is shown as text."""
+    return v if isinstance(v, (int, float, str, bool)) else str(v)
+
+
+def write_hparams(out_dir: str, rows: list) -> None:
+    """<out_dir>/tb_hparams/<run>: the sweep's table as TensorBoard hparams, rebuilt from every finished run."""
+    root = os.path.join(out_dir, HPARAMS_DIR)
+    shutil.rmtree(root, ignore_errors=True)  # rebuilt whole: a rerun never shows a run twice
+    for r in rows:
+        if r.get("status") != "complete" or r.get("role") != "student":
+            continue
+        params = {"method": r.get("method"), "arch": r.get("arch"), "precision": r.get("precision"),
+                  "seed": r.get("seed"), "train_images": r.get("train_images"),
+                  **{f"{r.get('method')}.{k}": v for k, v in (r.get("hparams") or {}).items()}}
+        metrics = {"hparams/test_acc": r.get("best_test_acc"), "hparams/val_acc": r.get("best_val_acc"),
+                   "hparams/kd_gain": r.get("kd_gain")}
+        writer = _writer(os.path.join(root, r["run_name"]))
+        if writer is None:
+            return
+        with writer:
+            writer.add_hparams({k: _hparam_value(v) for k, v in params.items() if v is not None},
+                               {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, run_name=".")
