@@ -68,12 +68,13 @@ def check_image_size(cfg: Config) -> None:
                         f"--image_size={need} or more" + (" or fewer --blocks" if need > MIN_IMAGE_SIZE else ""))
 
 
-def train_runs(cfgs: list) -> list:
+def train_runs(cfgs: list, on_epoch=None) -> list:
     """Train every config of `cfgs` (which share group_key) together; returns their summaries in order.
     Complete runs with resume=True are returned as they are. In a group of several, a run that cannot
     start (a finished run without --overwrite, a locked run directory, a checkpoint that does not fit)
     or that fails (non-finite loss, an error in its step) is returned as its exception, and the others
-    finish; a run trained alone raises."""
+    finish; a run trained alone raises. on_epoch(run_state, history_row) is called after each recorded
+    epoch (tune.py reports to its pruner there; an exception it raises ends the run as an error would)."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
     world, device = distributed.start(cfgs[0].device)  # one process, or this rank of a torchrun job
@@ -104,7 +105,7 @@ def train_runs(cfgs: list) -> list:
             raise refused
         todo = [i for i in range(len(cfgs)) if i not in summaries]
         if todo:
-            _train_locked(cfgs, todo, summaries, failed, world, device)
+            _train_locked(cfgs, todo, summaries, failed, world, device, on_epoch)
     return [summaries[i] for i in range(len(cfgs))]
 
 
@@ -130,7 +131,7 @@ def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> No
             failed(i, e)
 
 
-def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device) -> None:
+def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device, on_epoch=None) -> None:
     """train_runs for the runs in `todo`, checked and locked: data and teacher once, then every run."""
     first = cfgs[todo[0]]
     if first.batch_size % world.size:
@@ -167,6 +168,7 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device
     for i in todo:
         try:
             states[i] = RunState(cfgs[i], ds, device, teacher, info, world)
+            states[i].on_epoch = on_epoch
         except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
             failed(i, e)
     parts = {}  # students step together only from the same epoch on, in the same memory layout
@@ -217,9 +219,9 @@ def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool)
             s.end_epoch(epoch, st, lr, sampler.images_per_epoch, val, test, generator)
 
 
-def main(cfg: Config) -> dict:
+def main(cfg: Config, on_epoch=None) -> dict:
     """Train one model as `cfg` says; returns the summary dict (also written to summary.json)."""
-    return train_runs([cfg])[0]
+    return train_runs([cfg], on_epoch)[0]
 
 
 @cli_entry

@@ -69,6 +69,7 @@ class RunState:
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
         self.tb = None  # the TensorBoard event stream, opened by begin()
+        self.on_epoch = None  # called with (self, row) after each recorded epoch (train.train_runs)
         if cfg.resume and os.path.isfile(self.ckpt_path):
             self._resume()
 
@@ -165,6 +166,8 @@ class RunState:
                            "rng": {**t.rng.state(), "generator": generator.get_state(),
                                    **({"ranks": rngs} if len(rngs) > 1 else {})},
                            "elapsed_seconds": self.elapsed}, self.ckpt_path)
+        if self.on_epoch is not None:
+            self.on_epoch(self, row)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
             print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
 
