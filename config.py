@@ -26,7 +26,9 @@ CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  #
 TORCHVISION_TEACHERS = ("resnet18", "resnet50", "efficientnet_b0")  # ImageNet-style backbones
 RUN_NAME = re.compile(r"[A-Za-z0-9._+-]+")  # what a run directory's name may hold
 WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, depth 6n+4 (wrn16_4, wrn28_10)
-TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS)
+TIMM_PREFIX = "timm:"  # timm:<name>: any timm model by name, as a teacher or a student (models/timm_models.py)
+TIMM_PATTERN = re.compile(r"timm:[A-Za-z0-9_.-]+$")  # the name itself is checked against timm when the model is built
+TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS, "timm:<name>")
 PRECISIONS = ("fp32", "fp16", "bf16", "fp8")
 METHODS = ("ce", "kd", "dkd", "fitnet", "at", "fm", "pl")
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
@@ -69,10 +71,12 @@ class Config:
     blocks: int = _train(4)  # residual blocks in the student; every 2nd doubles channels with stride 2
     width: int = _train(16)  # channels after the stem (the original's 16)
     fc_layers: Optional[tuple] = _train(None)  # hidden FC sizes of the student head; None = [final channels // 2]
-    teacher_arch: str = _train("seed12")  # seed12 (the original's 26.5M params) | resnet20..110 | wrn{depth}_{k} | resnet18 | resnet50 | efficientnet_b0
+    student_arch: str = _train("")  # "" = the ResidualCNN of `blocks`; timm:<name> = any timm model (blocks, width, fc_layers unused)
+    student_weights: str = _train("")  # a local .pth/.pt state dict or .safetensors a timm student starts from; "" = random init
+    teacher_arch: str = _train("seed12")  # seed12 (the original's 26.5M params) | resnet20..110 | wrn{depth}_{k} | resnet18 | resnet50 | efficientnet_b0 | timm:<name> (any timm model)
     teacher_width: int = _train(16)  # stem channels of the seed12 teacher; smaller only for quick smoke runs
-    teacher_pretrained: bool = _train(False)  # ImageNet weights for torchvision teachers (from the torch hub cache)
-    teacher_weights: str = _train("")  # a local ImageNet weights file for teacher_pretrained; "" = the hub cache
+    teacher_pretrained: bool = _train(False)  # ImageNet weights for torchvision teachers (from the torch hub cache); timm teachers: teacher_weights
+    teacher_weights: str = _train("")  # a local weights file for teacher_pretrained (a timm teacher: any state dict of it, .pth/.pt/.safetensors); "" = the hub cache
     teacher_checkpoint: str = _train("")  # run dir or weights file of the trained teacher; "" = out_dir/<dataset's teacher run>
     # --- distillation ---
     method: str = _train("kd")  # ce (no teacher: the control) | kd (Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching) | pl (CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control)
@@ -162,6 +166,9 @@ class Config:
             raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
         if self.unlabeled_samples:
             self._check_transfer_set()
+        if self.student_weights and not self.student_arch:
+            raise UserError(f"--student_weights={self.student_weights}: only a timm student (--student_arch=timm:<name>) "
+                            f"starts from a weights file")
 
     def _check_transfer_set(self):
         """Unlabeled images reach a student only through a teacher's outputs: a method without a teacher,
@@ -332,9 +339,12 @@ def _check_field(name: str, value) -> None:
         raise UserError(f"--{name}={value}: must be a positive number")
     if name in NON_NEGATIVE and value < 0:
         raise UserError(f"--{name}={value}: must not be negative")
-    if name == "teacher_arch" and not (value in TEACHER_ARCHS or _wrn_ok(value)):
+    if name == "teacher_arch" and not (value in TEACHER_ARCHS[:-1] or _wrn_ok(value) or TIMM_PATTERN.match(value)):
         raise UserError(f"--teacher_arch={value}: allowed values are {', '.join(TEACHER_ARCHS)} "
                         f"(depth 6n+4, e.g. wrn16_4)")
+    if name == "student_arch" and value and not TIMM_PATTERN.match(value):
+        raise UserError(f"--student_arch={value}: expected \"\" (the ResidualCNN of --blocks) or timm:<name>, "
+                        f"e.g. timm:mobilenetv3_small_050")
     if name in UNIT_INTERVAL and not 0.0 <= value <= 1.0:
         raise UserError(f"--{name}={value}: must be in [0, 1]")
     if name == "dkd_beta_per_depth" and not all(
@@ -469,8 +479,18 @@ def config_from_dict(d: dict, source: str = "") -> Config:
         raise UserError(f"{where}: field {text[2:] if text.startswith('--') else text}") from None
 
 
+def arch_name(arch: str) -> str:
+    """An architecture as run names and tables spell it: timm:resnet10t -> timm-resnet10t (':' is no path character)."""
+    return arch.replace(":", "-")
+
+
+def student_name(cfg: Config) -> str:
+    """The student model: res{blocks} (the ResidualCNN family), or timm-<name> for --student_arch=timm:<name>."""
+    return arch_name(cfg.student_arch) if cfg.student_arch else f"res{cfg.blocks}"
+
+
 def teacher_run_name(cfg: Config) -> str:
-    return f"{cfg.dataset}_teacher_{cfg.teacher_arch}"
+    return f"{cfg.dataset}_teacher_{arch_name(cfg.teacher_arch)}"
 
 
 def default_run_name(cfg: Config) -> str:
@@ -480,4 +500,4 @@ def default_run_name(cfg: Config) -> str:
     if cfg.role == "teacher":
         return teacher_run_name(cfg)
     unlabeled = f"_u{cfg.unlabeled_samples}" if cfg.unlabeled_samples else ""
-    return f"{cfg.dataset}_res{cfg.blocks}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}_s{cfg.seed}"
+    return f"{cfg.dataset}_{student_name(cfg)}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}_s{cfg.seed}"

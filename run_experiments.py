@@ -29,7 +29,7 @@ import evaluate
 import train
 from config import RECIPES, Config, config_to_dict, default_run_name, make_config
 from distill import distributed
-from distill.runs import is_complete, read_summary, run_dir_of
+from distill.runs import is_complete, model_arch, model_blocks, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
 from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_device
@@ -69,7 +69,8 @@ def grid(base: Config) -> list:
     """Every run of the sweep in order: the teacher first (none when --teacher_checkpoint names a trained one,
     e.g. a released teacher under teachers/), then per depth and seed the CE control and the students."""
     runs = [] if base.teacher_checkpoint else [teacher_config(base)]
-    for blocks in base.sweep_blocks:
+    # a timm student (--student_arch) has no depth to sweep: one student per seed and method
+    for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
         for seed in range(base.first_seed, base.first_seed + base.seeds):
             runs.append(student_config(base, blocks, "fp32", "ce", seed))
             for method in base.sweep_methods:
@@ -83,7 +84,7 @@ def record_failure(cfg: Config, err: BaseException) -> str:
     try:
         atomic_write_json(os.path.join(run_dir, "summary.json"), {
             "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
-            "dataset": cfg.dataset, "blocks": cfg.blocks if cfg.role == "student" else None,
+            "dataset": cfg.dataset, "blocks": model_blocks(cfg), "arch": model_arch(cfg),
             "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
         if not os.path.isfile(os.path.join(run_dir, "config.json")):
             atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))

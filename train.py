@@ -59,7 +59,7 @@ def refuse_finished(cfg: Config, run_dir: str) -> None:
 def check_image_size(cfg: Config) -> None:
     """Before any data loads: a student's stride-2 blocks need a big enough input (models/cnn_model.py)."""
     size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
-    blocks = cfg.blocks if cfg.role == "student" else 0
+    blocks = cfg.blocks if cfg.role == "student" and not cfg.student_arch else 0
     need = min_image_size(blocks)
     if size < need:
         which = f"--image_size={size}" if cfg.image_size else f"{cfg.dataset}'s native {size} px"

@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from config import Config, fields_in_scope, teacher_run_name
+from config import Config, fields_in_scope, student_name, teacher_run_name
 from deploy import measure, report
 from deploy.common import BuildContext, Variant, first_line, skipped
 from deploy.onnx_export import build_onnx, build_onnx_int8
@@ -175,7 +175,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     result = {
         "run_name": summary.get("run_name") or os.path.basename(os.path.normpath(run_dir)),
         "role": cfg.role, "params": sum(p.numel() for p in model.parameters()),
-        "model": summary.get("arch") or (cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}"),
+        "model": summary.get("arch") or (cfg.teacher_arch if cfg.role == "teacher" else student_name(cfg)),
         "test_images": len(labels), "calib_images": ctx.calib_images,
         "hardware": measure.hardware(), "threads": threads, "repeats": repeats,
         "repeats_b64": measure.b64_repeats(repeats), "torch": torch.__version__,

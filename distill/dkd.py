@@ -37,8 +37,10 @@ class DKD(Distiller):
 
     def __init__(self, student, cfg, teacher=None, input_shape=None):
         super().__init__(student, cfg, teacher, input_shape)
-        # beta per depth: smaller students may want a gentler non-target term (the paper tunes beta per pair)
-        self.beta = dict(cfg.dkd_beta_per_depth).get(cfg.blocks, cfg.dkd_beta)
+        # beta per depth: smaller students may want a gentler non-target term (the paper tunes beta per pair);
+        # a timm student has no depth of the ResidualCNN family: dkd_beta
+        per_depth = {} if cfg.student_arch else dict(cfg.dkd_beta_per_depth)
+        self.beta = per_depth.get(cfg.blocks, cfg.dkd_beta)
         self.alpha, self.temperature = cfg.dkd_alpha, cfg.temperature
         self.warmup_epochs = cfg.dkd_warmup * cfg.epochs
         self._hparams["dkd_beta"] = self.beta  # the value this run used

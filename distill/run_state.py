@@ -10,7 +10,7 @@ import torch
 from config import Config, config_to_dict, default_run_name
 from distill import build_distiller, distributed, graphs
 from distill.engine import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict
-from distill.runs import check_resumable, is_complete, model_label, remove_derived
+from distill.runs import check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
@@ -202,8 +202,7 @@ class RunState:
         secs = sorted(r["epoch_seconds"] for r in history)
         summary = {
             "status": "complete", "run_name": self.name, "role": cfg.role, "dataset": cfg.dataset,
-            "model": model_label(cfg), "arch": cfg.teacher_arch if cfg.role == "teacher" else f"res{cfg.blocks}",
-            "blocks": cfg.blocks if cfg.role == "student" else None,
+            "model": model_label(cfg), "arch": model_arch(cfg), "blocks": model_blocks(cfg),
             "fc_layers": list(getattr(self.model, "fc_layers", ()) or []), "params": self.params,
             "model_bytes": model_bytes, "image_size": ds.image_size, "in_channels": ds.in_channels,
             "num_classes": ds.num_classes, "classes": list(ds.classes), "train_images": n_train - ds.unlabeled,

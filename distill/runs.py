@@ -12,9 +12,10 @@ import os
 import sys
 
 
-from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope
+from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope, student_name
 from data.dataset import load_dataset
 from models.teacher_arch import build_model
+from models.timm_models import timm_name
 from utils.atomic import atomic_write_json, read_json, read_json_object
 from utils.checkpoint import CorruptCheckpoint, load_checkpoint, load_weights_into
 from utils.errors import UserError
@@ -90,7 +91,19 @@ def restore_history(run_dir) -> None:
 
 
 def model_label(cfg) -> str:
-    return f"{cfg.teacher_arch} (teacher)" if cfg.role == "teacher" else f"ResidualCNN res{cfg.blocks} (student)"
+    if cfg.role == "teacher":
+        return f"{cfg.teacher_arch} (teacher)"
+    return f"timm {timm_name(cfg.student_arch)} (student)" if cfg.student_arch else f"ResidualCNN res{cfg.blocks} (student)"
+
+
+def model_arch(cfg) -> str:
+    """summary.json's "arch": the teacher's architecture, or the student's (res4, timm-mobilenetv3_small_050)."""
+    return cfg.teacher_arch if cfg.role == "teacher" else student_name(cfg)
+
+
+def model_blocks(cfg):
+    """summary.json's "blocks": a ResidualCNN student's depth; None for a teacher and a timm student."""
+    return cfg.blocks if cfg.role == "student" and not cfg.student_arch else None
 
 
 def check_resumable(cfg, run_dir) -> None:
@@ -119,6 +132,8 @@ def load_run(run_dir: str, overrides: dict = None):
     if path is None:
         raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
     ds = load_dataset(cfg)
-    model = build_model(dataclasses.replace(cfg, teacher_pretrained=False), ds.in_channels, ds.num_classes)
+    # the run's own weights replace any it started from: no ImageNet or student_weights file is read again
+    model = build_model(dataclasses.replace(cfg, teacher_pretrained=False, student_weights=""), ds.in_channels,
+                        ds.num_classes)
     load_weights_into(model, path)
     return cfg, model.eval(), ds, path

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from config import config_from_dict, teacher_run_name
+from config import arch_name, config_from_dict, teacher_run_name
 from data.dataset import NATIVE_SIZE, Split
 from distill.base import TeacherOut
 from distill.engine import predict
@@ -58,8 +58,10 @@ def refuse_student_run(run_dir, spec) -> None:
         return
     summary = read_json_object(os.path.join(run_dir, "summary.json")) or {}
     teacher = summary.get("teacher_run") or saved.get("teacher_checkpoint") or os.path.join(
-        saved.get("out_dir", os.path.dirname(run_dir)), f"{saved.get('dataset')}_teacher_{saved.get('teacher_arch')}")
-    raise UserError(f"--teacher_checkpoint={spec}: this is a student run (res{saved.get('blocks')}, "
+        saved.get("out_dir", os.path.dirname(run_dir)),
+        f"{saved.get('dataset')}_teacher_{arch_name(str(saved.get('teacher_arch')))}")
+    student = arch_name(saved["student_arch"]) if saved.get("student_arch") else f"res{saved.get('blocks')}"
+    raise UserError(f"--teacher_checkpoint={spec}: this is a student run ({student}, "
                     f"{saved.get('method')}); the teacher is {teacher}")
 
 

@@ -69,7 +69,12 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_student(cfg, in_channels: int, num_classes: int) -> ResidualCNN:
+def build_student(cfg, in_channels: int, num_classes: int) -> nn.Module:
+    """The ResidualCNN of `blocks`, or the timm model `student_arch` names (from `student_weights` if set)."""
+    if cfg.student_arch:
+        from models import timm_models
+        return timm_models.create(cfg.student_arch, in_channels, num_classes, cfg.student_weights, "--student_arch",
+                                  timm_models.image_size(cfg))
     return ResidualCNN(cfg.blocks, in_channels, num_classes, cfg.width, cfg.fc_layers)
 
 

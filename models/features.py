@@ -13,6 +13,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from models.timm_models import feature_modules
+
 
 class Stage(NamedTuple):
     name: str  # module name in model.named_modules()
@@ -40,10 +42,14 @@ def capture(model: nn.Module, names):
 
 def candidate_layers(model: nn.Module) -> list:
     """Modules whose outputs are the model's feature maps, in forward order: the residual blocks of the
-    project's ResidualCNN family, the stages of CIFAR ResNets / WRNs (`feature_layers()`), torchvision
-    ResNets' layer1-4, and the entries of a `features` Sequential (EfficientNet and similar)."""
+    project's ResidualCNN family, the stages of CIFAR ResNets / WRNs (`feature_layers()`), the stages a
+    timm model lists in its `feature_info`, torchvision ResNets' layer1-4, and the entries of a `features`
+    Sequential (EfficientNet and similar)."""
     if hasattr(model, "feature_layers"):
         return list(model.feature_layers())
+    names = feature_modules(model)
+    if names:
+        return names
     names = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(model, n)]
     if names:
         return names

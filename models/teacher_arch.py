@@ -1,5 +1,6 @@
 """Teachers: the seed12 residual CNN (the original's 26.5M-parameter teacher), the CIFAR-style ResNets
-and wide ResNets made for small inputs, and torchvision backbones.
+and wide ResNets made for small inputs, torchvision backbones, and any timm model (`timm:<name>`,
+models/timm_models.py).
 
     resnet20/32/44/56/110   He et al. 2016, section 4.2: 3 stages of n = (depth-2)/6 basic blocks with
                             16/32/64 channels (28->14->7 px, or 32->16->8), global pool, one Linear
@@ -14,7 +15,7 @@ import os
 import torch
 from torch import nn
 
-from config import CIFAR_RESNETS, TORCHVISION_TEACHERS, WRN_PATTERN
+from config import CIFAR_RESNETS, TIMM_PREFIX, TORCHVISION_TEACHERS, WRN_PATTERN
 from models.blocks import ResidualBlock
 from models.cnn_model import ResidualCNN
 from utils.errors import UserError
@@ -128,9 +129,16 @@ def torchvision_teacher(arch: str, in_channels: int, num_classes: int, pretraine
 
 def build_teacher(cfg, in_channels: int, num_classes: int) -> nn.Module:
     arch = cfg.teacher_arch
+    if arch.startswith(TIMM_PREFIX):  # weights from a local file only: nothing is fetched from a hub
+        from models import timm_models
+        if cfg.teacher_pretrained and not cfg.teacher_weights:
+            raise UserError(f"--teacher_pretrained=True: a timm teacher ({arch}) loads a local file only; "
+                            f"pass --teacher_weights=<.pth, .pt or .safetensors file>")
+        return timm_models.create(arch, in_channels, num_classes, cfg.teacher_weights if cfg.teacher_pretrained
+                                  else "", "--teacher_arch", timm_models.image_size(cfg))
     if arch not in TORCHVISION_TEACHERS and cfg.teacher_pretrained:
         raise UserError(f"--teacher_pretrained=True: {arch} has no ImageNet weights; "
-                        f"use {', '.join(TORCHVISION_TEACHERS)}")
+                        f"use {', '.join(TORCHVISION_TEACHERS)} or a timm:<name> teacher with --teacher_weights")
     if arch == "seed12":
         return seed12(in_channels, num_classes, cfg.teacher_width)
     if arch in CIFAR_RESNETS:

@@ -62,7 +62,7 @@ def kd_gain(summary: dict, ce_controls: dict):
     if summary.get("role") != "student" or summary.get("method") in ("ce", None) \
             or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
         return None
-    control = ce_controls.get((summary.get("blocks"), summary.get("seed")))
+    control = ce_controls.get((student_key(summary), summary.get("seed")))
     return None if control is None else summary["best_test_acc"] - control
 
 
@@ -78,9 +78,26 @@ def selection_acc(summary) -> float:
     return val if val is not None else summary.get("best_test_acc")
 
 
+def student_key(summary: dict):
+    """Which student a run trained: its depth for the ResidualCNN family (an int, as before), else its arch
+    (a timm student, "blocks" None: e.g. "timm-mobilenetv3_small_050")."""
+    blocks = summary.get("blocks")
+    return blocks if isinstance(blocks, int) else summary.get("arch")
+
+
+def student_label(key) -> str:
+    """res4 for a depth, the arch itself for a timm student."""
+    return f"res{key}" if isinstance(key, int) else str(key)
+
+
+def student_order(key) -> tuple:
+    """The ResidualCNN depths first, in depth order, then other students by name."""
+    return (0, key, "") if isinstance(key, int) else (1, 0, str(key))
+
+
 def ce_controls(summaries: list) -> dict:
-    """{(blocks, seed): best accuracy} of the complete CE-control students among `summaries`."""
-    return {(s.get("blocks"), s.get("seed")): s["best_test_acc"] for s in summaries
+    """{(student, seed): best accuracy} of the complete CE-control students among `summaries` (student_key)."""
+    return {(student_key(s), s.get("seed")): s["best_test_acc"] for s in summaries
             if s.get("role") == "student" and s.get("method") == "ce" and s.get("status") == "complete"
             and s.get("best_test_acc") is not None}
 
@@ -157,7 +174,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     groups = defaultdict(list)
     for r in ok:
         if r["role"] == "student":
-            groups[(r["blocks"], r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
+            groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
     lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
              f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | train s | "
@@ -167,12 +184,12 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         lines.append(f"| teacher {t.get('arch') or t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
                      f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
-    for key in sorted(groups, key=lambda k: (grid_order(*k[:3]), k[3])):
+    for key in sorted(groups, key=lambda k: (student_order(k[0]), grid_order(0, *k[1:3]), k[3])):
         g = groups[key]
         r0 = g[0]
         transfer = f" + {key[3]:,} unlabeled images" if key[3] else ""
         lines.append(
-            f"| res{key[0]} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
+            f"| {student_label(key[0])} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
             f"{_gain_cell(g) if key[1] != 'ce' else '(control)'} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "

@@ -12,7 +12,7 @@ from typing import Optional
 
 from utils.errors import UserError
 from utils.names import grid_order
-from utils.results import ce_controls, kd_gain, summary_defect
+from utils.results import ce_controls, kd_gain, student_key, student_label, student_order, summary_defect
 
 
 def read_json_or_none(path: str):
@@ -59,14 +59,20 @@ class Run:
         return int(self.get("blocks", 0))
 
     @property
+    def model(self):
+        """Which student: its depth (ResidualCNN), or its arch for a timm student (utils.results.student_key)."""
+        key = student_key(self.summary)
+        return key if key is not None else self.blocks
+
+    @property
     def acc(self) -> Optional[float]:
         return self.summary.get("best_test_acc")
 
     @property
     def label(self) -> str:
-        """res4 / teacher seed12: the model, as the legends name it."""
+        """res4 / timm-mobilenetv3_small_050 / teacher seed12: the model, as the legends name it."""
         return f"teacher {self.get('arch', self.get('teacher_arch', ''))}".strip() if self.is_teacher \
-            else f"res{self.blocks}"
+            else student_label(self.model)
 
 
 def _read_run(run_dir: str):
@@ -109,7 +115,8 @@ def load_runs(out_dir: str) -> tuple:
     if not runs:
         what = f"only failed runs ({', '.join(failed)})" if failed else "no run with a summary.json"
         raise UserError(f"--out_dir={out_dir}: {what}; run run_experiments.py first")
-    runs.sort(key=lambda r: (not r.is_teacher, *grid_order(r.blocks, r.method, r.precision), r.get("seed", 0)))
+    runs.sort(key=lambda r: (not r.is_teacher, student_order(r.model), *grid_order(0, r.method, r.precision),
+                             r.get("seed", 0)))
     return runs, failed
 
 
@@ -129,8 +136,9 @@ def teacher_of(runs: list) -> Optional[Run]:
 
 
 def group_key(r: Run) -> tuple:
-    """A grid point of the sweep (every seed of it): (blocks, method, precision)."""
-    return r.blocks, r.method, r.precision
+    """A grid point of the sweep (every seed of it): (student, method, precision); the student is its depth,
+    or a timm student's arch."""
+    return r.model, r.method, r.precision
 
 
 def group_students(runs: list) -> dict:
@@ -138,7 +146,7 @@ def group_students(runs: list) -> dict:
     groups = defaultdict(list)
     for r in students(runs):
         groups[group_key(r)].append(r)
-    return dict(sorted(groups.items(), key=lambda kv: grid_order(*kv[0])))
+    return dict(sorted(groups.items(), key=lambda kv: (student_order(kv[0][0]), grid_order(0, *kv[0][1:]))))
 
 
 def kd_gains(runs: list) -> dict:

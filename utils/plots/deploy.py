@@ -13,6 +13,7 @@ from matplotlib.ticker import FuncFormatter
 from utils.names import TEACHER_COLOR
 from utils.plots.data import context_line
 from utils.plots.style import DEPTH_MARKERS, finish_figure, legend_right, plt, save_figure
+from utils.results import student_label, student_order
 
 
 def pareto_front(costs, accuracies) -> list:
@@ -45,7 +46,7 @@ def deploy_points(runs: list, cost_key: str) -> tuple:
                 where = (r.deploy.get("hardware") or "").split("; ISA")[0]  # the flag list is too long here
                 where = where or f"{v.get('device') or 'device not recorded'}" + (
                     f", {v['threads']} threads" if v.get("threads") else "")
-                points.append({"model": model, "depth": None if r.is_teacher else r.blocks,
+                points.append({"model": model, "depth": None if r.is_teacher else r.model,
                                "variant": str(v.get("name", "?")), "run": r.name, "accuracy": float(v["accuracy"]),
                                "cost": float(v[cost_key]), "where": where})
     return points, skipped
@@ -89,7 +90,7 @@ def plot_deploy_tradeoff(runs: list, cost_key: str, xlabel: str, title: str, pat
     variants = sorted({p["variant"] for p in points})
     cmap = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
     vcolor = {v: cmap(i % cmap.N) for i, v in enumerate(variants)}
-    depths = sorted({p["depth"] for p in points if p["depth"] is not None})
+    depths = sorted({p["depth"] for p in points if p["depth"] is not None}, key=student_order)
     marker = {b: DEPTH_MARKERS[i % len(DEPTH_MARKERS)] for i, b in enumerate(depths)}
     fig, ax = plt.subplots(figsize=(8.0, 5.0))
     for p in points:
@@ -114,7 +115,7 @@ def plot_deploy_tradeoff(runs: list, cost_key: str, xlabel: str, title: str, pat
     ax.grid(alpha=0.3, which="both")
     handles = [Line2D([], [], ls="none", marker="s", ms=8, color=vcolor[v], label=v) for v in variants]
     handles.append(Line2D([], [], ls="none", label=" "))
-    handles += [Line2D([], [], ls="none", marker=marker[b], ms=7, mfc="white", mec="black", label=f"res{b}")
+    handles += [Line2D([], [], ls="none", marker=marker[b], ms=7, mfc="white", mec="black", label=student_label(b))
                 for b in depths]
     if any(p["depth"] is None for p in points):
         handles.append(Line2D([], [], ls="none", marker="*", ms=10, mfc="white", mec=TEACHER_COLOR,

@@ -13,7 +13,7 @@ from utils.names import (CE_COLOR, TEACHER_COLOR, method_look, method_order, pre
                          precision_order)
 from utils.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
 from utils.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
-from utils.results import mean_std
+from utils.results import mean_std, student_label, student_order
 
 
 def _color(method: str, precision: str) -> str:
@@ -71,7 +71,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(ylabel)
-    handles = [Line2D([], [], color=c, lw=2.5, label=f"res{b}") for b, c in colors.items()]
+    handles = [Line2D([], [], color=c, lw=2.5, label=student_label(b)) for b, c in colors.items()]
     handles += [Line2D([], [], color="#333333", ls=method_look(m).line, label=method_look(m).label)
                 for m in sorted({k[1] for k in groups}, key=method_order)]
     if teacher is not None:
@@ -113,10 +113,11 @@ def plot_accuracy_vs_params(runs: list, path: str) -> str:
     if teacher is not None and teacher.acc is not None and teacher.get("params"):
         ax.plot([teacher.get("params")], [teacher.acc], marker="*", ms=14, color=TEACHER_COLOR, ls="none")
     ax.set_xscale("log")
-    depth_params = sorted({(rs[0].get("params"), b) for (b, _, _), rs in groups.items() if rs[0].get("params")})
+    depth_params = sorted({(rs[0].get("params"), b) for (b, _, _), rs in groups.items() if rs[0].get("params")},
+                          key=lambda pb: (pb[0], student_order(pb[1])))
     if depth_params:  # name each depth on a top axis: the reader need not decode parameter counts
         top = ax.secondary_xaxis("top")
-        top.set_xticks([pp for pp, _ in depth_params], [f"res{b}" for _, b in depth_params], fontsize=8)
+        top.set_xticks([pp for pp, _ in depth_params], [student_label(b) for _, b in depth_params], fontsize=8)
         top.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("test accuracy, selected epoch (%)")
@@ -133,7 +134,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
     groups = group_students(runs)
     teacher = teacher_of(runs)
     gains = kd_gains(runs)
-    depths = sorted({b for (b, _, _) in groups})
+    depths = sorted({b for (b, _, _) in groups}, key=student_order)
     series = sorted({(m, p) for (_, m, p) in groups},
                     key=lambda s: (method_order(s[0]), s[0], precision_order(s[1])))
     width = 0.8 / max(len(series), 1)
@@ -167,8 +168,10 @@ def plot_kd_gain(runs: list, path: str) -> str:
         highs.append(teacher.acc)
     bottom = max(0.0, np.floor(min(lows) - 5)) if lows else 0.0
     ax.set_ylim(bottom, min(100.0, max(highs) + 6) if highs else 100.0)
-    ax.set_xticks(range(len(depths)), [f"res{b}" for b in depths])
-    ax.set_xlabel("student depth (residual blocks)")
+    named = any(isinstance(b, str) for b in depths)  # timm students: long names, turned to stay apart
+    ax.set_xticks(range(len(depths)), [student_label(b) for b in depths], rotation=20 if named else 0,
+                  ha="right" if named else "center")
+    ax.set_xlabel("student" if named else "student depth (residual blocks)")
     ax.set_ylabel("test accuracy, selected epoch (%)" + (f", axis from {bottom:.0f}%" if bottom > 0 else ""))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
@@ -187,7 +190,7 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
     if teacher is not None:
         rows.append((teacher.label, TEACHER_COLOR, [teacher], None))
     for (b, m, p), rs in groups.items():
-        rows.append((f"res{b} {m} {precision_label(runs, p)}", _color(m, p), rs, method_look(m).hatch or None))
+        rows.append((f"{student_label(b)} {m} {precision_label(runs, p)}", _color(m, p), rs, method_look(m).hatch or None))
     fig, ax = plt.subplots(figsize=(9.0, 1.2 + 0.3 * len(rows)))
     ends = []
     for y, (label, color, rs, hatch) in enumerate(rows):
@@ -202,7 +205,7 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
         ends.append(mean + sd)
     prev = None
     for y, (_, _, rs, _) in enumerate(rows):  # a thin rule between depths
-        depth = None if rs[0].is_teacher else rs[0].blocks
+        depth = None if rs[0].is_teacher else rs[0].model
         if prev is not None and depth != prev[1]:
             ax.axhline(y - 0.5, color="#bbbbbb", lw=0.6)
         prev = (y, depth)

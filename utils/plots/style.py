@@ -7,6 +7,7 @@ import io
 import matplotlib
 
 from utils.atomic import atomic_write_bytes
+from utils.results import student_order
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -46,8 +47,9 @@ DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
 
 
 def depth_colors(depths) -> dict:
-    """{blocks: colour}: a sequential map, so deeper reads darker/greener at a glance."""
-    depths = sorted(set(depths))
+    """{blocks: colour}: a sequential map, so deeper reads darker/greener at a glance (timm students, named
+    by arch, after the depths)."""
+    depths = sorted(set(depths), key=student_order)
     cmap = plt.get_cmap("viridis")
     n = len(depths)
     return {b: cmap(0.1 + 0.75 * i / max(n - 1, 1)) for i, b in enumerate(depths)}
