@@ -60,7 +60,7 @@ class Config:
     image_size: int = _train(0)  # px, square; 0 = the dataset's native size (28 Fashion-MNIST, 32 CIFAR, 150 Intel)
     max_train_samples: int = _train(0)  # images; 0 = all. A class-stratified, seeded subset otherwise
     max_test_samples: int = _eval(0)  # images; 0 = all
-    unlabeled_samples: int = _train(0)  # a transfer set: further train images whose labels the student never sees, only the teacher's outputs on them; 0 = none
+    unlabeled_samples: int = _train(0)  # a transfer set: further train images (outside the labeled subset, val and test; seeded) whose labels the student never sees, only the teacher's outputs on them; needs max_train_samples and a method with a teacher; 0 = none
     val_fraction: float = _train(0.0)  # share of the whole train split held out (fixed, seed-independent) to select the epoch; 0 = select on test (the original)
     augment: str = _train("crop+flip")  # batch augmentation on tensors: none | flip | crop+flip (4 px zero padding)
     random_erasing: float = _train(0.0)  # probability of erasing a random rectangle per image (Zhong et al. 2020 use 0.5)
@@ -89,7 +89,7 @@ class Config:
     dkd_beta_per_depth: tuple = _train((), ("dkd",))  # dkd: [[blocks, beta], ...] overriding dkd_beta for those depths
     dkd_warmup: float = _train(20 / 240, ("dkd",))  # dkd: share of the run over which the DKD weight ramps up linearly (the paper: 20 of 240 epochs)
     fitnet_weight: float = _train(100.0, ("fitnet",))  # fitnet: weight of the hint MSE (mdistiller's CIFAR FEAT_WEIGHT); CE weighs 1.0
-    fitnet_stage: int = _train(-1, ("fitnet",))  # fitnet: which student stage gives the hint (0-based; -1 = the middle one)
+    fitnet_stage: int = _train(-1, ("fitnet",))  # fitnet: which student stage gives the hint (0-based; -1 = the middle one; nothing below -1)
     at_weight: float = _train(1000.0, ("at",))  # at: weight of the attention-map loss (mdistiller's CIFAR value); CE weighs 1.0
     at_p: float = _train(2.0, ("at",))  # at: attention map = mean over channels of |A|^p (Zagoruyko & Komodakis 2017 use p=2)
     fm_temperature: float = _train(1.0, ("fm",))  # fm: softmax temperature of function matching's KL (Beyer et al. 2022 use 1)
@@ -119,7 +119,7 @@ class Config:
     sync_bn: bool = _train(False)  # under torchrun: BatchNorm statistics of the global batch (all-reduced), not each rank's shard
     # --- outputs ---
     out_dir: str = _run("checkpoints")  # every run writes out_dir/run_name/
-    run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method and seed
+    run_name: str = _run("")  # "" = derived, like the original's res4_b224_fp16 plus dataset, method, transfer set and seed; a plain folder name, never a path
     resume: bool = _run(False)  # continue out_dir/run_name/checkpoint.pt if present
     tensorboard: bool = _run(True)  # TensorBoard event files in every run's tb/ (losses, accuracies, lr, images/s per epoch)
     overwrite: bool = _run(False)  # replace a finished run of the same run_name (otherwise train.py stops with exit 2)
@@ -260,7 +260,7 @@ RELEASED_TEACHER = "teachers/fashion-mnist_teacher_resnet20"  # made by `make te
 # 500 images of their seed, 40 epochs of SGD, selected on a fixed 2% validation hold-out evaluated from
 # epoch 17 on (in 150 such runs no epoch before 20 was the best; --select_from), tested on the whole test
 # split. Size and KD setting were chosen on that hold-out with seeds 100-102 over 1,000 x 20 epochs,
-# mdistiller's T 4 / 0.1 / 0.9, logit standardization, DKD and function matching (README). augment=flip lets
+# mdistiller's T 4 / 0.1 / 0.9, logit standardization, DKD and function matching (docs/results.md). augment=flip lets
 # the teacher's logits be cached once per image and view.
 CPU_PROTOCOL = dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
                     teacher_arch="resnet20", teacher_checkpoint=RELEASED_TEACHER, max_train_samples=500,
@@ -280,7 +280,7 @@ PRESETS = {
                     teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
     # the CPU demo `make demo` (DEMO_MINUTES from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
     "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
-    # the full experiment of the README, for one GPU: all of Fashion-MNIST (6k held out for selection),
+    # the full experiment (docs/results.md), for one GPU: all of Fashion-MNIST (6k held out for selection),
     # a wide ResNet teacher with the literature's recipe, and for every depth and 3 seeds the CE control,
     # KD, DKD and attention transfer on the same fixed schedule and data order (paired)
     "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
@@ -404,7 +404,7 @@ def usage() -> str:
             "  python run_experiments.py --preset=demo\n  python evaluate.py --run=checkpoints/<run_name>\n"
             "  python plot_experiment_results.py --preset=demo\n"
             "Options: --field=value for any config field; every field with its default, unit and meaning is\n"
-            "listed in README.md (section 'Config fields') and config.py. --recipe=NAME applies a named\n"
+            "listed in docs/config.md (generated from config.py). --recipe=NAME applies a named\n"
             f"recipe from the literature ({', '.join(RECIPES)}). --preset=NAME sets:\n" + presets)
 
 
@@ -417,7 +417,7 @@ def parse_overrides(argv: list[str]) -> dict:
     preset, recipe, overrides = None, None, {}
     for arg in argv:
         if not arg.startswith("--") or "=" not in arg:
-            raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see README for every field")
+            raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see docs/config.md for every field")
         key, text = arg[2:].split("=", 1)
         if key == "recipe" and text.startswith("@"):  # a recipe file, e.g. the one tune.py writes
             recipe = read_recipe_file(text[1:], names)
@@ -429,7 +429,7 @@ def parse_overrides(argv: list[str]) -> dict:
             preset, recipe = (text, recipe) if key == "preset" else (preset, text)
             continue
         if key not in names:
-            raise UserError(f"--{key}: unknown config field (fields are listed in README.md)")
+            raise UserError(f"--{key}: unknown config field (fields are listed in docs/config.md)")
         overrides[key] = _parse_value(key, text)
     merged = dict(PRESETS[preset]) if preset else {}
     merged.update((RECIPES[recipe] if isinstance(recipe, str) else recipe) if recipe else {})

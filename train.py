@@ -7,7 +7,7 @@
 Top to bottom: data -> teacher -> each run's model and distiller (distill/run_state.py) -> engine
 (distill/engine.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
-config.json, training_summary.txt, summary.json (see README). One process at a time per run
+config.json, training_summary.txt, summary.json (see docs/runs.md). One process at a time per run
 directory (run_dir/.lock); a finished run is replaced only with --overwrite=True.
 
 `train_runs(cfgs)` is the same program for several students that share a seed and their batches (the

@@ -5,7 +5,7 @@ Batches have fixed shapes (the sampler drops the ragged last batch) and the augm
 is drawn on the CPU generator before the graph, so replays stay valid.
 
 Where capture cannot work the step stays eager and `plan()` says why, in one line.
-NOT YET MEASURED: this project's machines have had no GPU while this was written; see README (Speed).
+NOT YET MEASURED: this project's machines have had no GPU while this was written; see docs/speed.md.
 """
 import torch
 

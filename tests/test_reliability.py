@@ -73,7 +73,7 @@ def test_help_prints_usage_and_exits_0(script, flag, capsys):
     assert e.value.code == 0 and err == ""
     assert module.__doc__.strip().splitlines()[0] in out  # the script's own command lines
     for needle in ("python train.py --role=teacher", "python run_experiments.py --preset=demo", "smoke", "demo",
-                   "full", "README.md"):
+                   "full", "docs/config.md"):
         assert needle in out, needle
 
 
