@@ -32,7 +32,7 @@ from distill import distributed
 from distill.runs import is_complete, model_arch, model_blocks, read_summary, run_dir_of
 from utils.atomic import atomic_write_json
 from utils.checkpoint import CorruptCheckpoint
-from utils.device import resolve_device
+from utils.device import resolve_auto, resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results
@@ -60,9 +60,10 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
         epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
     if precision == "fp16" and base.fp16_on_cpu == "bf16" and resolve_device(base.device).type == "cpu":
         precision, note = "bf16", "in place of fp16 (fp16 autocast on this CPU trains ~100x slower)"
-    return dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
-                               seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                               precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup)
+    cfg = dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
+                              seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
+                              precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup)
+    return resolve_auto(cfg, resolve_device(base.device))  # auto's choice shows in the run's name
 
 
 def grid(base: Config) -> list:
@@ -75,7 +76,8 @@ def grid(base: Config) -> list:
             runs.append(student_config(base, blocks, "fp32", "ce", seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
-    return runs
+    seen = set()  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
+    return [c for c in runs if not (run_dir_of(c) in seen or seen.add(run_dir_of(c)))]
 
 
 def record_failure(cfg: Config, err: BaseException) -> str:

@@ -35,6 +35,7 @@ from distill.engine import evaluate_logits, predict, train_epochs_together
 from distill.run_state import RunState
 from distill.runs import is_complete, read_summary, restore_history, run_dir_of
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
+from utils.device import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
 
@@ -78,6 +79,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
     world, device = distributed.start(cfgs[0].device)  # one process, or this rank of a torchrun job
+    cfgs = [resolve_auto(c, device) for c in cfgs]  # --precision=auto: bf16 where the hardware has the units
     if world.size > 1 and len(cfgs) > 1:
         raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
                         "(--launcher=ray for several GPUs or nodes)")

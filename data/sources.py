@@ -5,6 +5,7 @@ any ImageFolder tree). Each gives a `Source`: the files (whose fingerprint keys 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-FASHION_SYSTEM_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)  # Debian: dataset-fashion-mnist
+# Debian's dataset-fashion-mnist; $FASHION_MNIST_DIR first where set (a machine with its own copy, e.g. the GPU check's)
+FASHION_SYSTEM_DIRS = (*([Path(os.environ["FASHION_MNIST_DIR"])] if os.environ.get("FASHION_MNIST_DIR") else []),
+                       Path("/usr/share/datasets/fashion-mnist"))
 DOWNLOAD_SOCKET_TIMEOUT_S = 15   # per connection attempt: offline machines fail fast
 DOWNLOAD_DEADLINE_S = 300        # whole download, so a stalled mirror can never hang a run
 

@@ -2,6 +2,7 @@
 and writes the JSON the README numbers come from (so the benchmark cannot rot)."""
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,19 @@ def test_bench_sweep_times_a_whole_grid(tmp_path):
     assert set(runs["original"][0]["final_test_acc"]) == set(runs["project"][0]["final_test_acc"])
     for k in ("original_over_project", "project_over_floors", "original_over_floors"):
         assert math.isfinite(res["ratios"][k]) and res["ratios"][k] > 0
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh at tiny size with --device=cpu: every step runs and writes its files, so
+    the script runs as it is the day a GPU is lent."""
+    out = tmp_path / "gpu"
+    r = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out), "cpu", "tiny"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900, env={**os.environ, "PYTHON": sys.executable})
+    steps = [json.loads(line) for line in (out / "steps.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == ["full", "bench_train", "bench_sweep_eager", "bench_sweep_graphs"]
+    assert r.returncode == 0 and all(s["exit_code"] == 0 for s in steps), (r.stdout, r.stderr)
+    for name in ("bench_train.json", "bench_sweep_eager.json", "bench_sweep_graphs.json", "full_results.md"):
+        assert (out / name).stat().st_size > 0, name
+    graphs = json.loads((out / "bench_sweep_graphs.json").read_text())
+    assert graphs  # on a CPU --cuda_graphs runs eager and says why (distill/graphs.py)

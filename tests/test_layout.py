@@ -9,8 +9,8 @@ from distill.base import Distiller
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("utils", "data", "models", "distill", "deploy", "benchmarks")
-SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results")
-LIBRARIES = ("config", "utils", "data", "models", "distill", "deploy")
+SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results", "tune")
+LIBRARIES = ("config", "presets", "utils", "data", "models", "distill", "deploy")
 
 
 def project_modules() -> dict:
@@ -98,3 +98,20 @@ def test_registry_is_config_methods():
     assert tuple(DISTILLERS) == config.METHODS
     for name, cls in DISTILLERS.items():
         assert issubclass(cls, Distiller) and cls.name == name
+
+
+# what a distillation method is (distill/: the base, one file per method, the registry) apart from the
+# training runtime that steps it (epochs, run files, torchrun, Ray, CUDA graphs)
+RUNTIME = ("distill.engine", "distill.run_state", "distill.runs", "distill.distributed", "distill.ray_sweep",
+           "distill.graphs")
+
+
+def test_methods_never_import_the_runtime():
+    methods = ["distill", "distill.base"] + [f"distill.{m}" for m in ("ce", "kd", "dkd", "fitnet", "at", "fm", "pl")]
+    graph = import_graph()
+    bad = {m: sorted(d for d in graph[m] if d in RUNTIME or d in SCRIPTS) for m in methods}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def test_presets_import_nothing_of_the_project():
+    assert import_graph()["presets"] == set()

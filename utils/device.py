@@ -1,5 +1,7 @@
 """The machine: which device a run uses, what hardware it is, which CPU features it has, and
 bitsandbytes imported quietly. Every summary and benchmark names the hardware through here."""
+import dataclasses
+
 import torch
 
 from utils.errors import UserError
@@ -40,6 +42,42 @@ def cpu_flags() -> list:
     """The ISA extensions of ISA_FLAGS this CPU has (from /proc/cpuinfo; [] where unknown)."""
     have = set((_cpuinfo_field("flags") or "").split())
     return [f for f in ISA_FLAGS if f in have]
+
+
+def native_bf16(device: torch.device) -> str:
+    """What gives this device native bf16 matrix units ("AMX", "AVX512-BF16", "sm_90 tensor cores"), or
+    "" when it has none: read from the CPU's flags or the GPU's compute capability, never guessed."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"sm_{major}{minor} tensor cores" if major >= 8 else ""
+    if device.type != "cpu":
+        return ""
+    flags = cpu_flags()
+    return "AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else ""
+
+
+def resolve_auto_precision(name: str, device: torch.device) -> tuple:
+    """(precision, note) for --precision / --teacher_precision: `auto` becomes bf16 where the hardware has
+    native bf16 units and fp32 elsewhere, and the note says which and why; other names pass through."""
+    if name != "auto":
+        return name, ""
+    units = native_bf16(device)
+    if units:
+        return "bf16", f"auto: {units}"
+    isa = "; ".join(cpu_flags()[:2]) if device.type == "cpu" else device.type
+    return "fp32", f"auto: no native bf16 units ({isa or 'unknown CPU'})"
+
+
+def resolve_auto(cfg, device: torch.device):
+    """The config with --precision=auto and --teacher_precision=auto resolved for `device`; the note,
+    shown in the run's summary and precision description, says what auto chose and why."""
+    precision, note = resolve_auto_precision(cfg.precision, device)
+    teacher, teacher_note = resolve_auto_precision(cfg.teacher_precision, device)
+    if (precision, teacher) == (cfg.precision, cfg.teacher_precision):
+        return cfg
+    note = note or (f"teacher forward {teacher_note}" if teacher_note else "")
+    return dataclasses.replace(cfg, precision=precision, teacher_precision=teacher,
+                               precision_note="; ".join(n for n in (cfg.precision_note, note) if n))
 
 
 # oneDNN's AVX2/AVX-512 kernel for the weight gradient of a strided 1x1 convolution in channels_last

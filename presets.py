@@ -1,0 +1,72 @@
+"""Named sizes and recipes: `--preset=NAME` sets a run's size and protocol (smoke for the tests, the
+released teacher, the CPU demo, the reduced experiment and its transfer set, the full GPU run);
+`--recipe=NAME` applies a recipe from the literature after it. Plain dicts of config fields (config.py
+checks them like any override); config.py imports this module, never the reverse.
+"""
+
+# Named recipes from the literature: `--recipe=<name>` applies one after the preset and before the other
+# overrides; the sweep's teacher run takes `teacher_recipe`. Each says where its numbers come from.
+RECIPES = {
+    # a teacher that reaches the literature's Fashion-MNIST numbers: SGD + Nesterov, lr 0.1 at batch 128,
+    # weight decay 5e-4, cosine after a short warm-up, crop + flip + random erasing (Zhong et al. 2020:
+    # ResNet-20 95.98%, WRN-28-10 96.35% on Fashion-MNIST), no label smoothing (Muller et al. 2019: it
+    # erases the class relations KD transfers), no early stopping
+    "teacher-sgd": dict(optimizer="sgd", nesterov=True, lr=0.1, batch_size=128, momentum=0.9, weight_decay=5e-4,
+                        schedule="cosine", warmup_epochs=1.0, augment="crop+flip", random_erasing=0.5,
+                        patience=0),
+    # students the way mdistiller trains them on CIFAR (SGD 0.05 at batch 64 = 0.1 at 128, wd 5e-4), with a
+    # cosine schedule instead of steps, and the same for the CE control and every distilled student
+    "student-sgd": dict(optimizer="sgd", nesterov=True, lr=0.1, batch_size=128, momentum=0.9, weight_decay=5e-4,
+                        schedule="cosine", warmup_epochs=1.0, augment="crop+flip", patience=0),
+    "hinton-kd": dict(method="kd", temperature=4.0, alpha=0.1, kd_weight=0.9, kd_logit_std=False),  # mdistiller CIFAR
+    "kd-logit-std": dict(method="kd", temperature=2.0, alpha=0.1, kd_weight=9.0, kd_logit_std=True),  # Sun et al. 2024
+    "dkd": dict(method="dkd", temperature=4.0, dkd_alpha=1.0, dkd_beta=8.0, dkd_warmup=20 / 240),  # Zhao et al. 2022
+    "fitnet": dict(method="fitnet", fitnet_weight=100.0, fitnet_stage=-1),  # Romero et al. 2015, mdistiller weights
+    "at": dict(method="at", at_weight=1000.0, at_p=2.0),  # Zagoruyko & Komodakis 2017, mdistiller weights
+    # Beyer et al. 2022: teacher and student see the same mixup view, KL at T=1 only, long schedules
+    "function-matching": dict(method="fm", fm_temperature=1.0, fm_mixup=1.0, teacher_logits="online"),
+}
+
+
+RELEASED_TEACHER = "teachers/fashion-mnist_teacher_resnet20"  # made by `make teacher` (the "teacher" preset)
+
+# The CPU protocol of the demo, reduced and transfer presets: students of the released teacher (teachers/,
+# 94.36%), for 3 depths and 3 seeds a CE control and a KD student (T 2, CE and KD weights 0.5) on the same
+# 500 images of their seed, 40 epochs of SGD, selected on a fixed 2% validation hold-out evaluated from
+# epoch 17 on (in 150 such runs no epoch before 20 was the best; --select_from), tested on the whole test
+# split. Size and KD setting were chosen on that hold-out with seeds 100-102 over 1,000 x 20 epochs,
+# mdistiller's T 4 / 0.1 / 0.9, logit standardization, DKD and function matching (docs/results.md). augment=flip lets
+# the teacher's logits be cached once per image and view.
+CPU_PROTOCOL = dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
+                    teacher_arch="resnet20", teacher_checkpoint=RELEASED_TEACHER, max_train_samples=500,
+                    max_test_samples=0, val_fraction=0.02, select_from=0.4, epochs=40, seeds=3,
+                    sweep_blocks=(4, 6, 8), sweep_methods=("kd",), temperature=2.0, alpha=0.5, kd_weight=0.5,
+                    sweep_precisions=("fp32",))
+
+PRESETS = {
+    # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
+    "smoke": dict(max_train_samples=256, max_test_samples=128, epochs=1, batch_size=64,
+                  eval_batch_size=256, teacher_width=4, out_dir="checkpoints/smoke"),
+    # the released teacher `make teacher` (teachers/fashion-mnist_teacher_resnet20): a resnet20 on the whole
+    # Fashion-MNIST training split less the fixed 2% validation hold-out the demo and reduced students select
+    # on, with the teacher recipe at batch 256 (lr 0.2, the linear-scaling rule from 0.1 at 128; ~1.3x the
+    # images/s of batch 128 on a 2-core CPU) for 36 epochs, which fits about an hour on 2 cores
+    "teacher": dict(**{**RECIPES["teacher-sgd"], "batch_size": 256, "lr": 0.2}, role="teacher",
+                    teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
+    # the CPU demo `make demo` (DEMO_MINUTES from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
+    "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
+    # the full experiment (docs/results.md), for one GPU: all of Fashion-MNIST (6k held out for selection),
+    # a wide ResNet teacher with the literature's recipe, and for every depth and 3 seeds the CE control,
+    # KD, DKD and attention transfer on the same fixed schedule and data order (paired)
+    "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
+                 val_fraction=0.1, epochs=30, seeds=3, sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",),
+                 workers=3, out_dir="checkpoints/full"),
+    # the demo's protocol on 5 new seeds (3-7), about REDUCED_MINUTES on 2 cores;
+    # `make reduced` then adds the transfer-set rows (--preset=transfer, same out_dir)
+    "reduced": dict(**{**CPU_PROTOCOL, "seeds": 5}, first_seed=3, out_dir="checkpoints/reduced"),
+    # the transfer set beside the reduced experiment's runs (about TRANSFER_MINUTES): the same 500 labeled images
+    # plus 4,500 the student sees only through the teacher, for 4 epochs (the control's images x epochs:
+    # 40 on 500), KD and the pseudo-label control, seeds 3-5; the CE controls are the reduced experiment's
+    "transfer": dict(**{**CPU_PROTOCOL, "sweep_methods": ("kd", "pl")}, unlabeled_samples=4500, transfer_epochs=4,
+                     first_seed=3, out_dir="checkpoints/reduced"),
+}
