@@ -78,6 +78,9 @@ def test_hparams_records_read_back(tmp_path):
            "best_test_acc": 81.5, "best_val_acc": 82.0, "kd_gain": 1.25}
     write_hparams(str(tmp_path), [row, {**row, "run_name": "t", "role": "teacher"}])
     assert [p.name for p in (tmp_path / "tb_hparams").iterdir()] == ["r"]
+    before = (tmp_path / "tb_hparams" / "r").stat().st_mtime_ns
+    write_hparams(str(tmp_path), [row])  # unchanged: nothing rewritten
+    assert (tmp_path / "tb_hparams" / "r").stat().st_mtime_ns == before
     ea = events(tmp_path / "tb_hparams" / "r")
     assert ea.Scalars("hparams/kd_gain")[0].value == pytest.approx(1.25)
     content = ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]

@@ -8,9 +8,12 @@ dropped by TensorBoard's readers, so no step appears twice. The sweep adds <out_
 hparams record per finished run (method, depth, precision, seed, method hyper-parameters -> selected
 test and val accuracy, KD gain), for the HPARAMS tab. history.json stays the record the plots read.
 """
+import json
 import os
 import shutil
 import sys
+
+from utils.atomic import atomic_update_text
 
 HPARAMS_DIR = "tb_hparams"
 
@@ -67,9 +70,11 @@ def _hparam_value(v):
 
 
 def write_hparams(out_dir: str, rows: list) -> None:
-    """<out_dir>/tb_hparams/<run>: the sweep's table as TensorBoard hparams, rebuilt from every finished run."""
-    root = os.path.join(out_dir, HPARAMS_DIR)
-    shutil.rmtree(root, ignore_errors=True)  # rebuilt whole: a rerun never shows a run twice
+    """<out_dir>/tb_hparams/<run>: the sweep's table as TensorBoard hparams, rebuilt from every finished run
+    when it changed (<out_dir>/tb_hparams.json holds what it shows: a rerun that changes nothing writes
+    nothing, so it also works in a read-only out_dir). An unwritable out_dir raises OSError here, before
+    any event file is opened (TensorBoard's writer thread would print its own traceback)."""
+    records = []
     for r in rows:
         if r.get("status") != "complete" or r.get("role") != "student":
             continue
@@ -78,9 +83,15 @@ def write_hparams(out_dir: str, rows: list) -> None:
                   **{f"{r.get('method')}.{k}": v for k, v in (r.get("hparams") or {}).items()}}
         metrics = {"hparams/test_acc": r.get("best_test_acc"), "hparams/val_acc": r.get("best_val_acc"),
                    "hparams/kd_gain": r.get("kd_gain")}
-        writer = _writer(os.path.join(root, r["run_name"]))
+        records.append([r["run_name"], {k: _hparam_value(v) for k, v in params.items() if v is not None},
+                        {k: v for k, v in metrics.items() if isinstance(v, (int, float))}])
+    if not atomic_update_text(os.path.join(out_dir, "tb_hparams.json"), json.dumps(records, indent=1) + "\n"):
+        return
+    root = os.path.join(out_dir, HPARAMS_DIR)
+    shutil.rmtree(root, ignore_errors=True)  # rebuilt whole: a rerun never shows a run twice
+    for name, params, metrics in records:
+        writer = _writer(os.path.join(root, name))
         if writer is None:
             return
         with writer:
-            writer.add_hparams({k: _hparam_value(v) for k, v in params.items() if v is not None},
-                               {k: v for k, v in metrics.items() if isinstance(v, (int, float))}, run_name=".")
+            writer.add_hparams(params, metrics, run_name=".")
