@@ -73,11 +73,18 @@ def _importable(fn):
 
 
 def _read_run_dir(run_dir: str, names=None) -> dict:
-    """{file name: bytes} of the files directly in `run_dir` (all of them, or those in `names`)."""
+    """{path relative to `run_dir`: bytes} of its files, those in subfolders (tb/) included, hidden ones
+    (.lock) left out (all of them, or those in `names`)."""
     if not os.path.isdir(run_dir):
         return {}
-    return {n: Path(run_dir, n).read_bytes() for n in sorted(os.listdir(run_dir))
-            if os.path.isfile(os.path.join(run_dir, n)) and not n.startswith(".") and (names is None or n in names)}
+    files = {}
+    for folder, dirs, found in os.walk(run_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for n in sorted(found):
+            rel = os.path.relpath(os.path.join(folder, n), run_dir)
+            if not n.startswith(".") and (names is None or rel in names):
+                files[rel] = Path(folder, n).read_bytes()
+    return files
 
 
 def write_run_dir(run_dir: str, files: dict) -> None:

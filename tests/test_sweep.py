@@ -46,13 +46,13 @@ def test_sigkill_after_first_student_then_rerun_completes_without_redoing(tmp_pa
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert first.exists()
-    done = {p: p.stat().st_mtime_ns for p in first.parent.iterdir()}
+    done = {p: p.stat().st_mtime_ns for p in first.parent.rglob("*") if p.is_file()}
     contents = {p: p.read_bytes() for p in done}
     assert not (out / "results.csv").exists(), "the sweep finished before it could be killed"
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fashion-mnist_res2_b64_fp32_ce_s0: skipped" in r.stdout
-    assert {p: p.stat().st_mtime_ns for p in first.parent.iterdir()} == done
+    assert {p: p.stat().st_mtime_ns for p in first.parent.rglob("*") if p.is_file()} == done
     assert {p: p.read_bytes() for p in done} == contents
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 1 + 2 * 3 and all(r["status"] == "complete" for r in rows)
