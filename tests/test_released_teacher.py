@@ -39,6 +39,7 @@ def test_released_teacher_is_small_and_says_where_it_came_from(run_dir):
             assert (students.val_fraction, students.dataset) == (cfg["val_fraction"], cfg["dataset"])
 
 
+@pytest.mark.slow  # the whole test split through resnet20: demo-size
 @pytest.mark.parametrize("run_dir", RELEASED, ids=lambda p: p.name)
 def test_released_teacher_measures_what_its_summary_says(run_dir):
     s = read_json_object(str(run_dir / "summary.json"))
