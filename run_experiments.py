@@ -76,8 +76,10 @@ def grid(base: Config) -> list:
             runs.append(student_config(base, blocks, "fp32", "ce", seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
-    seen = set()  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
-    return [c for c in runs if not (run_dir_of(c) in seen or seen.add(run_dir_of(c)))]
+    unique = {}  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
+    for c in runs:
+        unique.setdefault(run_dir_of(c), c)
+    return list(unique.values())
 
 
 def record_failure(cfg: Config, err: BaseException) -> str:

@@ -185,7 +185,7 @@ class RunState:
             self.model.load_state_dict(final)
         atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
         if self.tb is not None:
-            for row in (best, last):
+            for row in ((best,) if best is last else (best, last)):  # one point per step
                 self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
 
     def finish(self, test, n_train: int, n_val: int) -> dict:

@@ -28,14 +28,15 @@ def tag(key: str) -> str:
     return key
 
 
-def _writer(log_dir: str, purge_step=None):
+def _writer_class():
+    """torch's SummaryWriter, or None (with one warning line) where tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is in requirements.txt; a hand-made environment may lack it
         print("warning: tensorboard is not installed; no event files (pip install -r requirements.txt)",
               file=sys.stderr)
         return None
-    return SummaryWriter(log_dir, purge_step=purge_step)
+    return SummaryWriter
 
 
 class EpochLog:
@@ -45,7 +46,8 @@ class EpochLog:
         log_dir = os.path.join(run_dir, "tb")
         if not first_epoch:  # a fresh start: the old run's events would interleave with the new ones
             shutil.rmtree(log_dir, ignore_errors=True)
-        self.writer = _writer(log_dir, purge_step=first_epoch + 1 if first_epoch else None)
+        writer = _writer_class()
+        self.writer = writer(log_dir, purge_step=first_epoch + 1 if first_epoch else None) if writer else None
 
     def epoch(self, row: dict) -> None:
         self.scalars(row, row["epoch"])
@@ -85,13 +87,12 @@ def write_hparams(out_dir: str, rows: list) -> None:
                    "hparams/kd_gain": r.get("kd_gain")}
         records.append([r["run_name"], {k: _hparam_value(v) for k, v in params.items() if v is not None},
                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}])
-    if not atomic_update_text(os.path.join(out_dir, "tb_hparams.json"), json.dumps(records, indent=1) + "\n"):
+    writer = _writer_class()
+    if writer is None or not atomic_update_text(os.path.join(out_dir, "tb_hparams.json"),
+                                                json.dumps(records, indent=1) + "\n"):
         return
     root = os.path.join(out_dir, HPARAMS_DIR)
     shutil.rmtree(root, ignore_errors=True)  # rebuilt whole: a rerun never shows a run twice
     for name, params, metrics in records:
-        writer = _writer(os.path.join(root, name))
-        if writer is None:
-            return
-        with writer:
-            writer.add_hparams(params, metrics, run_name=".")
+        with writer(os.path.join(root, name)) as w:
+            w.add_hparams(params, metrics, run_name=".")
