@@ -17,8 +17,8 @@ import torch
 
 from config import make_config, parse_overrides
 from data.dataset import Split, load_pred_images
-from distill.engine import evaluate_logits, predict
-from distill.runs import load_run
+from runtime.inference import evaluate_logits, predict
+from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
@@ -87,7 +87,7 @@ def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
 
 def evaluate_run(run_dir: str, overrides: dict = None) -> None:
     """Evaluate (or, with split=pred, predict) a finished run, then deploy it when overrides ask;
-    `overrides` may change only fields of scope run, eval and deploy (distill.runs.load_run)."""
+    `overrides` may change only fields of scope run, eval and deploy (runtime.run_dir.load_run)."""
     cfg, model, ds, weights = load_run(run_dir, overrides)
     device = resolve_device(cfg.device)
     if cfg.split == "pred":

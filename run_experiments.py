@@ -8,7 +8,7 @@ One frozen config per grid point; nothing global is mutated. The teacher trains 
 students that share a seed and their batches train together (train.train_runs: each batch made once,
 the teacher's outputs for it computed once, every student stepping on it), one group after another
 or `--workers=N` groups at once in their own processes, or as Ray tasks across GPUs and nodes
-(`--launcher=ray`, distill/ray_sweep.py). Rerunning the same command skips complete runs
+(`--launcher=ray`, runtime/ray_sweep.py). Rerunning the same command skips complete runs
 (files untouched), continues partial ones from checkpoint.pt and runs the rest. A failed run is
 recorded (summary.json status "failed") and the sweep goes on; the exit code is 1 at the end if any
 run failed. A run another process holds (run_dir/.lock) is skipped and named; a run whose checkpoint.pt
@@ -28,14 +28,14 @@ from tqdm import tqdm
 import evaluate
 import train
 from config import RECIPES, Config, config_to_dict, default_run_name, make_config
-from distill import distributed
-from distill.runs import is_complete, model_arch, model_blocks, read_summary, run_dir_of
+from runtime import torchrun
+from runtime.run_dir import is_complete, model_arch, model_blocks, run_dir_of
 from utils.atomic import atomic_write_json
-from utils.checkpoint import CorruptCheckpoint
 from utils.device import resolve_auto, resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results
+from utils.run_files import CorruptCheckpoint, failed_summary, read_summary, write_summary
 from utils.tensorboard import write_hparams
 
 
@@ -86,10 +86,10 @@ def record_failure(cfg: Config, err: BaseException) -> str:
     message = first_line(f"{type(err).__name__}: {err}", 300)
     run_dir = run_dir_of(cfg)
     try:
-        atomic_write_json(os.path.join(run_dir, "summary.json"), {
-            "status": "failed", "error": message, "run_name": default_run_name(cfg), "role": cfg.role,
-            "dataset": cfg.dataset, "blocks": model_blocks(cfg), "arch": model_arch(cfg),
-            "precision": cfg.precision, "method": cfg.method if cfg.role == "student" else "ce", "seed": cfg.seed})
+        write_summary(run_dir, failed_summary(
+            error=message, run_name=default_run_name(cfg), role=cfg.role, dataset=cfg.dataset,
+            blocks=model_blocks(cfg), arch=model_arch(cfg), precision=cfg.precision,
+            method=cfg.method if cfg.role == "student" else "ce", seed=cfg.seed))
         if not os.path.isfile(os.path.join(run_dir, "config.json")):
             atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
     except OSError as e:
@@ -169,7 +169,7 @@ def launcher(base: Config):
     """A context whose value is `run_groups(groups)`, yielding (runs, statuses) as groups finish, where
     statuses may be the exception that ended a Ray task: on this machine (`--workers`), or on Ray."""
     if base.launcher == "ray":
-        from distill.ray_sweep import RaySweep
+        from runtime.ray_sweep import RaySweep
 
         return RaySweep(base, run_group)
     return nullcontext(lambda groups: _run_groups(groups, base.workers))
@@ -216,7 +216,7 @@ def check_writable(base: Config, runs: list) -> None:
 
 
 def main(base: Config) -> int:
-    if distributed.launched_by_torchrun():
+    if torchrun.launched_by_torchrun():
         raise UserError("run_experiments.py runs under python, not torchrun: torchrun trains one run "
                         "(train.py); a sweep spreads over GPUs and nodes with --launcher=ray")
     runs = grid(base)

@@ -4,8 +4,8 @@
     python train.py --blocks=4 --method=kd --precision=bf16
     python train.py --preset=demo --blocks=6 --resume=True
 
-Top to bottom: data -> teacher -> each run's model and distiller (distill/run_state.py) -> engine
-(distill/engine.py) -> run files.
+Top to bottom: data -> teacher -> each run's model and distiller (runtime/training_run.py) -> engine
+(runtime/epochs.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
 config.json, training_summary.txt, summary.json (see docs/runs.md). One process at a time per run
 directory (run_dir/.lock); a finished run is replaced only with --overwrite=True.
@@ -18,7 +18,7 @@ step, so a grouped run's files are exactly what it writes alone.
 
     torchrun --nproc-per-node=2 train.py --blocks=4 --sync_bn=True
 
-is the same program data-parallel (distill/distributed.py): each process trains on its share of every
+is the same program data-parallel (runtime/torchrun.py): each process trains on its share of every
 batch, DistributedDataParallel averages the gradients, rank 0 writes the run files. Without torchrun
 nothing changes.
 """
@@ -30,20 +30,20 @@ import torch
 from config import Config, default_run_name, make_config
 from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
-from distill import distributed, needs_teacher
-from distill.engine import evaluate_logits, predict, train_epochs_together
-from distill.run_state import RunState
-from distill.runs import is_complete, read_summary, restore_history, run_dir_of
+from distill import needs_teacher
+from runtime import torchrun
+from runtime.epochs import train_epochs_together
+from runtime.inference import evaluate_logits, predict
+from runtime.run_dir import is_complete, restore_history, run_dir_of
+from runtime.training_run import RunState
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
 from utils.device import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
+from utils.run_files import read_summary
 
-# what students must share to train on the same batches (the sweep groups by these)
-GROUP_FIELDS = ("dataset", "data_dir", "image_size", "max_train_samples", "unlabeled_samples", "max_test_samples",
-                "val_fraction",
-                "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
-                "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size")
+# what students must share to train on the same batches (the sweep groups by these): config.py's group=True fields
+GROUP_FIELDS = Config.group_fields()
 
 
 def group_key(cfg: Config) -> tuple:
@@ -78,7 +78,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
     epoch (tune.py reports to its pruner there; an exception it raises ends the run as an error would)."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
-    world, device = distributed.start(cfgs[0].device)  # one process, or this rank of a torchrun job
+    world, device = torchrun.start(cfgs[0].device)  # one process, or this rank of a torchrun job
     cfgs = [resolve_auto(c, device) for c in cfgs]  # --precision=auto: bf16 where the hardware has the units
     if world.size > 1 and len(cfgs) > 1:
         raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
@@ -99,7 +99,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
         except UserError as e:
             refused = e
         if world.size > 1:
-            verdict = distributed.gather((str(refused) if refused else None, summaries))[0]
+            verdict = torchrun.gather((str(refused) if refused else None, summaries))[0]
             if verdict[0] is not None and refused is None:
                 refused = UserError(verdict[0])
             summaries.update(verdict[1])
@@ -141,7 +141,7 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device
                         f"torchrun processes; pass a multiple of {world.size}")
 
     # data: uint8 tensors on the device; a validation hold-out (the same for every run) when asked
-    with distributed.main_first():  # rank 0 builds any cache, the others read it
+    with torchrun.main_first():  # rank 0 builds any cache, the others read it
         ds = load_dataset(first)
     if world.size > 1 and min(len(ds.train), first.batch_size) < 2 * world.size:
         raise UserError(f"{min(len(ds.train), first.batch_size)} images a batch over {world.size} torchrun processes: "
@@ -158,7 +158,7 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device
     # the frozen teacher, once for every student that learns from it
     teacher, info = None, {}
     if any(needs_teacher(cfgs[i]) for i in todo):
-        from distill.teacher import load_frozen_teacher
+        from runtime.teacher import load_frozen_teacher
 
         teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size)
         if info["teacher_acc"] is None:
@@ -196,10 +196,10 @@ def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool)
                            shard=(world.rank, world.size))
     source = None
     if teacher is not None:
-        from distill.teacher import TeacherSource
+        from runtime.teacher import TeacherSource
 
         layers = sorted({n for s in states for n in s.distiller.teacher_layers})
-        with distributed.main_first():  # rank 0 computes and caches the teacher's logits, the others read them
+        with torchrun.main_first():  # rank 0 computes and caches the teacher's logits, the others read them
             source = TeacherSource(cfg, teacher, info, sampler, layers)
     for s in states:
         s.begin(source, len(train), len(test))
@@ -232,9 +232,9 @@ def cli(argv=None):
         main(make_config(sys.argv[1:] if argv is None else argv))
         # under torchrun every rank leaves together: a rank that tore its gloo group down while rank 0 was still
         # testing and writing aborted now and then ("terminate called without an active exception")
-        distributed.barrier()
+        torchrun.barrier()
     finally:
-        distributed.stop()
+        torchrun.stop()
 
 
 if __name__ == "__main__":

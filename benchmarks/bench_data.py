@@ -1,10 +1,11 @@
 """Data and teacher set-up for bench_train.py (never timed): the same images for both loops.
 
 intel: a generated folder in the Kaggle layout (seg_train/seg_train/<class>/*.jpg, seg_test/...) of
-real JPEG files; the project decodes it into its uint8 cache, the reference loop decodes it per item.
+real JPEG files, made by the tests' own Intel fixture (tests/fixtures.py); the project decodes it into
+its uint8 cache, the reference loop decodes it per item.
 fashion-mnist: the real idx files; the project subsets them itself (max_train_samples, stratified,
-seeded) and the very same images are written once as PNG files for the reference loop, which then
-decodes one PNG per item per epoch, like an ImageFolder of photos.
+seeded) and the very images data.load_dataset gives a run are written once as PNG files for the
+reference loop, which then decodes one PNG per item per epoch, like an ImageFolder of photos.
 """
 from __future__ import annotations
 
@@ -13,19 +14,16 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from config import config_to_dict, make_config
-from data import folders
-from data.dataset import stratified_subset
+from data.dataset import load_dataset
 from data.sources import FASHION_CLASSES, find_fashion
 from models.teacher_arch import build_teacher
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
-
-INTEL_CLASSES = ("buildings", "forest", "glacier", "mountain", "sea", "street")
+from utils.run_files import write_summary
+from tests.fixtures import INTEL_CLASSES, make_intel_folder, scene_image
 
 
 @dataclasses.dataclass
@@ -48,47 +46,29 @@ class BenchData:
         return len(self.mode)
 
 
-def scene_image(label: int, index: int, size: int, num_classes: int) -> np.ndarray:
-    """uint8 [size, size, 3]: a class colour and stripe orientation/frequency under heavy noise, so a
-    small CNN learns it in a few epochs but not at once."""
-    rng = np.random.default_rng(7919 * label + index)
-    hue = np.cos(2 * np.pi * (label / num_classes + np.array([0.0, 1 / 3, 2 / 3])))
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    angle = np.pi * label / num_classes + rng.normal(0, 0.15)
-    freq = 3 + label % 3
-    phase = rng.uniform(0, 2 * np.pi)
-    stripes = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)[..., None]
-    img = 128 + 45 * hue[None, None, :] + 45 * stripes + rng.normal(0, 45, (size, size, 3))
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def make_intel_like(root: Path, n_train: int, n_test: int, size: int, num_classes: int = 6) -> BenchData:
     """Kaggle-layout JPEG folder: n_train / n_test images spread evenly over num_classes (<= 6) classes."""
     classes = INTEL_CLASSES[:num_classes]
-    for split, n, offset in (("seg_train", n_train, 0), ("seg_test", n_test, 100_000)):
-        for i in range(n):
-            label = i % num_classes
-            d = root / split / split / classes[label]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(scene_image(label, offset + i, size, num_classes)).save(
-                d / f"{offset + i}.jpg", format="JPEG", quality=90)
+    make_intel_folder(root, size=size, spread=(n_train, n_test), classes=num_classes, image=scene_image)
     return BenchData("intel", root, root / "seg_train" / "seg_train", root / "seg_test" / "seg_test", size,
                      "RGB", classes, n_train, n_test,
                      note=f"generated Intel-shaped JPEG folder ({len(classes)} classes, {size} px, quality 90)")
 
 
 def make_fashion_pngs(root: Path, n_train: int, n_test: int, size: int, seed: int) -> BenchData:
-    """The project's stratified subset of the real Fashion-MNIST, written as PNG files for the reference."""
+    """The images a project run with max_train_samples=n_train, max_test_samples=n_test and this seed trains and
+    tests on (data.load_dataset picks them), written as 28 px PNG files for the reference."""
     from benchmarks.reference_loop import write_png_tree
 
-    files = find_fashion(root / "fashion-data")  # an empty data_dir: the system copy is found
+    data_dir = root / "fashion-data"
+    files = find_fashion(data_dir)  # an empty data_dir: the system copy is found
     if files is None:
         raise SystemExit("Fashion-MNIST idx files not found (apt-get install dataset-fashion-mnist)")
-    for split, n in (("train", n_train), ("test", n_test)):
-        x = folders.read_idx(files[f"{split}_images"])
-        y = folders.read_idx(files[f"{split}_labels"]).astype(np.int64)
-        idx = stratified_subset(torch.from_numpy(y), n, seed).numpy()  # what max_*_samples picks
-        write_png_tree(root / "png", split, x[idx], y[idx], FASHION_CLASSES)
+    subset = load_dataset(make_config(dataset="fashion-mnist", data_dir=str(data_dir), max_train_samples=n_train,
+                                      max_test_samples=n_test, seed=seed))
+    for split, part in (("train", subset.train), ("test", subset.test)):
+        write_png_tree(root / "png", split, part.images.numpy(), part.labels.numpy(), FASHION_CLASSES)
+    shutil.rmtree(data_dir / "cache", ignore_errors=True)  # what load_dataset cached: the timed runs start cold
     return BenchData("fashion-mnist", root / "fashion-data", root / "png" / "train", root / "png" / "test", size,
                      "L", FASHION_CLASSES, n_train, n_test, max_train=n_train, max_test=n_test,
                      note=f"real Fashion-MNIST ({files['train_images'].parent}); the stratified subset max_*_samples picks, "
@@ -119,8 +99,8 @@ def make_teacher_run(root: Path, data: BenchData, teacher_width: int, seed: int)
 def write_teacher_summary(run_dir: Path, acc: float) -> None:
     """summary.json with the teacher's measured accuracy: a sweep's teacher run has one, so the
     student run does not evaluate the teacher again."""
-    atomic_write_json(run_dir / "summary.json", {"status": "complete", "role": "teacher", "best_test_acc": acc,
-                                                 "note": "random init: the speed benchmark's teacher"})
+    write_summary(run_dir, {"status": "complete", "role": "teacher", "best_test_acc": acc,
+                            "note": "random init: the speed benchmark's teacher"})
 
 
 def fresh_copy(src: Path, dst: Path) -> Path:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import statistics
 import sys
@@ -43,6 +42,7 @@ from models.cnn_model import build_student  # noqa: E402
 from models.teacher_arch import build_teacher  # noqa: E402
 from utils.atomic import atomic_write_json  # noqa: E402
 from utils.checkpoint import load_weights_into  # noqa: E402
+from utils.run_files import read_summary  # noqa: E402
 
 TARGET_OVER_ORIGINAL = 2.0  # issue 13: the sweep >= 2x the grid trained the original way, on this CPU
 TARGET_OVER_FLOORS = 1.10  # ... and within 10% of the sum of its students' eager floors
@@ -113,8 +113,7 @@ def run_project(base, teacher_dir: Path, work: Path) -> dict:
     t0 = time.perf_counter()
     code = run_experiments.main(base)
     seconds = time.perf_counter() - t0
-    rows = [json.loads((out / default_run_name(c) / "summary.json").read_text())
-            for c in run_experiments.grid(base)[1:]]
+    rows = [read_summary(out / default_run_name(c)) for c in run_experiments.grid(base)[1:]]
     seen = sum(r["epochs_run"] * (r["train_images"] // r["batch_size"]) * r["batch_size"] for r in rows)
     return {"seconds": seconds, "exit_code": code, "train_images_seen": seen, "images_per_second": seen / seconds,
             "train_loop_seconds": sum(r["train_seconds"] for r in rows),

@@ -41,6 +41,7 @@ from benchmarks.reference_loop import image_folder, pil_mean_std, run_reference 
 from config import make_config  # noqa: E402
 from models.cnn_model import build_student, count_params  # noqa: E402
 from utils.device import hardware_name  # noqa: E402
+from utils.run_files import read_history  # noqa: E402
 
 TARGET_SPEEDUP = 2.5  # issue #5: project >= 2.5x the original-style loop at the target setting
 # Defaults: the issue's target setting (150 px, res4, fp32, KD from seed12 width 16, 3 epochs, flip),
@@ -108,7 +109,7 @@ def teacher_accuracy(teacher, data, mean, std, batch_size: int, device) -> float
 def student_floor(cfg, channels: int, classes: int, size: int, steps: int, device) -> dict:
     """A student's forward + backward + optimizer step alone, `steps` times on random tensors of one
     batch's shape, channels_last (as the project trains): the compute floor of its training."""
-    from distill.engine import build_optimizer
+    from runtime.epochs import build_optimizer
 
     torch.manual_seed(cfg.seed)
     model = build_student(cfg, channels, classes).to(device)
@@ -181,7 +182,7 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, ove
             "train_loop_seconds": summary["train_seconds"], "other_seconds": seconds - summary["train_seconds"],
             "teacher_logits": summary["teacher_logits"], "precision": summary["precision_description"],
             "settings": {"teacher_precision": cfg.teacher_precision, "compile": cfg.compile},
-            "history": json.loads((out_dir / "bench_student" / "history.json").read_text())}
+            "history": read_history(out_dir / "bench_student")}
 
 
 def bench_dataset(args, name: str, work: Path, device) -> dict:

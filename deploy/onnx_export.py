@@ -5,7 +5,7 @@ import tempfile
 import torch
 
 from deploy.common import BuildContext, Variant, skipped
-from deploy.quantize import dynamic_batch
+from quant.pt2e import dynamic_batch
 from utils.atomic import atomic_copy_file
 from utils.device import cpu_flags
 

@@ -6,13 +6,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deploy.common import BuildContext, Variant, skipped
-from utils.atomic import atomic_write_via
+from quant.pt2e import ptq_int8, save_int8_program
 from utils.checkpoint import save_weights
 from utils.fp8 import E4M3, fp8_max, saturating_cast
 from utils.device import import_bitsandbytes
-
-MAX_BATCH = 1 << 16  # upper bound of the exported dynamic batch dimension
-
 
 @contextlib.contextmanager
 def inductor_freezing():
@@ -35,65 +32,23 @@ def compiled(fn):
     return run
 
 
-def dynamic_batch() -> tuple:
-    return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
-
-
-def drop_unused_attributes(gm: torch.fx.GraphModule) -> int:
-    """convert_pt2e leaves the original fp32 weights registered beside their int8 copies; without this
-    the saved program would carry both. Returns how many tensors were dropped."""
-    used = {n.target for n in gm.graph.nodes if n.op == "get_attr"}
-    dropped = 0
-    for name, _ in list(gm.named_parameters()) + list(gm.named_buffers()):
-        if name not in used:
-            owner, _, attr = name.rpartition(".")
-            delattr(gm.get_submodule(owner) if owner else gm, attr)
-            dropped += 1
-    return dropped
-
-
-DEBUG_METADATA = ("stack_trace", "from_node", "torch_fn")  # provenance for debugging, not needed to run
-
-
-def strip_debug_metadata(program: torch.export.ExportedProgram) -> None:
-    """Drop per-node source provenance (file/line stack traces, the pass history of each node) before
-    saving: torch.export.save writes it into the archive's model.json, where it was 0.12 MB of the res8
-    student's 2.03 MB int8 artifact (0.31x -> 0.29x its fp32 bytes). Loading and compiling the program
-    do not read it."""
-    for node in program.graph_module.graph.nodes:
-        for key in DEBUG_METADATA:
-            node.meta.pop(key, None)
+def int8_runner(loaded, how: str, compile: bool) -> tuple:
+    """(callable, note) of a loaded int8 program: compiled with freezing, or the reference q/dq graph."""
+    if compile:
+        return compiled(loaded), f"{how}; torch.compile with freezing -> oneDNN int8 kernels"
+    return loaded, f"{how}; NOT compiled: reference q/dq graph in fp32 (accuracy only, speed not int8)"
 
 
 def build_int8(ctx: BuildContext) -> Variant:
     """Post-training static int8: export, X86InductorQuantizer (per-channel weights, per-tensor
     activations), calibrate on training images, convert, save the quantized program (.pt2), load it
     back and compile it with freezing (Inductor lowers q/dq patterns to int8 oneDNN kernels)."""
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-        X86InductorQuantizer, get_default_x86_inductor_quantization_config)
-
-    model = ctx.fresh_model()
-    example = (ctx.example[:2].clone(),)  # the program stores its example input (clone: not the whole batch)
-    graph = torch.export.export(model, example, dynamic_shapes=dynamic_batch()).module()
-    quantizer = X86InductorQuantizer()
-    quantizer.set_global(get_default_x86_inductor_quantization_config(is_qat=False))
-    prepared = prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for x in ctx.calib:
-            prepared(x)
-    quantized = convert_pt2e(prepared)  # q/dq graph, weights folded to int8 constants
-    drop_unused_attributes(quantized)
-    program = torch.export.export(quantized, example, dynamic_shapes=dynamic_batch())
-    strip_debug_metadata(program)
-    path = atomic_write_via(ctx.path("int8.pt2"), lambda f: torch.export.save(program, f))
-    loaded = torch.export.load(path).module()  # deploy from the artifact, not from memory
+    example = ctx.example[:2].clone()  # the program stores its example input (clone: not the whole batch)
+    quantized = ptq_int8(ctx.fresh_model(), example, ctx.calib)  # q/dq graph, weights folded to int8 constants
+    path, loaded = save_int8_program(quantized, example, ctx.path("int8.pt2"))
     how = (f"torchao PT2E static int8 (X86InductorQuantizer, per-channel weights, calibrated on {ctx.calib_images} "
            f"training images)")
-    if ctx.compile:
-        run, note = compiled(loaded), f"{how}; torch.compile with freezing -> oneDNN int8 kernels"
-    else:
-        run, note = loaded, f"{how}; NOT compiled: reference q/dq graph in fp32 (accuracy only, speed not int8)"
+    run, note = int8_runner(loaded, how, ctx.compile)
     return Variant("int8", run, path, note)
 
 

@@ -20,10 +20,11 @@ from deploy.common import BuildContext, Variant, first_line, skipped
 from deploy.onnx_export import build_onnx, build_onnx_int8
 from deploy.quantize import build_bnb_head, build_fp8_weights, build_int8, compiled
 from data.transforms import prepare_batch
-from distill.runs import load_run, run_weights_file
+from runtime.run_dir import load_run, run_weights_file
 from utils.atomic import atomic_write_json, atomic_write_text, read_json
 from utils.checkpoint import save_weights
 from utils.errors import UserError
+from utils.run_files import read_summary
 
 DEFAULT_REPEATS = Config.deploy_repeats  # timed batch-1 calls per variant (tests pass fewer)
 
@@ -170,8 +171,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
                        latency_ms_b1=lat, throughput_b64=thr)
         rows.append(row)
 
-    summary_path = os.path.join(run_dir, "summary.json")
-    summary = read_json(summary_path) if os.path.isfile(summary_path) else {}
+    summary = read_summary(run_dir) or {}
     result = {
         "run_name": summary.get("run_name") or os.path.basename(os.path.normpath(run_dir)),
         "role": cfg.role, "params": sum(p.numel() for p in model.parameters()),

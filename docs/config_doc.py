@@ -1,11 +1,10 @@
-"""docs/config.md, generated from config.py: one row per Config field (its default, scope, methods and the
-comment on its line), in the order and sections of the dataclass. tests/test_config.py fails when the file
-is stale.
+"""docs/config.md, generated from config.py's field metadata: one row per Config field (its default, scope,
+methods, group, check and doc), in the order and sections of the dataclass. Nothing is parsed from the
+source text. tests/test_config.py fails when the file is stale.
 
     python docs/config_doc.py          # rewrite docs/config.md
     python docs/config_doc.py --check  # exit 1 if docs/config.md differs from what config.py says
 """
-import ast
 import dataclasses
 import sys
 from pathlib import Path
@@ -22,46 +21,49 @@ Generated from `config.py` by `python docs/config_doc.py`; do not edit by hand.
 
 Every script takes `--field=value` for any field below, after `--preset=NAME` (a named size: {presets})
 and `--recipe=NAME` (a named recipe from the literature: {recipes}; or `--recipe=@file.json`, e.g. the
-one tune.py writes). One frozen dataclass per run; the sweep builds a new one per grid point. Each field
-has a scope: `train` (changes what a run learns; compared on resume), `run` (where and how it runs:
-paths, device, threads, layout), `eval`, `deploy` and `sweep`; a method's hyper-parameters also name
-their method.
+one tune.py writes). One frozen dataclass per run; the sweep builds a new one per grid point. A value
+outside a field's check stops the script with exit code 2 and one line naming the field, before any data
+loads; every float field must also be finite.
+
+Each field has a scope, which says what changing it changes:
+{scopes}
+
+A method's hyper-parameters also name their methods (summaries record them per method). Fields marked
+`group` must be equal for students trained together in one group (one batch order and one teacher
+forward for all: `train.group_key`, the sweep's groups).
 """
+ROW = "| field | default | scope | check | meaning |\n|---|---|---|---|---|"
+# a check's message (`--name=value: <says>`) as the table's check column states it
+SHORT = (("must be a positive number", "> 0"), ("must not be negative", ">= 0"), ("must be ", ""),
+         ("allowed values are ", "one of: "))
 
 
-def field_sources() -> dict:
-    """Field name -> (section, default as written, comment), read from config.py's Config class."""
-    text = Path(config.__file__).read_text()
-    lines = text.splitlines()
-    cls = next(n for n in ast.parse(text).body if isinstance(n, ast.ClassDef) and n.name == "Config")
-    out, section = {}, ""
-    first = cls.lineno + 1
-    for node in cls.body:
-        if not isinstance(node, ast.AnnAssign):
-            continue
-        for line in lines[first - 1:node.lineno - 1]:  # a "# --- name ---" header above this field
-            if line.strip().startswith("# ---"):
-                section = line.strip().strip("#- ").strip()
-        first = node.lineno + 1
-        call = node.value
-        default = ast.get_source_segment(text, call.args[0]) if isinstance(call, ast.Call) and call.args else "?"
-        line = lines[node.lineno - 1]
-        comment = line.split("  # ", 1)[1].strip() if "  # " in line else ""
-        out[node.target.id] = (section, default.replace("'", '"'), comment)
-    return out
+def show_default(value) -> str:
+    return repr(value).replace("'", '"')
+
+
+def show_check(check) -> str:
+    if check is None:
+        return ""
+    says = check.says
+    for long, short in SHORT:
+        if says.startswith(long):
+            says = short + says[len(long):]
+            break
+    return ("each " if check.show_repr and says.startswith("one of") else "") + says
 
 
 def render() -> str:
-    sources = field_sources()
-    parts = [HEAD.format(presets=", ".join(config.PRESETS), recipes=", ".join(config.RECIPES))]
-    section = None
+    scopes = "\n".join(f"- `{name}`: {meaning}" for name, meaning in config.SCOPES.items())
+    parts = [HEAD.format(presets=", ".join(config.PRESETS), recipes=", ".join(config.RECIPES), scopes=scopes)]
     for f in dataclasses.fields(config.Config):
-        sec, default, comment = sources[f.name]
-        if sec != section:
-            section = sec
-            parts.append(f"\n## {sec}\n\n| field | default | scope | meaning |\n|---|---|---|---|")
-        scope = f.metadata["scope"] + (f" ({', '.join(f.metadata['methods'])})" if f.metadata["methods"] else "")
-        parts.append(f"| `{f.name}` | `{default}` | {scope} | {comment.replace('|', '/')} |")
+        meta = f.metadata
+        if meta["section"]:
+            parts.append(f"\n## {meta['section']}\n\n{ROW}")
+        scope = meta["scope"] + (f" ({', '.join(meta['methods'])})" if meta["methods"] else "")
+        scope += ", group" if meta["group"] else ""
+        cells = (f"`{f.name}`", f"`{show_default(f.default)}`", scope, show_check(meta["check"]), meta["doc"])
+        parts.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(parts) + "\n"
 
 

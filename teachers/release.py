@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from distill.engine import evaluate_logits, predict  # noqa: E402
-from distill.runs import load_run, read_summary  # noqa: E402
-from utils.atomic import atomic_write_json  # noqa: E402
+from runtime.inference import evaluate_logits, predict  # noqa: E402
+from runtime.run_dir import load_run  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
+from utils.run_files import HISTORY, SUMMARY, read_summary, write_summary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-RELEASED_FILES = ("best_model.safetensors", "model.safetensors", "config.json", "summary.json", "history.json",
+RELEASED_FILES = ("best_model.safetensors", "model.safetensors", "config.json", SUMMARY, HISTORY,
                   "training_summary.txt")
 MAX_BYTES = 5 * 2 ** 20  # a released teacher stays small: it lives in the repository
 REMADE_BY = "make teacher (python train.py --preset=teacher --resume=True)"
@@ -86,7 +86,7 @@ def release(run_dir, note: str = "") -> Path:
     s["release"] = {"remade_by": REMADE_BY, "trained_at": str(Path(run_dir)), "released": str(datetime.date.today()),
                     "test_acc_at_release": acc, "test_images": n, "bytes": size,
                     "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
-    atomic_write_json(str(dest / "summary.json"), s)
+    write_summary(dest, s)
     print(f"released {dest}: {acc:.2f}% on {n:,} test images, {size:,} bytes")
     return dest
 

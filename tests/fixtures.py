@@ -1,5 +1,6 @@
 """Small real data files for tests: Kaggle-layout Intel JPEG folders, class-folder trees,
-Fashion-MNIST idx files and CIFAR python batches, all in their real on-disk formats."""
+Fashion-MNIST idx files and CIFAR python batches, all in their real on-disk formats. The speed
+benchmarks (benchmarks/bench_data.py) make their Intel-shaped folders here too."""
 from __future__ import annotations
 
 import gzip
@@ -37,6 +38,20 @@ def class_image(label: int, index: int, size: int | tuple[int, int], num_classes
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def scene_image(label: int, index: int, size: int, num_classes: int = 6) -> np.ndarray:
+    """uint8 [size, size, 3] for the speed benchmarks: a class colour and stripe orientation/frequency under
+    heavy noise, so a small CNN learns it in a few epochs but not at once."""
+    rng = np.random.default_rng(7919 * label + index)
+    hue = np.cos(2 * np.pi * (label / num_classes + np.array([0.0, 1 / 3, 2 / 3])))
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    angle = np.pi * label / num_classes + rng.normal(0, 0.15)
+    freq = 3 + label % 3
+    phase = rng.uniform(0, 2 * np.pi)
+    stripes = np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)) + phase)[..., None]
+    img = 128 + 45 * hue[None, None, :] + 45 * stripes + rng.normal(0, 45, (size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _save(path: Path, arr: np.ndarray, fmt: str = "JPEG", mode: str | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     im = Image.fromarray(arr)
@@ -46,10 +61,16 @@ def _save(path: Path, arr: np.ndarray, fmt: str = "JPEG", mode: str | None = Non
 
 
 def make_intel_folder(root: Path, per_class: int = 4, size: int = 150, nested: bool = True,
-                      odd: bool = False, pred: int = 0) -> Path:
+                      odd: bool = False, pred: int = 0, *, spread: tuple[int, int] | None = None,
+                      classes: int = 6, image=class_image) -> Path:
     """Write Intel Image Classification as Kaggle unpacks it (seg_train/seg_train/<class>/*.jpg,
     seg_test/seg_test/..., seg_pred/seg_pred/*.jpg; nested=False drops the inner folder) and
     return the data_dir. seg_test gets intel_test_per_class(per_class) images per class.
+
+    spread=(n_train, n_test) writes that many images in all instead, image i of a split in class
+    i % classes, named by its number (seg_test's from 100000), as the speed benchmarks want them;
+    classes < 6 keeps the first INTEL_CLASSES; image(label, index, size, classes) draws each picture
+    (class_image, or scene_image for the benchmarks).
 
     odd=True adds to the train split ODD_VALID decodable odd files (150x113 and 200x150 images,
     a grayscale JPEG, a CMYK JPEG, a PNG named .jpg, an RGBA PNG, a palette PNG), the corrupt
@@ -59,12 +80,19 @@ def make_intel_folder(root: Path, per_class: int = 4, size: int = 150, nested: b
     def split_dir(split: str) -> Path:
         return root / split / split if nested else root / split
 
-    for split, count in (("seg_train", per_class), ("seg_test", intel_test_per_class(per_class))):
-        for label, cls in enumerate(INTEL_CLASSES):
-            for i in range(count):
-                # Kaggle file names are numbers; keep them unique across the dataset
-                _save(split_dir(split) / cls / f"{label * 1000 + i + (0 if split == 'seg_train' else 500)}.jpg",
-                      class_image(label, i if split == "seg_train" else 100 + i, size))
+    names = INTEL_CLASSES[:classes]
+    if spread:
+        for split, n, offset in (("seg_train", spread[0], 0), ("seg_test", spread[1], 100_000)):
+            for i in range(n):
+                _save(split_dir(split) / names[i % classes] / f"{offset + i}.jpg",
+                      image(i % classes, offset + i, size, classes))
+    else:
+        for split, count in (("seg_train", per_class), ("seg_test", intel_test_per_class(per_class))):
+            for label, cls in enumerate(names):
+                for i in range(count):
+                    # Kaggle file names are numbers; keep them unique across the dataset
+                    _save(split_dir(split) / cls / f"{label * 1000 + i + (0 if split == 'seg_train' else 500)}.jpg",
+                          image(label, i if split == "seg_train" else 100 + i, size, classes))
     if pred:
         for i in range(pred):
             _save(split_dir("seg_pred") / f"{20000 + i}.jpg", class_image(i % 6, 200 + i, size))

@@ -73,4 +73,4 @@ def test_gpu_check_dry_run_on_the_cpu(tmp_path):
     for name in ("bench_train.json", "bench_sweep_eager.json", "bench_sweep_graphs.json", "full_results.md"):
         assert (out / name).stat().st_size > 0, name
     graphs = json.loads((out / "bench_sweep_graphs.json").read_text())
-    assert graphs  # on a CPU --cuda_graphs runs eager and says why (distill/graphs.py)
+    assert graphs  # on a CPU --cuda_graphs runs eager and says why (runtime/cuda_graphs.py)

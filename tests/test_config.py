@@ -53,7 +53,56 @@ def test_docs_config_md_is_generated_from_the_schema():
     spec.loader.exec_module(doc)
     text = (ROOT / "docs" / "config.md").read_text()
     assert text == doc.render(), "docs/config.md is stale: run python docs/config_doc.py"
-    # every field has its row, with the comment config.py gives it
+    # every field has its row, with the doc and check its declaration gives it
     for f in dataclasses.fields(Config):
-        assert f"| `{f.name}` |" in text, f.name
-    assert "| `select_from` | `0.0` | train | share of the epochs before the first evaluation" in text
+        assert f.metadata["doc"] and f"| `{f.name}` |" in text, f.name
+    assert ("| `select_from` | `0.0` | train | in [0, 1) (the share of the epochs that are not evaluated; the last "
+            "always is) | share of the epochs before the first evaluation") in text
+
+
+def test_each_field_is_declared_once_with_its_check_and_group():
+    import dataclasses
+    from config import DEPLOY_VARIANTS
+    # the fields students must share to train together (train.group_key), as GROUP_FIELDS listed them
+    assert set(Config.group_fields()) == {
+        "dataset", "data_dir", "image_size", "max_train_samples", "unlabeled_samples", "max_test_samples",
+        "val_fraction", "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
+        "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size"}
+    checks = {f.name: f.metadata["check"] for f in dataclasses.fields(Config)}
+    assert checks["deploy_variants"].says == f"allowed values are {', '.join(DEPLOY_VARIANTS)}"
+    assert checks["run"] is None and checks["blocks"].says == "must be in 1..64"
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("--blocks=0", "--blocks=0: must be in 1..64"),
+    ("--epochs=0", "--epochs=0: must be a positive number"),
+    ("--seed=-1", "--seed=-1: must not be negative"),
+    ("--random_erasing=1.5", "--random_erasing=1.5: must be in [0, 1]"),
+    ("--augment=rot", "--augment=rot: allowed values are none, flip, crop+flip"),
+    ("--lr=nan", "--lr=nan: must be a finite number"),
+    ("--width=wide", "--width='wide': expected int"),
+    ("--fc_layers=[0]", "--fc_layers=(0,): expected a list of positive ints, e.g. [128]"),
+    ("--sweep_precisions=[fp7]", "--sweep_precisions=('fp7',): allowed values are fp32, fp16, bf16, fp8, auto"),
+    ("--device=tpu", "--device=tpu: allowed values are auto, cpu, cuda, cuda:N, mps"),
+    ("--teacher_arch=wrn17_4", "--teacher_arch=wrn17_4: allowed values are seed12, resnet20, resnet32, resnet44, "
+                               "resnet56, resnet110, wrn{depth}_{k}, resnet18, resnet50, efficientnet_b0, timm:<name> "
+                               "(depth 6n+4, e.g. wrn16_4)"),
+    ("--run_name=../x", "--run_name=../x: must be a plain folder name (letters, digits, . _ - +), not a path; \"\" = "
+                        "derived"),
+    ("--teacher_recipe=nope", "--teacher_recipe=nope: allowed values are teacher-sgd, student-sgd, hinton-kd, "
+                              "kd-logit-std, dkd, fitnet, at, function-matching"),
+])
+def test_check_messages_word_for_word(arg, message):
+    with pytest.raises(UserError) as e:
+        make_config([arg])
+    assert str(e.value) == message
+
+
+def test_help_lists_every_field_with_its_default():
+    import dataclasses
+    from utils.errors import HelpRequested
+    with pytest.raises(HelpRequested) as e:
+        parse_overrides(["--help"])
+    for f in dataclasses.fields(Config):
+        assert f" {f.name}=" in str(e.value), f.name
+    assert " blocks=4 " in str(e.value) and " dataset=fashion-mnist " in str(e.value)

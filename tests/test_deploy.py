@@ -19,7 +19,7 @@ from data.dataset import Split
 from deploy import measure, onnx_export, report
 from deploy.common import Variant
 from deploy.variants import VARIANTS, deploy_run, deploy_run_dir
-from distill.runs import load_run
+from runtime.run_dir import load_run
 from utils.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ from config import make_config
 from data.dataset import Split
 from data.sampler import BatchSampler
 from distill.base import Distiller, TeacherOut
-from distill.engine import RunFailed, Trainee, build_optimizer, build_scheduler, train_epoch
+from runtime.epochs import RunFailed, Trainee, build_optimizer, build_scheduler, train_epoch
 from utils.precision import setup_precision
 
 
@@ -76,13 +76,13 @@ def test_same_generator_same_batches():
 
 
 def test_graph_capture_falls_back_with_its_reason():
-    from distill import graphs
+    from runtime import cuda_graphs
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     on = make_config(cuda_graphs=True)
-    assert graphs.plan(make_config(), cuda, "fp32") == (False, "eager steps")
-    assert graphs.plan(on, cpu, "fp32")[1] == "eager steps: CUDA graphs need a CUDA device, this run is on cpu"
-    assert "GradScaler" in graphs.plan(on, cuda, "fp16")[1] and not graphs.plan(on, cuda, "fp16")[0]
-    assert "fp8" in graphs.plan(on, cuda, "fp8")[1]
-    assert "8-bit" in graphs.plan(make_config(cuda_graphs=True, optimizer="adam8bit"), cuda, "fp32")[1]
-    assert graphs.plan(on, cuda, "bf16")[0] and graphs.plan(on, cuda, "fp32")[0]
+    assert cuda_graphs.plan(make_config(), cuda, "fp32") == (False, "eager steps")
+    assert cuda_graphs.plan(on, cpu, "fp32")[1] == "eager steps: CUDA graphs need a CUDA device, this run is on cpu"
+    assert "GradScaler" in cuda_graphs.plan(on, cuda, "fp16")[1] and not cuda_graphs.plan(on, cuda, "fp16")[0]
+    assert "fp8" in cuda_graphs.plan(on, cuda, "fp8")[1]
+    assert "8-bit" in cuda_graphs.plan(make_config(cuda_graphs=True, optimizer="adam8bit"), cuda, "fp32")[1]
+    assert cuda_graphs.plan(on, cuda, "bf16")[0] and cuda_graphs.plan(on, cuda, "fp32")[0]

@@ -7,7 +7,7 @@ import torch
 import run_experiments
 import train
 from config import make_config
-from distill.engine import RunFailed
+from runtime.epochs import RunFailed
 from utils.checkpoint import load_state_dict_file
 
 SMALL = ["--preset=smoke", "--max_train_samples=256", "--max_test_samples=64", "--epochs=2", "--val_fraction=0.01",

@@ -1,5 +1,7 @@
-"""The layout's rules, checked on the source: no import cycle, utils/ imports no higher layer,
-libraries never import the CLI scripts, and the method registry matches config.METHODS."""
+"""The layout's rules, checked on the source: no import cycle between modules or between packages,
+utils/ imports no other layer, methods never import the runtime, evaluate.py and deploy/ read runs
+without the training loop, libraries never import the CLI scripts, and the method registry matches
+config.METHODS."""
 import ast
 from pathlib import Path
 
@@ -8,9 +10,9 @@ from distill import DISTILLERS
 from distill.base import Distiller
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("utils", "data", "models", "distill", "deploy", "benchmarks")
+PACKAGES = ("utils", "data", "models", "distill", "runtime", "deploy", "quant", "benchmarks")
 SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results", "tune")
-LIBRARIES = ("config", "presets", "utils", "data", "models", "distill", "deploy")
+LIBRARIES = ("config", "config_rules", "cli", "presets", "utils", "data", "models", "distill", "runtime", "deploy", "quant")
 
 
 def project_modules() -> dict:
@@ -83,9 +85,26 @@ def test_no_import_cycle():
 
 
 def test_utils_import_no_higher_layer():
-    bad = {m: sorted(d for d in deps if d.split(".")[0] in ("models", "data", "distill", "deploy", *SCRIPTS))
+    """utils/ is the bottom layer: it imports nothing of the project outside utils/ (no config, models,
+    data, distill, runtime, deploy or script)."""
+    bad = {m: sorted(d for d in deps if d.split(".")[0] != "utils")
            for m, deps in import_graph().items() if m.split(".")[0] == "utils"}
     assert not {m: d for m, d in bad.items() if d}
+
+
+def package_graph(graph: dict) -> dict:
+    """{package or top-level module: the others it imports}, self-imports left out."""
+    out = {}
+    for m, deps in graph.items():
+        top = m.split(".")[0]
+        out.setdefault(top, set()).update(d.split(".")[0] for d in deps if d.split(".")[0] != top)
+    return out
+
+
+def test_no_import_cycle_between_packages():
+    packages = package_graph(import_graph())
+    assert packages["runtime"] >= {"distill"}  # the runtime steps the methods, never the other way round
+    assert find_cycle(packages) is None
 
 
 def test_libraries_never_import_scripts():
@@ -101,17 +120,44 @@ def test_registry_is_config_methods():
 
 
 # what a distillation method is (distill/: the base, one file per method, the registry) apart from the
-# training runtime that steps it (epochs, run files, torchrun, Ray, CUDA graphs)
-RUNTIME = ("distill.engine", "distill.run_state", "distill.runs", "distill.distributed", "distill.ray_sweep",
-           "distill.graphs")
-
-
+# training runtime that steps it (runtime/: epochs, a training run, run directories, torchrun, Ray, CUDA graphs)
 def test_methods_never_import_the_runtime():
-    methods = ["distill", "distill.base"] + [f"distill.{m}" for m in ("ce", "kd", "dkd", "fitnet", "at", "fm", "pl")]
     graph = import_graph()
-    bad = {m: sorted(d for d in graph[m] if d in RUNTIME or d in SCRIPTS) for m in methods}
+    methods = [m for m in graph if m.split(".")[0] == "distill"]
+    assert {"distill", "distill.base", "distill.kd"} <= set(methods)
+    bad = {m: sorted(d for d in graph[m] if d.split(".")[0] == "runtime" or d in SCRIPTS) for m in methods}
+    assert not {m: d for m, d in bad.items() if d}
+
+
+def reachable(graph: dict, start: str) -> set:
+    """Every project module `start` imports, directly or through others."""
+    seen, todo = set(), [start]
+    while todo:
+        for dep in graph.get(todo.pop(), ()):
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return seen
+
+
+# what evaluate.py and deploy/ may use of the runtime: the run-directory API and inference
+READ_RUNS = {"runtime", "runtime.run_dir", "runtime.inference"}
+
+
+def test_evaluate_and_deploy_never_import_the_training_loop():
+    graph = import_graph()
+    readers = ["evaluate"] + [m for m in graph if m.split(".")[0] == "deploy"]
+    assert "runtime.run_dir" in graph["evaluate"] and "runtime.inference" in graph["evaluate"]
+    bad = {m: sorted(d for d in reachable(graph, m)
+                     if (d.split(".")[0] == "runtime" and d not in READ_RUNS) or d in SCRIPTS) for m in readers}
     assert not {m: d for m, d in bad.items() if d}
 
 
 def test_presets_import_nothing_of_the_project():
     assert import_graph()["presets"] == set()
+
+
+def test_cli_knows_no_field():
+    """config.py declares the fields and imports cli.py; cli.py reads whatever schema it is given, so it never
+    imports config (nor anything above presets and utils/)."""
+    assert {m.split(".")[0] for m in import_graph()["cli"]} <= {"presets", "utils"}

@@ -15,7 +15,8 @@ import torch
 from config import make_config
 from data.dataset import load_dataset
 from tests.fixtures import make_fashion_mnist_idx, make_imagefolder
-from utils.checkpoint import CorruptCheckpoint, load_checkpoint, load_state_dict_file
+from utils.checkpoint import load_state_dict_file
+from utils.run_files import CorruptCheckpoint, load_checkpoint
 from utils.errors import UserError, first_line
 
 ROOT = Path(__file__).resolve().parents[1]

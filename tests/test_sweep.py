@@ -13,7 +13,7 @@ import pytest
 import run_experiments
 import train
 from config import make_config
-from distill.engine import RunFailed
+from runtime.epochs import RunFailed
 from tests.fixtures import interrupt_after_first_epoch
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
 from config import make_config
-from distill import run_state
+from runtime import training_run
 from utils.tensorboard import tag, write_hparams
 
 SMALL = ["--preset=smoke", "--max_train_samples=256", "--max_test_samples=128", "--blocks=2", "--method=ce"]
@@ -48,19 +48,19 @@ class Interrupted(Exception):
 
 def test_a_resumed_run_continues_the_stream_without_duplicate_steps(tmp_path, monkeypatch):
     args = dict(epochs=4, out_dir=str(tmp_path))
-    real_end, real_save = run_state.RunState.end_epoch, run_state.atomic_torch_save
+    real_end, real_save = training_run.RunState.end_epoch, training_run.save_checkpoint
 
-    def save_unless_epoch_3(obj, path):  # the process dies after logging epoch 3, before its checkpoint
-        if obj["epoch"] != 2:
-            real_save(obj, path)
+    def save_unless_epoch_3(path, state):  # the process dies after logging epoch 3, before its checkpoint
+        if state["epoch"] != 2:
+            real_save(path, state)
 
     def end_then_die(self, epoch, *a, **kw):
         real_end(self, epoch, *a, **kw)
         if epoch == 2:
             raise Interrupted
 
-    monkeypatch.setattr(run_state, "atomic_torch_save", save_unless_epoch_3)
-    monkeypatch.setattr(run_state.RunState, "end_epoch", end_then_die)
+    monkeypatch.setattr(training_run, "save_checkpoint", save_unless_epoch_3)
+    monkeypatch.setattr(training_run.RunState, "end_epoch", end_then_die)
     with pytest.raises(Interrupted):
         train.main(make_config(SMALL, **args))
     monkeypatch.undo()

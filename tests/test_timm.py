@@ -7,7 +7,7 @@ import torch
 
 import train
 from config import default_run_name, make_config
-from distill.runs import load_run, model_arch, model_blocks, model_label
+from runtime.run_dir import load_run, model_arch, model_blocks, model_label
 from models.cnn_model import build_student, count_params
 from models.teacher_arch import build_teacher
 from utils.errors import UserError

@@ -95,7 +95,7 @@ def read_json(path):
 
 
 def read_json_object(path):
-    """read_json for files that must hold a JSON object (summary.json, config.json): None when the
+    """read_json for files that must hold a JSON object (config.json): None when the
     file is missing, torn, binary or not an object, so a caller can treat it as 'not there'."""
     from utils.errors import UserError
 

@@ -1,5 +1,6 @@
-"""Weights and checkpoints on disk: safetensors written atomically, torch files loaded weights-only
-(a pickle payload is refused, never run), and one clear line when a file does not fit a model."""
+"""Weights files on disk: safetensors written atomically, torch files loaded weights-only (a pickle
+payload is refused, never run), and one clear line when a file does not fit a model. checkpoint.pt's
+format is utils/run_files.py's."""
 import os
 import pickle
 import warnings
@@ -23,10 +24,6 @@ def save_weights(model_or_state, path, metadata: dict = None) -> int:
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     atomic_write_bytes(path, save(state, metadata=meta))
     return os.path.getsize(path)
-
-
-class CorruptCheckpoint(UserError):
-    """checkpoint.pt cannot be read (empty, truncated, not a torch file): the sweep starts that run over."""
 
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
@@ -61,7 +58,7 @@ def _torch_reason(err) -> str:
     return first_line(text if text.strip() else err)
 
 
-def _torch_load(path, unreadable=UserError):
+def load_torch_file(path, unreadable=UserError):
     """torch.load(weights_only=True) with one line naming what the file really is when it fails:
     empty, not a torch file at all, a damaged archive, or a pickle carrying code (refused, never run)."""
     path = str(path)
@@ -102,7 +99,7 @@ def load_state_dict_file(path) -> dict:
             return load_file(path)
         except (SafetensorError, OSError, ValueError) as e:
             raise UserError(f"{path}: not a readable safetensors file ({first_line(e)})")
-    obj = _torch_load(path)
+    obj = load_torch_file(path)
     for key in ("model", "state_dict", "model_state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -110,15 +107,6 @@ def load_state_dict_file(path) -> dict:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise UserError(f"{path}: holds no state dict of tensors")
     return obj
-
-
-def load_checkpoint(path) -> dict:
-    """checkpoint.pt for resume: weights-only (tensors, numbers, strings, dicts), never arbitrary code.
-    An unreadable one raises CorruptCheckpoint (the sweep then starts that run over)."""
-    ck = _torch_load(path, unreadable=CorruptCheckpoint)
-    if not isinstance(ck, dict) or not {"optimizer", "epoch", "history"} <= set(ck):
-        raise CorruptCheckpoint(f"{path}: not a checkpoint this project wrote (no optimizer/epoch/history)")
-    return ck
 
 
 def load_weights_into(model: torch.nn.Module, path, what: str = "the model built from the config") -> None:

@@ -26,6 +26,8 @@ PRECISION_LOOKS = {  # name: (colour, marker), in sweep order
     "bf16": ("#2ca02c", "s"),
     "fp8": ("#d62728", "^"),
 }
+# --qat: the weight grid a student trains on (quant/), in table order; bits as the grids' names say
+QAT_MODES = ("none", "int8", "int4", "ternary", "binary")
 OTHER_COLOR = "#9467bd"
 CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
 TEACHER_COLOR = "black"

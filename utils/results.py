@@ -7,39 +7,14 @@ import os
 import sys
 from collections import defaultdict
 
-from utils.atomic import atomic_update_text, read_json_object
+from utils.atomic import atomic_update_text
 from utils.names import grid_order
+from utils.run_files import SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "epochs_run",
            "early_stopped", "status", "error"]
-
-
-# the fields of a complete summary.json that the table, the plots and the sweep compute with, and their
-# types: the accuracy it is selected and reported by must be there; the others, where present, must fit
-_NUMBER = (int, float)
-SUMMARY_TYPES = {"best_test_acc": _NUMBER}
-SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher_acc": _NUMBER,
-                    "train_seconds": _NUMBER, "seconds_per_epoch": _NUMBER, "images_per_second": _NUMBER,
-                    "params": int, "model_bytes": int, "epochs_run": int, "blocks": int, "seed": int,
-                    "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
-                    "hparams": dict}
-
-
-def summary_defect(summary: dict):
-    """Why a summary.json that says "complete" cannot be used (a field missing or of the wrong type), or
-    None. Such a run counts as unfinished: the sweep redoes it, the table and the plots leave it out."""
-    if summary.get("status") != "complete":
-        return None
-    for fields, required in ((SUMMARY_TYPES, True), (SUMMARY_OPTIONAL, False)):
-        for key, types in fields.items():
-            value = summary.get(key)
-            if value is None and not required:
-                continue
-            if value is None or isinstance(value, bool) or not isinstance(value, types):
-                return f"'{key}' is {json.dumps(value)[:40]}, not {'a number' if types is _NUMBER else types.__name__}"
-    return None
 
 
 def precision_how(summary: dict) -> str:
@@ -106,12 +81,11 @@ def collect_results(out_dir: str, run_dirs: list) -> list:
     """One row per run dir that has a summary.json, with the KD gain against the same-seed CE control."""
     rows = []
     for d in run_dirs:
-        s = read_json_object(os.path.join(d, "summary.json"))
+        s, why = load_summary(d)
         if s is None:  # missing, torn or foreign: the run is not complete, it has no row
             continue
-        why = summary_defect(s)
         if why:
-            print(f"{os.path.join(d, 'summary.json')}: {why}; left out of the table", file=sys.stderr)
+            print(f"{os.path.join(d, SUMMARY)}: {why}; left out of the table", file=sys.stderr)
             continue
         rows.append({c: s.get(c) for c in COLUMNS} | {"precision_how": precision_how(s) if s.get("status") == "complete" else "",
                                                        "status": s.get("status"), "error": s.get("error", ""),

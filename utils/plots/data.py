@@ -12,7 +12,8 @@ from typing import Optional
 
 from utils.errors import UserError
 from utils.names import grid_order
-from utils.results import ce_controls, kd_gain, student_key, student_label, student_order, summary_defect
+from utils.results import ce_controls, kd_gain, student_key, student_label, student_order
+from utils.run_files import HISTORY, SUMMARY, load_history, load_summary
 
 
 def read_json_or_none(path: str):
@@ -77,18 +78,23 @@ class Run:
 
 def _read_run(run_dir: str):
     """The Run of a complete run directory, "failed" for one whose summary says otherwise, else None."""
-    summary = read_json_or_none(os.path.join(run_dir, "summary.json"))
-    if not os.path.isdir(run_dir) or not isinstance(summary, dict):
+    if not os.path.isdir(run_dir):
+        return None
+    summary, why = load_summary(run_dir)
+    if summary is None:
+        if why:
+            print(f"warning: {os.path.join(run_dir, SUMMARY)}: {why}, left out of the plots")
         return None
     if summary.get("status") != "complete":
         return "failed"
-    why = summary_defect(summary)
     if why:
-        print(f"{os.path.join(run_dir, 'summary.json')}: {why}; left out of the plots", file=sys.stderr)
+        print(f"{os.path.join(run_dir, SUMMARY)}: {why}; left out of the plots", file=sys.stderr)
         return None
-    history = read_json_or_none(os.path.join(run_dir, "history.json"))
+    history, why = load_history(run_dir)
+    if why:
+        print(f"warning: {os.path.join(run_dir, HISTORY)}: {why}, left out of the plots")
     return Run(name=summary.get("run_name", os.path.basename(run_dir)), dir=run_dir, summary=summary,
-               history=history if isinstance(history, list) else [],
+               history=history or [],
                evaluation=read_json_or_none(os.path.join(run_dir, "evaluation.json")),
                deploy=read_json_or_none(os.path.join(run_dir, "deploy.json")))
 

@@ -1,25 +1,24 @@
 """Run directories: what one is called, whether it is complete, which weights it is used by, how it is
 loaded back (config, model, data) and whether an interrupted one can resume. train.py, evaluate.py,
-deploy/ and run_experiments.py all ask here.
+deploy/ and run_experiments.py all ask here; nothing here imports the training loop.
 
 A run directory (out_dir/run_name/) can be re-read without the code that wrote it:
 model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
-config.json, summary.json (status "complete" marks a finished run), training_summary.txt.
+config.json, summary.json (status "complete" marks a finished run), training_summary.txt. The record
+files' format (summary.json, history.json, checkpoint.pt: keys and schema) is utils/run_files.py's.
 """
 import dataclasses
-import json
 import os
 import sys
-
 
 from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope, student_name
 from data.dataset import load_dataset
 from models.teacher_arch import build_model
 from models.timm_models import timm_name
-from utils.atomic import atomic_write_json, read_json, read_json_object
-from utils.checkpoint import CorruptCheckpoint, load_checkpoint, load_weights_into
+from utils.atomic import read_json, read_json_object
+from utils.checkpoint import load_weights_into
 from utils.errors import UserError
-from utils.results import summary_defect
+from utils.run_files import CHECKPOINT, HISTORY, SUMMARY, load_checkpoint, load_history, read_summary, write_history
 
 RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
@@ -41,7 +40,7 @@ def run_weights_file(run_dir):
 
 # files made from a run's weights (summary.json, evaluate.py, deploy): a fresh start removes them with the
 # weights they describe
-DERIVED_FILES = ("summary.json", "evaluation.json", "confusion_matrix.png", "predictions.csv", "deploy.json",
+DERIVED_FILES = (SUMMARY, "evaluation.json", "confusion_matrix.png", "predictions.csv", "deploy.json",
                  "deploy.md")
 
 
@@ -50,13 +49,6 @@ def remove_derived(run_dir) -> None:
         path = os.path.join(run_dir, name)
         if os.path.isfile(path):
             os.remove(path)
-
-
-def read_summary(run_dir):
-    """summary.json as a dict, or None when it is missing, torn, binary, not a JSON object, or a complete
-    run's with a field of the wrong type (utils.results.summary_defect): the run is then not finished."""
-    summary = read_json_object(os.path.join(run_dir, "summary.json"))
-    return None if summary is None or summary_defect(summary) else summary
 
 
 def is_complete(run_dir) -> bool:
@@ -68,17 +60,13 @@ def restore_history(run_dir) -> None:
     """A finished run whose history.json is unreadable gets it back from checkpoint.pt, with the test
     accuracies of the selected and the last epoch from summary.json (they are measured after the last
     checkpoint); one line says so. Nothing happens when history.json reads as a list of epochs."""
-    path = os.path.join(run_dir, "history.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            if isinstance(json.load(f), list):
-                return
-    except (OSError, ValueError):
-        pass
+    path = os.path.join(run_dir, HISTORY)
+    if load_history(run_dir)[0] is not None:
+        return
     summary = read_summary(run_dir) or {}
     try:
-        history = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))["history"]
-    except (CorruptCheckpoint, UserError) as e:
+        history = load_checkpoint(os.path.join(run_dir, CHECKPOINT))["history"]
+    except UserError as e:  # CorruptCheckpoint among them
         print(f"{path}: unreadable, and it cannot be rebuilt ({e})", file=sys.stderr)
         return
     for row in history:
@@ -86,7 +74,7 @@ def restore_history(run_dir) -> None:
             row.setdefault("test_acc", summary.get("best_test_acc"))
     if history:
         history[-1].setdefault("test_acc", summary.get("final_test_acc"))
-    atomic_write_json(path, history)
+    write_history(run_dir, history)
     print(f"{path}: unreadable; rewritten from checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
 
 

@@ -1,5 +1,5 @@
-"""The training engine: the epoch loop, evaluation, early stopping, optimizers and schedules; one code
-path for every method and every precision.
+"""The epoch engine: the epoch loop, early stopping, optimizers and schedules; one code path for every
+method and every precision. Evaluation on a split is runtime/inference.py's.
 
 Batches are sliced from a uint8 tensor cache already on the device and augmented there; loss and
 accuracy accumulate on the device, so there is no host sync per batch (the progress bar reads them
@@ -14,15 +14,10 @@ from typing import Optional
 import torch
 from tqdm import tqdm
 
-from data.dataset import Split
-from data.transforms import prepare_batch
-from distill import distributed
+from runtime import torchrun
 from utils.errors import UserError
 
 POSTFIX_UPDATES = 8  # progress-bar refreshes per epoch: each one syncs the device once
-# pixels per evaluation batch on a CPU: res4/seed12 inference measured fastest at ~128-334 images of
-# 28 px and ~8-16 of 150 px on the 2-core Xeon; 1024 x 150 px was 1.5-2.5x slower
-CPU_EVAL_PIXELS = 200_000
 
 
 class RunFailed(UserError):
@@ -127,7 +122,7 @@ class Trainee:
     prec: object  # utils.precision.Precision
     rng: object = None
     # what a step calls in place of distiller.forward_train: under torchrun the distiller in
-    # DistributedDataParallel, with --cuda_graphs its compiled forward_train (distill/graphs.py)
+    # DistributedDataParallel, with --cuda_graphs its compiled forward_train (runtime/cuda_graphs.py)
     forward: object = None
 
 
@@ -155,7 +150,7 @@ class _Meter:
         """The epoch's means; under torchrun over every rank's shard (the global batches)."""
         names = list(self.terms)
         seen = torch.tensor(float(self.seen), dtype=torch.float64, device=self.loss.device)
-        sums = distributed.all_sum(torch.stack([self.loss.double(), self.correct.double(), seen,
+        sums = torchrun.all_sum(torch.stack([self.loss.double(), self.correct.double(), seen,
                                                 self.labeled.double(), *(self.terms[k].double() for k in names)])).cpu()
         loss, correct, seen, labeled = sums[0].item(), sums[1].item(), max(1.0, sums[2].item()), max(1.0, sums[3].item())
         return EpochStats(loss / seen, 100.0 * correct / labeled,
@@ -188,7 +183,7 @@ def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0,
     meters = [_Meter(device) for _ in trainees]
     t0 = time.perf_counter()
     bar = tqdm(total=sampler.steps, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
-               **({} if distributed.is_main() else {"disable": True}))  # TQDM_DISABLE=1 still applies
+               **({} if torchrun.is_main() else {"disable": True}))  # TQDM_DISABLE=1 still applies
     every = max(1, sampler.steps // POSTFIX_UPDATES)
     for step, batch in enumerate(sampler.epoch()):
         teacher_out = teacher(batch) if teacher is not None else None
@@ -199,7 +194,7 @@ def train_epochs_together(trainees: list, sampler, teacher=None, epoch: int = 0,
             try:
                 loss, logits, terms = train_step(t, batch, teacher_out, epoch)
             except (RuntimeError, ValueError) as e:  # out of memory, a numerics error: this student alone
-                if distributed.active():
+                if torchrun.active():
                     raise  # the other ranks wait for this one's gradients: end the job (torchrun stops them)
                 m.error = e
                 continue
@@ -229,27 +224,6 @@ def train_epoch(trainee: Trainee, sampler, teacher=None, epoch: int = 0, desc: s
     if stats.error is not None:
         raise stats.error
     return stats
-
-
-@torch.no_grad()
-def predict(model, data: Split, mean, std, batch_size: int, channels_last: bool, autocast=nullcontext):
-    """Logits (float32, on the device) of every image, in order, in eval mode."""
-    model.eval()
-    if data.images.device.type == "cpu":  # big batches fall out of the CPU caches (2.5x slower at 150 px)
-        batch_size = max(1, min(batch_size, CPU_EVAL_PIXELS // (data.images.shape[-1] * data.images.shape[-2])))
-    out = []
-    for i in range(0, len(data), batch_size):
-        x = prepare_batch(data.images[i:i + batch_size], mean, std, channels_last)
-        with autocast():
-            out.append(model(x).float())
-    return torch.cat(out) if out else torch.zeros(0)
-
-
-def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple:
-    """(mean cross-entropy, accuracy in percent)."""
-    loss = torch.nn.functional.cross_entropy(logits, labels).item()
-    acc = 100.0 * (logits.argmax(1) == labels).float().mean().item()
-    return loss, acc
 
 
 class EarlyStopping:

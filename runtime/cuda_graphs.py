@@ -9,7 +9,7 @@ NOT YET MEASURED: this project's machines have had no GPU while this was written
 """
 import torch
 
-from distill.engine import Trainee
+from runtime.epochs import Trainee
 
 
 def plan(cfg, device: torch.device, precision: str, world_size: int = 1) -> tuple:

@@ -26,11 +26,12 @@ from pathlib import Path
 
 from config import config_to_dict, teacher_run_name
 from distill import needs_teacher
-from distill.runs import RUN_WEIGHTS, is_complete, read_summary, run_dir_of
+from runtime.run_dir import RUN_WEIGHTS, is_complete, run_dir_of
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.errors import UserError
 from utils.lock import RunLocked, run_lock
 from utils.reports import write_training_summary
+from utils.run_files import SUMMARY, read_summary, write_summary
 
 RETRIES = 2  # runs of a task again after its worker died; each resumes from the last checkpoint.pt it sees
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def _read_run_dir(run_dir: str, names=None) -> dict:
 
 def write_run_dir(run_dir: str, files: dict) -> None:
     """A task's run directory written under the driver's out_dir, each file atomically, summary.json last."""
-    for name in sorted(files, key=lambda n: n == "summary.json"):
+    for name in sorted(files, key=lambda n: n == SUMMARY):
         atomic_write_bytes(os.path.join(run_dir, name), files[name])
 
 
@@ -106,7 +107,7 @@ def _unstage(run_dir: str, cfg, stage: str) -> None:
         if isinstance(value, str) and Path(value).is_relative_to(stage):
             summary[key] = os.path.join(cfg.out_dir, os.path.relpath(value, stage))
     write_training_summary(os.path.join(run_dir, "training_summary.txt"), summary)
-    atomic_write_json(os.path.join(run_dir, "summary.json"), summary)
+    write_summary(run_dir, summary)
 
 
 def train_task(run_group, cfgs: list, cwd: str, threads: int, inputs=None, teacher=None):
@@ -178,7 +179,7 @@ class RaySweep:
         """The teacher run's files in the object store, put there once and shared by every task."""
         if self._teacher_files is None:
             teacher_dir = os.path.join(self.base.out_dir, teacher_run_name(self.base))
-            files = _read_run_dir(teacher_dir, ("config.json", "summary.json", *RUN_WEIGHTS))
+            files = _read_run_dir(teacher_dir, ("config.json", SUMMARY, *RUN_WEIGHTS))
             self._teacher_files = self.ray.put({teacher_run_name(self.base): files})
         return self._teacher_files
 

@@ -1,25 +1,30 @@
-"""One run's life: its model, method, optimizer and precision built from its config (resumed from
-checkpoint.pt when asked), each epoch recorded (history.json, best weights, checkpoint.pt), and the
-end summarized (model.safetensors, summary.json, training_summary.txt). train.py builds these and
-steps them, alone or several students together, through distill/engine.py."""
+"""One training run's life: its model, method, optimizer and precision built from its config (resumed
+from checkpoint.pt when asked), each epoch recorded (history.json, best weights, checkpoint.pt), and
+the end summarized (model.safetensors, summary.json, training_summary.txt). train.py builds these and
+steps them, alone or several students together, through runtime/epochs.py. The record files' keys and
+schema are utils/run_files.py's."""
 import os
 import sys
 
 import torch
 
 from config import Config, config_to_dict, default_run_name
-from distill import build_distiller, distributed, graphs
-from distill.engine import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler, evaluate_logits, predict
-from distill.runs import check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived
+from distill import build_distiller
+from runtime import cuda_graphs, torchrun
+from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
+from runtime.inference import evaluate_logits, predict
+from runtime.run_dir import check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
-from utils.checkpoint import atomic_torch_save, load_checkpoint, load_weights_into, save_weights
+from utils.checkpoint import load_weights_into, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
 from utils.errors import UserError
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
+from utils.run_files import (CHECKPOINT, complete_summary, load_checkpoint, save_checkpoint, write_history,
+                             write_summary)
 from utils.tensorboard import EpochLog
 
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
@@ -29,11 +34,11 @@ class RunState:
     """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
     when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
 
-    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=distributed.World()):
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=torchrun.World()):
         self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
         self.name = default_run_name(cfg)
         self.dir = os.path.join(cfg.out_dir, self.name)
-        self.ckpt_path = os.path.join(self.dir, "checkpoint.pt")
+        self.ckpt_path = os.path.join(self.dir, CHECKPOINT)
         torch.manual_seed(cfg.seed)  # model init, then this run's own stream for dropout
         self.model = build_model(cfg, ds.in_channels, ds.num_classes)
         self.params = count_params(self.model)
@@ -49,17 +54,17 @@ class RunState:
             self.prec.description += f" ({cfg.precision_note})"
         self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
-        ddp = distributed.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
+        ddp = torchrun.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
         steps = max(1, len(ds.train) // cfg.batch_size)
-        capture, self.step_how = graphs.plan(cfg, device, cfg.precision, world.size)
+        capture, self.step_how = cuda_graphs.plan(cfg, device, cfg.precision, world.size)
         optimizer = build_optimizer(cfg, self.distiller.learnable_parameters(),
-                                    **(graphs.optimizer_kwargs(cfg, device) if capture else {}))
+                                    **(cuda_graphs.optimizer_kwargs(cfg, device) if capture else {}))
         if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
-            torch.manual_seed(cfg.seed + distributed.RANK_SEED_STRIDE * world.rank)
+            torch.manual_seed(cfg.seed + torchrun.RANK_SEED_STRIDE * world.rank)
         self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
                                rng=RngStream(device), forward=ddp)
         if capture:
-            graphs.capture(self.trainee)
+            cuda_graphs.capture(self.trainee)
         elif cfg.compile:
             self.model.compile()
         if cfg.cuda_graphs:
@@ -77,7 +82,7 @@ class RunState:
         check_resumable(self.cfg, self.dir)
         ck = load_checkpoint(self.ckpt_path)
         t = self.trainee
-        self.distiller.load_trainable_state(ck.get("trainable") or {"student": ck["model"]})  # older checkpoints
+        self.distiller.load_trainable_state(ck["trainable"])
         t.optimizer.load_state_dict(ck["optimizer"])
         t.scheduler.load_state_dict(ck["scheduler"])
         if self.prec.scaler is not None and ck.get("scaler"):
@@ -130,14 +135,14 @@ class RunState:
         """Record the epoch: history.json, the best weights so far, checkpoint.pt. With a validation split
         the epoch is judged on it alone; the test split is evaluated at the end (finish), not here."""
         cfg, main = self.cfg, self.world.main
-        distributed.sync_buffers(self.model)  # every rank evaluates, and stops early on, rank 0's model
+        torchrun.sync_buffers(self.model)  # every rank evaluates, and stops early on, rank 0's model
         row = {"epoch": epoch + 1, "train_loss": stats.loss, "train_acc": stats.acc, "lr": lr,
                "epoch_seconds": stats.seconds, "images_per_second": images / stats.seconds}
         row.update({f"train_{k}": v for k, v in stats.terms.items() if len(stats.terms) > 1})
         judge = "val" if val is not None else "test"
         judged = epoch >= self.first_judged_epoch
         if judged:  # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
-            row[f"{judge}_loss"], row[f"{judge}_acc"] = distributed.gather(
+            row[f"{judge}_loss"], row[f"{judge}_acc"] = torchrun.gather(
                 self.evaluate(val if val is not None else test))[0]
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
         if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
@@ -155,17 +160,17 @@ class RunState:
               f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
               f"({row['images_per_second']:.0f} img/s)", flush=True)
         t = self.trainee
-        rngs = distributed.gather(t.rng.state())
+        rngs = torchrun.gather(t.rng.state())
         if not main:
             return
-        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
-        atomic_torch_save({"model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
-                           "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
-                           "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
-                           "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
-                           "rng": {**t.rng.state(), "generator": generator.get_state(),
-                                   **({"ranks": rngs} if len(rngs) > 1 else {})},
-                           "elapsed_seconds": self.elapsed}, self.ckpt_path)
+        write_history(self.dir, self.history)
+        save_checkpoint(self.ckpt_path, {
+            "model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
+            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+            "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
+            "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
+            "rng": {**t.rng.state(), "generator": generator.get_state(), **({"ranks": rngs} if len(rngs) > 1 else {})},
+            "elapsed_seconds": self.elapsed})
         if self.on_epoch is not None:
             self.on_epoch(self, row)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
@@ -183,7 +188,7 @@ class RunState:
             load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
             best["test_loss"], best["test_acc"] = self.evaluate(test)
             self.model.load_state_dict(final)
-        atomic_write_json(os.path.join(self.dir, "history.json"), self.history)
+        write_history(self.dir, self.history)
         if self.tb is not None:
             for row in ((best,) if best is last else (best, last)):  # one point per step
                 self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
@@ -200,7 +205,7 @@ class RunState:
                                    {"epoch": history[-1]["epoch"]})
         best = history[self.stopper.best_epoch]
         secs = sorted(r["epoch_seconds"] for r in history)
-        summary = {
+        summary = complete_summary({
             "status": "complete", "run_name": self.name, "role": cfg.role, "dataset": cfg.dataset,
             "model": model_label(cfg), "arch": model_arch(cfg), "blocks": model_blocks(cfg),
             "fc_layers": list(getattr(self.model, "fc_layers", ()) or []), "params": self.params,
@@ -223,11 +228,11 @@ class RunState:
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
             "teacher_logits": None, **self.teacher_info, "warnings": self.warnings, "provenance": provenance(),
-        }
+        })
         if self.tb is not None:
             self.tb.close()
         write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
-        atomic_write_json(os.path.join(self.dir, "summary.json"), summary)
+        write_summary(self.dir, summary)
         print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
               f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
         return summary

@@ -1,4 +1,5 @@
-"""The frozen teacher: loaded from its run (or a weights file), pinned in eval mode, and its logits.
+"""The frozen teacher: loaded from its run (or a weights file), pinned in eval mode, and its outputs for
+each training batch (distill.base.TeacherOut, what a method's forward_train takes).
 
 `teacher_logits=cache` computes the teacher's logits once per training image and fixed view
 (identity, plus the horizontal flip when augment=flip) and reuses them in every epoch and every
@@ -24,13 +25,14 @@ import torch
 from config import arch_name, config_from_dict, teacher_run_name
 from data.dataset import NATIVE_SIZE, Split
 from distill.base import TeacherOut
-from distill.engine import predict
-from distill.runs import run_weights_file
 from models.features import capture
 from models.teacher_arch import build_teacher
+from runtime.inference import predict
+from runtime.run_dir import run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
+from utils.run_files import read_summary
 
 
 def resolve_teacher_path(cfg) -> tuple:
@@ -56,7 +58,7 @@ def refuse_student_run(run_dir, spec) -> None:
     saved = read_json_object(os.path.join(run_dir, "config.json"))
     if saved is None or saved.get("role") != "student":
         return
-    summary = read_json_object(os.path.join(run_dir, "summary.json")) or {}
+    summary = read_summary(run_dir) or {}
     teacher = summary.get("teacher_run") or saved.get("teacher_checkpoint") or os.path.join(
         saved.get("out_dir", os.path.dirname(run_dir)),
         f"{saved.get('dataset')}_teacher_{arch_name(str(saved.get('teacher_arch')))}")
@@ -67,7 +69,7 @@ def refuse_student_run(run_dir, spec) -> None:
 
 def _trained_shape(run_dir, saved) -> tuple:
     """(image size, channels or None, classes or None) a teacher run was trained at."""
-    s = read_json_object(os.path.join(run_dir, "summary.json")) or {}
+    s = read_summary(run_dir) or {}
     size = s.get("image_size") or saved.image_size or NATIVE_SIZE.get(saved.dataset)
     return size, s.get("in_channels"), s.get("num_classes")
 
@@ -97,7 +99,7 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
         tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
         info["teacher_arch"] = saved.teacher_arch
         check_teacher_shape(run_dir, saved, image_size, in_channels, num_classes)
-        info["teacher_acc"] = (read_json_object(os.path.join(run_dir, "summary.json")) or {}).get("best_test_acc")
+        info["teacher_acc"] = (read_summary(run_dir) or {}).get("best_test_acc")
     teacher = build_teacher(tcfg, in_channels, num_classes)
     load_weights_into(teacher, weights,
                       f"a {info['teacher_arch']} teacher for {in_channels} channels and {num_classes} classes")

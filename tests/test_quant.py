@@ -1,0 +1,111 @@
+"""quant/: the packing codecs, a packed file's round trip to the fake-quantized weights, bit widths counted
+from the file, and the int8 QAT graph's train/eval/convert cycle."""
+import math
+
+import pytest
+import torch
+
+from models.cnn_model import ResidualCNN
+from quant.lowbit import to_lowbit
+from quant.packing import pack, quant_layers, read_packed, unpack, unpack_state, weight_bits, write_packed
+from utils.errors import UserError
+
+
+@pytest.mark.parametrize("codec,low,high", [("int8", -127, 127), ("int4", -7, 7), ("trit", -1, 1), ("sign", -1, 1)])
+@pytest.mark.parametrize("n", [1, 7, 40, 1001])
+def test_pack_unpack_is_exact_for_every_length(codec, low, high, n):
+    g = torch.Generator().manual_seed(n)
+    ints = torch.randint(low, high + 1, (n,), generator=g)
+    if codec == "sign":
+        ints = torch.where(ints >= 0, 1, -1)
+    packed = pack(ints, codec)
+    assert packed.dtype == torch.uint8
+    per_byte = {"int8": 1, "int4": 2, "trit": 5, "sign": 8}[codec]
+    assert packed.numel() == math.ceil(n / per_byte)
+    assert torch.equal(unpack(packed, codec, (n,)), ints.float())
+
+
+def _lowbit_student(mode, seed=0):
+    torch.manual_seed(seed)
+    model = to_lowbit(ResidualCNN(4, 1, 10), mode)
+    x = torch.randn(16, 1, 28, 28)
+    model.train()
+    model(x).sum().backward()  # the straight-through estimator reaches the fp32 weights
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for _, m in quant_layers(model))
+    return model.eval(), x
+
+
+@pytest.mark.parametrize("mode,codec,levels", [("int4", "int4", 15), ("ternary", "trit", 3), ("binary", "sign", 2)])
+def test_packed_file_round_trips_to_the_fake_quantized_weights(tmp_path, mode, codec, levels):
+    model, x = _lowbit_student(mode)
+    path = tmp_path / "model.quant.safetensors"
+    write_packed(model, path)
+    state = unpack_state(path)
+    layers = quant_layers(model)
+    assert layers[0][1].codec == "int8" and layers[-1][1].codec == "int8"  # the edges stay at 8 bits
+    for name, layer in layers:
+        fake = layer.quant_weight().value.detach()
+        assert torch.equal(state[f"{name}.weight"], fake), name
+        if layer.codec == codec:
+            assert len(torch.unique(fake[0])) <= levels
+    plain = ResidualCNN(4, 1, 10)
+    plain.load_state_dict(state)  # every key of the unquantized model, nothing else
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(x), model(x))
+
+
+def test_bits_per_weight_are_counted_from_the_file(tmp_path):
+    bits = {}
+    for mode in ("int4", "ternary", "binary"):
+        model, _ = _lowbit_student(mode)
+        path = tmp_path / f"{mode}.safetensors"
+        write_packed(model, path)
+        bits[mode] = weight_bits(path)
+    # res4: 97,232 conv/linear weights; the 8-bit edges (144 + 320) lift the average slightly above the mode's
+    assert bits["int4"]["weights"] == 97232
+    assert 4.0 < bits["int4"]["bits_per_weight"] < 4.1
+    assert 1.6 < bits["ternary"]["bits_per_weight"] < 1.7
+    assert 1.0 < bits["binary"]["bits_per_weight"] < 1.1
+    fp32_bytes = 4 * sum(p.numel() for p in ResidualCNN(4, 1, 10).state_dict().values())
+    assert bits["ternary"]["file_bytes"] < fp32_bytes / 10
+
+
+def test_a_file_without_packing_is_refused_in_one_line(tmp_path):
+    from utils.checkpoint import save_weights
+
+    path = tmp_path / "plain.safetensors"
+    save_weights(ResidualCNN(4, 1, 10), path)
+    with pytest.raises(UserError, match="not a model.quant.safetensors"):
+        read_packed(path)
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    with pytest.raises(UserError, match="cannot read a packed model"):
+        read_packed(tmp_path / "junk.safetensors")
+
+
+def test_int8_qat_graph_trains_freezes_scales_in_eval_and_converts(tmp_path):
+    from quant.pt2e import save_int8_program
+    from quant.pt2e import Int8QAT
+
+    torch.manual_seed(0)
+    example = torch.randn(2, 1, 28, 28)
+    q = Int8QAT(ResidualCNN(4, 1, 10), example)
+    opt = torch.optim.Adam(q.parameters(), 1e-3)
+    x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+    for _ in range(2):
+        loss = torch.nn.functional.cross_entropy(q(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    q.eval()
+    with torch.no_grad():
+        a, b = q(x), q(x)
+    assert torch.equal(a, b)  # observers are off in eval: evaluating does not move the scales
+    again = Int8QAT(ResidualCNN(4, 1, 10), example)
+    again.load_state_dict(q.state_dict())  # a checkpoint restores the scales too
+    with torch.no_grad():
+        assert torch.equal(again.eval()(x), a)
+    _, loaded = save_int8_program(q.convert(), example, tmp_path / "model.int8.pt2")
+    with torch.no_grad():
+        out = loaded(x)
+    assert (out.argmax(1) == a.argmax(1)).float().mean() > 0.9
+    assert (out - a).abs().max() < 0.1 * a.abs().max()
