@@ -257,10 +257,12 @@ def teacher_run_name(cfg) -> str:
 
 
 def default_run_name(cfg) -> str:
-    """Like the original's res4_b224_fp16, plus dataset, method and seed."""
+    """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid and seed."""
     if cfg.run_name:
         return cfg.run_name
     if cfg.role == "teacher":
         return teacher_run_name(cfg)
     unlabeled = f"_u{cfg.unlabeled_samples}" if cfg.unlabeled_samples else ""
-    return f"{cfg.dataset}_{student_name(cfg)}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}_s{cfg.seed}"
+    qat = f"_q{cfg.qat}" if getattr(cfg, "qat", "none") != "none" else ""
+    return (f"{cfg.dataset}_{student_name(cfg)}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}{qat}"
+            f"_s{cfg.seed}")

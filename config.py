@@ -147,6 +147,7 @@ class Config:
     init_from: str = _train("", doc="a QAT run's starting point: the run dir of a finished fp32 student of the same "
         "model and dataset; \"\" = random init")
     qat_epochs: int = _train(0, NON_NEGATIVE, doc="a QAT run's epochs (in place of epochs); 0 = epochs")
+    qat_lr: float = _train(0.0, NON_NEGATIVE, doc="a QAT run's learning rate (in place of lr); 0 = lr")
     patience: int = _train(3, NON_NEGATIVE, doc="epochs without a better accuracy before stopping; 0 = never stop "
         "early (the original: 3)")
     batch_size: int = _train(224, POSITIVE, group=True, doc="images per step (the original: 224)")

@@ -94,7 +94,13 @@ def evaluate_run(run_dir: str, overrides: dict = None) -> None:
         predict_unlabelled(cfg, model, ds, run_dir, device)
     else:
         evaluate_test(cfg, model, ds, weights, run_dir, device)
-    if cfg.deploy:
+    if cfg.qat != "none":
+        from quant.students import deploy_how
+        print(f"{os.path.basename(weights)}: {deploy_how(cfg.qat)}")
+    if cfg.deploy and cfg.qat != "none":  # a quantized student ships its own file: time that, nothing else
+        from deploy.qat import time_quantized_run
+        time_quantized_run(run_dir, cfg, model, ds, weights, repeats=cfg.deploy_repeats)
+    elif cfg.deploy:
         from deploy.variants import deploy_run
         deploy_run(run_dir, cfg, model, ds, repeats=cfg.deploy_repeats, threads=cfg.deploy_threads)
 

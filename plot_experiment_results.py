@@ -14,6 +14,7 @@ runs are left out. One line per file written; a missing or empty out_dir stops w
     seconds_per_epoch.png                   training time per epoch, every grid point and the teacher
     confusion_matrix_best_student.png       from the best student's evaluation.json (if evaluate.py ran)
     deploy_accuracy_vs_latency.png / deploy_accuracy_vs_bytes.png   with Pareto frontier (if deployed)
+    qat_accuracy_vs_bytes.png               PTQ, QAT-CE and QAT-KD students: accuracy vs file bytes (--sweep_qat)
 
 An out_dir holding runs of several datasets gets one set per dataset, named <dataset>_<plot>.png.
 """
@@ -27,7 +28,8 @@ from utils.plots.data import by_dataset, context_line, load_runs, students
 from utils.plots.deploy import plot_deploy
 from utils.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
 from utils.plots.style import plot_confusion_matrix
-from utils.results import selection_acc
+from quant.table import plot_qat, qat_points
+from utils.results import quantized, selection_acc
 
 
 def plot_best_confusion(runs: list, path: str):
@@ -56,6 +58,8 @@ def plot_best_confusion(runs: list, path: str):
 def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
     """Every figure for one dataset's runs; returns how many figures failed (each failure is reported)."""
     out = lambda name: os.path.join(plots_dir, f"{prefix}{name}.png")  # noqa: E731
+    qat = [r for r in runs if quantized(r.summary)]  # their own figure; the others show fp32 students
+    runs = [r for r in runs if not quantized(r.summary)]
     have_students = bool(students(runs))
     # runs that select on a validation split are judged on it every epoch (the test split only at the end)
     split = "val" if all(r.get("selected_on") == "val" for r in runs) else "test"
@@ -68,6 +72,8 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
         ("kd_gain", True, lambda p: plot_kd_gain(runs, p)),
         ("seconds_per_epoch", False, lambda p: plot_seconds_per_epoch(runs, p)),
         ("confusion_matrix_best_student", True, lambda p: plot_best_confusion(runs, p)),
+        ("qat_accuracy_vs_bytes", False, lambda p: plot_qat(*qat_points(
+            [(r.summary, r.dir) for r in runs + qat]), p) if qat else None),
         ("deploy", False, lambda p: plot_deploy(runs, out("deploy_accuracy_vs_latency"),
                                                 out("deploy_accuracy_vs_bytes"))),
     ]
@@ -83,6 +89,8 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
             print(f"error: {prefix}{name}: {type(e).__name__}: {e}", file=sys.stderr)
             failures += 1
             continue
+        if name == "qat_accuracy_vs_bytes" and not written:
+            continue  # no quantized student in this sweep
         if name == "deploy" and not written:
             print("skipped deploy plots: no deploy.json with a measured variant "
                   "(run the sweep with --deploy=True)")

@@ -55,6 +55,11 @@ PRESETS = {
                     teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
     # the CPU demo `make demo` (10.9 minutes from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
     "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
+    # `make qat`: the demo's students (the same runs: it reuses checkpoints/demo), then per depth and seed the
+    # fp32 KD student quantized after training (PTQ) and fine-tuned on each weight grid with and without its
+    # teacher (QAT-KD, QAT-CE): 20 epochs at a fifth of the students' lr, the demo's selection protocol
+    "qat": dict(**CPU_PROTOCOL, sweep_qat=("int8", "int4", "ternary", "binary"), qat_epochs=20, qat_lr=0.01,
+                out_dir="checkpoints/demo"),
     # the full experiment (docs/results.md), for one GPU: all of Fashion-MNIST (6k held out for selection),
     # a wide ResNet teacher with the literature's recipe, and for every depth and 3 seeds the CE control,
     # KD, DKD and attention transfer on the same fixed schedule and data order (paired)

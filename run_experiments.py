@@ -44,7 +44,7 @@ def teacher_config(base: Config) -> Config:
     recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
     cfg = dataclasses.replace(base, **recipe)
     return dataclasses.replace(cfg, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
-                               unlabeled_samples=0, resume=True,
+                               unlabeled_samples=0, resume=True, qat="none", init_from="",
                                optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
                                max_train_samples=base.teacher_train_samples or base.max_train_samples)
@@ -62,7 +62,8 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
         precision, note = "bf16", "in place of fp16 (fp16 autocast on this CPU trains ~100x slower)"
     cfg = dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
                               seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                              precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup)
+                              precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup,
+                              qat="none", init_from="", qat_epochs=0, qat_lr=0.0)  # qat_runs sets them for QAT runs
     return resolve_auto(cfg, resolve_device(base.device))  # auto's choice shows in the run's name
 
 
@@ -76,10 +77,28 @@ def grid(base: Config) -> list:
             runs.append(student_config(base, blocks, "fp32", "ce", seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
+    runs += qat_runs(base)
     unique = {}  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
     for c in runs:
         unique.setdefault(run_dir_of(c), c)
     return list(unique.values())
+
+
+def qat_runs(base: Config) -> list:
+    """--sweep_qat: per depth, seed and grid a QAT-CE and a QAT-KD run (KD: the first sweep method), both
+    started from that seed's fp32 student of the first sweep method (added when the grid lacks it)."""
+    runs = []
+    method = base.sweep_methods[0] if base.sweep_methods else "kd"
+    for blocks in base.sweep_blocks if base.sweep_qat else ():
+        for seed in range(base.first_seed, base.first_seed + base.seeds):
+            init = student_config(base, blocks, "fp32", method, seed)
+            runs.append(init)
+            for mode in base.sweep_qat:
+                runs += [dataclasses.replace(student_config(base, blocks, "fp32", m, seed), qat=mode,
+                                             init_from=run_dir_of(init), optimizer=init.optimizer,
+                                             qat_epochs=base.qat_epochs, qat_lr=base.qat_lr)
+                         for m in ("ce", method)]
+    return runs
 
 
 def record_failure(cfg: Config, err: BaseException) -> str:
@@ -89,7 +108,8 @@ def record_failure(cfg: Config, err: BaseException) -> str:
         write_summary(run_dir, failed_summary(
             error=message, run_name=default_run_name(cfg), role=cfg.role, dataset=cfg.dataset,
             blocks=model_blocks(cfg), arch=model_arch(cfg), precision=cfg.precision,
-            method=cfg.method if cfg.role == "student" else "ce", seed=cfg.seed))
+            method=cfg.method if cfg.role == "student" else "ce", seed=cfg.seed,
+            **({"qat": cfg.qat} if cfg.qat != "none" else {})))
         if not os.path.isfile(os.path.join(run_dir, "config.json")):
             atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
     except OSError as e:
@@ -185,6 +205,19 @@ def _statuses(cfgs: list, result) -> list:
     return ["done" if is_complete(run_dir_of(c)) else _status(c, result, explain=False) for c in cfgs]
 
 
+def ptq_contrasts(base: Config, quantized: list) -> None:
+    """Post-training quantization of each finished fp32 student the QAT runs start from, at their grids
+    (deploy/qat.py): <init run>/ptq.json, the PTQ rows of the quantized table."""
+    from deploy.qat import ptq_contrasts_of_run
+
+    inits = {}
+    for c in quantized:
+        inits.setdefault(c.init_from, set()).add(c.qat)
+    for init_dir, modes in tqdm(sorted(inits.items()), desc="PTQ", unit="run"):
+        if is_complete(init_dir):
+            ptq_contrasts_of_run(init_dir, [m for m in base.sweep_qat if m in modes])
+
+
 def deploy_finished(base: Config, runs: list) -> None:
     from deploy.variants import deploy_run_dir
 
@@ -202,6 +235,16 @@ def evaluate_best_student(runs: list) -> None:
         best = max(done)[1]
         if not os.path.isfile(os.path.join(best, "evaluation.json")):
             evaluate.evaluate_run(best)
+
+
+def quantized_table(out_dir: str, run_dirs: list) -> str:
+    """results.md's table of the quantized students (quant/table.py), "" when the sweep has none."""
+    from quant.table import qat_points, qat_table
+
+    items = [(s, d) for d in run_dirs for s in [read_summary(d)] if isinstance(s, dict)]
+    points, kd_method = qat_points(items)
+    table = qat_table(points, kd_method)
+    return "\n" + table if table else ""
 
 
 def check_writable(base: Config, runs: list) -> None:
@@ -248,10 +291,15 @@ def main(base: Config) -> int:
             if stopped:
                 tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
                 students = []
-        bar.set_postfix_str("students")
-        for group, result in run_groups(student_groups(students)):
-            for cfg, st in zip(group, _statuses(group, result)):
-                report(cfg, st)
+        # QAT runs start from finished fp32 students: those train first, then their PTQ contrasts are built
+        quantized = [c for c in students if c.qat != "none"]
+        for phase in ([c for c in students if c.qat == "none"], quantized):
+            if phase is quantized and phase:
+                ptq_contrasts(base, phase)
+            bar.set_postfix_str("QAT students" if phase is quantized else "students")
+            for group, result in run_groups(student_groups(phase)):
+                for cfg, st in zip(group, _statuses(group, result)):
+                    report(cfg, st)
     bar.close()
     if base.deploy:
         deploy_finished(base, runs)
@@ -267,6 +315,7 @@ def main(base: Config) -> int:
                         if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
         rows = collect_results(base.out_dir, grid_dirs + others)
         texts = results_text(base.out_dir, rows, base)
+        texts = (texts[0], texts[1] + quantized_table(base.out_dir, grid_dirs + others))
         if base.tensorboard:
             try:
                 write_hparams(base.out_dir, rows)

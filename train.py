@@ -37,6 +37,7 @@ from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import is_complete, restore_history, run_dir_of
 from runtime.training_run import RunState
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
+from quant.students import check_init_from, resolve_qat_schedule
 from utils.device import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
@@ -80,6 +81,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
     world, device = torchrun.start(cfgs[0].device)  # one process, or this rank of a torchrun job
     cfgs = [resolve_auto(c, device) for c in cfgs]  # --precision=auto: bf16 where the hardware has the units
+    cfgs = [resolve_qat_schedule(c) for c in cfgs]  # a QAT run: --qat_epochs at --qat_lr
     if world.size > 1 and len(cfgs) > 1:
         raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
                         "(--launcher=ray for several GPUs or nodes)")
@@ -124,6 +126,7 @@ def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> No
         try:
             refuse_finished(cfg, run_dir)
             check_image_size(cfg)
+            check_init_from(cfg)
             locks.enter_context(run_lock(run_dir))
             if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
                 summaries[i] = read_summary(run_dir)

@@ -71,7 +71,7 @@ BUILDERS = {
 VARIANTS = tuple(BUILDERS)
 
 
-def _calibration(cfg, ds, batch: int) -> list:
+def calibration_batches(cfg, ds, batch: int) -> list:
     """cfg.calib_samples training images (seeded choice), normalized, in batches; shape-checked."""
     train, test = ds.train.images, ds.test.images
     if train.dim() != 4 or tuple(train.shape[1:]) != tuple(test.shape[1:]):
@@ -145,7 +145,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     if repeats < 1:
         raise UserError(f"repeats={repeats}: must be at least 1")
     model = model.to("cpu").eval()
-    calib = _calibration(cfg, ds, measure.TIMING_BATCH)
+    calib = calibration_batches(cfg, ds, measure.TIMING_BATCH)
     x1, _ = next(measure.batches(ds.test.images[:1], ds.mean, ds.std, cfg.channels_last, batch=1))
     x64, _ = next(measure.batches(ds.test.images[:measure.TIMING_BATCH], ds.mean, ds.std, cfg.channels_last))
     _check_model(model, x1, ds.num_classes, run_dir)

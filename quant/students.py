@@ -11,22 +11,27 @@ Deployable files (in the run directory):
 """
 import copy
 import os
+import warnings
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
 from data.dataset import NATIVE_SIZE
 from quant import EDGE_NOTE, LOWBIT_MODES
+from quant.table import PTQ_FILE, read_ptq
 from utils.atomic import atomic_write_json, read_json
 from utils.errors import UserError
 
 QUANT_FILE = "model.quant.safetensors"
 INT8_FILE = "model.int8.pt2"
-PTQ_FILE = "ptq.json"  # in an fp32 student's run directory: its post-training quantized contrasts
 NO_KERNEL = "unpacked to fp32 at load: no low-bit kernel here, no speed claim"
 INT8_KERNEL = "torchao int8 program: oneDNN int8 kernels when compiled with freezing (evaluate.py --deploy=True times it)"
 # fields that must match between a QAT run and the fp32 run it starts from (the weights must fit)
 SAME_MODEL = ("dataset", "image_size", "blocks", "width", "fc_layers", "student_arch")
+
+
+def deploy_how(mode: str) -> str:
+    return NO_KERNEL if mode in LOWBIT_MODES else INT8_KERNEL
 
 
 def deploy_file(mode: str) -> str:
@@ -44,6 +49,14 @@ def init_config(init_dir: str) -> dict:
         raise UserError(f"--init_from={init_dir}: no config.json there; expected a finished fp32 student's run "
                         f"directory")
     return read_json(path)
+
+
+def resolve_qat_schedule(cfg):
+    """A QAT run trains --qat_epochs epochs at --qat_lr (where set), in place of --epochs and --lr."""
+    import dataclasses
+    if cfg.qat == "none":
+        return cfg
+    return dataclasses.replace(cfg, epochs=cfg.qat_epochs or cfg.epochs, lr=cfg.qat_lr or cfg.lr)
 
 
 def check_init_from(cfg) -> None:
@@ -126,11 +139,13 @@ def load_deployed(cfg, path: str, in_channels: int, num_classes: int, mode: str 
             model.load_state_dict(unpack_state(path))
         except RuntimeError as e:
             raise UserError(f"{path}: does not fit the res{cfg.blocks} student ({str(e).splitlines()[0]})") from None
-        return model.eval(), NO_KERNEL
+        return model.eval(), deploy_how(mode or cfg.qat)
     from torchao.quantization.pt2e import allow_exported_model_train_eval
-    model = torch.export.load(path).module()
+    with warnings.catch_warnings():  # torch.export's loader warns about CUDA placement of CPU weights
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        model = torch.export.load(path).module()
     allow_exported_model_train_eval(model)  # predict() calls .eval()
-    return model, INT8_KERNEL
+    return model, deploy_how("int8")
 
 
 def ptq_contrasts(init_dir: str, modes, evaluate, model, cfg, ds, calib) -> dict:
@@ -159,15 +174,3 @@ def ptq_contrasts(init_dir: str, modes, evaluate, model, cfg, ds, calib) -> dict
                               "round to nearest, per-channel scales") + f"; {EDGE_NOTE}"}
         atomic_write_json(os.path.join(init_dir, PTQ_FILE), rows)
     return rows
-
-
-def read_ptq(init_dir: str) -> dict:
-    path = os.path.join(init_dir, PTQ_FILE)
-    if not os.path.isfile(path):
-        return {}
-    try:
-        rows = read_json(path)
-    except (OSError, ValueError, UserError):
-        return {}  # a damaged record is rebuilt
-    return rows if isinstance(rows, dict) else {}
-

@@ -4,6 +4,8 @@ paired gains of QAT-KD over QAT-CE and over PTQ at the same bits (same depth, sa
 import os
 
 from quant import QAT_MODES
+from utils.atomic import read_json
+from utils.errors import UserError
 from utils.results import fmt_ms, mean_std
 
 SERIES = ("PTQ", "QAT-CE", "QAT-KD")
@@ -15,32 +17,42 @@ def _fmt(values: list, signed: bool = False, per_seed: bool = False) -> str:
     return text + (": " + ", ".join(f"{v:{f}}" for v in values) if per_seed and len(values) > 1 else "")
 
 
-def points(summaries: list, ptq: dict, kd_method: str) -> dict:
-    """{(blocks, mode, series): {seed: row}} of complete QAT runs and PTQ records; mode 'fp32' holds the
-    unquantized students (series 'fp32 CE' / 'fp32 <kd_method>'). `ptq`: {(blocks, seed): {mode: row}}."""
+PTQ_FILE = "ptq.json"  # in an fp32 student's run directory: its post-training quantized contrasts (quant/students.py)
+
+
+def read_ptq(run_dir: str) -> dict:
+    """{mode: row} of a run's ptq.json; {} when it has none (a damaged one is rebuilt by the sweep)."""
+    path = os.path.join(run_dir, PTQ_FILE)
+    try:
+        rows = read_json(path) if os.path.isfile(path) else {}
+    except (OSError, ValueError, UserError):
+        rows = {}
+    return rows if isinstance(rows, dict) else {}
+
+
+def qat_points(items: list) -> tuple:
+    """(points, kd_method) of (summary, run_dir) pairs: {(blocks, mode, series): {seed: row}} of the complete
+    QAT runs ('QAT-CE', 'QAT-KD'), the PTQ records of the fp32 students they started from ('PTQ'), and those
+    fp32 students and their CE controls (mode 'fp32'). Empty without a QAT run."""
+    done = [(s, d) for s, d in items if s.get("role") == "student" and s.get("status") == "complete"
+            and isinstance(s.get("blocks"), int)]
+    qat = [(s, d) for s, d in done if (s.get("qat") or "none") != "none"]
+    kd_method = next((s["method"] for s, _ in qat if s.get("method") != "ce"), "kd")
     out = {}
-    for s in summaries:
-        if s.get("role") != "student" or s.get("status") != "complete" or not isinstance(s.get("blocks"), int):
-            continue
-        mode = s.get("qat") or "none"
-        if mode == "none":
-            if s.get("precision") != "fp32" or s.get("method") not in ("ce", kd_method):
-                continue
-            key = (s["blocks"], "fp32", f"fp32 {s['method'].upper()}")
-            row = {"acc": s.get("best_test_acc"), "bytes": s.get("model_bytes"), "bits": 32.0}
-        else:
-            series = "QAT-CE" if s.get("method") == "ce" else "QAT-KD" if s.get("method") == kd_method else None
-            if series is None:
-                continue
-            key = (s["blocks"], mode, series)
-            row = {"acc": s.get("qat_test_acc"), "bytes": s.get("file_bytes"), "bits": s.get("bits_per_weight"),
-                   "fp32_bytes": s.get("fp32_bytes")}
-        out.setdefault(key, {})[s.get("seed")] = row
-    for (blocks, seed), modes in ptq.items():
-        for mode, r in modes.items():
-            out.setdefault((blocks, mode, "PTQ"), {})[seed] = {"acc": r.get("test_acc"), "bytes": r.get("file_bytes"),
-                                                               "bits": r.get("bits_per_weight")}
-    return out
+    for s, d in done if qat else []:
+        mode, seed = s.get("qat") or "none", s.get("seed")
+        if mode != "none":
+            series = {"ce": "QAT-CE", kd_method: "QAT-KD"}.get(s.get("method"))
+            if series:
+                out.setdefault((s["blocks"], mode, series), {})[seed] = {
+                    "acc": s.get("qat_test_acc"), "bytes": s.get("file_bytes"), "bits": s.get("bits_per_weight")}
+        elif s.get("precision") == "fp32" and s.get("method") in ("ce", kd_method):
+            out.setdefault((s["blocks"], "fp32", f"fp32 {s['method'].upper()}"), {})[seed] = {
+                "acc": s.get("best_test_acc"), "bytes": s.get("model_bytes"), "bits": 32.0}
+            for m, r in (read_ptq(d) if s.get("method") == kd_method else {}).items():
+                out.setdefault((s["blocks"], m, "PTQ"), {})[seed] = {
+                    "acc": r.get("test_acc"), "bytes": r.get("file_bytes"), "bits": r.get("bits_per_weight")}
+    return out, kd_method
 
 
 def _paired(a: dict, b: dict) -> list:
@@ -60,7 +72,7 @@ def qat_table(pts: dict, kd_method: str) -> str:
         f"(straight-through estimator); QAT-CE has no teacher, QAT-KD distils from it. PTQ rounds that same "
         f"fp32 student to the grid without training. Accuracy is measured on the test split with the model "
         f"rebuilt from its deployable file (model.quant.safetensors unpacked to fp32, or the int8 program), "
-        f"at the epoch selected on val; bytes and bits per weight are counted from that file. The first conv "
+        f"at the selected epoch (as above); bytes and bits per weight are counted from that file. The first conv "
         f"and the last linear keep 8-bit weights; below int8 activations stay fp32. Gains are paired per seed.",
         "",
         "| model | weights | method | test acc % (mean ± std) | bits / weight | file bytes | x fp32 bytes "
@@ -74,7 +86,7 @@ def qat_table(pts: dict, kd_method: str) -> str:
             rows = pts.get((blocks, "fp32", series))
             if rows:
                 lines.append(f"| res{blocks} | fp32 | {series[5:].lower()} | {_fmt([r['acc'] for r in rows.values()])} "
-                             f"| 32 | {_bytes(rows)} | 1.00 | | |")
+                             f"| 32 | {_bytes(rows):,} | 1.00 | | |")
         for mode in QAT_MODES[1:]:
             kd, ce, ptq = (pts.get((blocks, mode, s), {}) for s in ("QAT-KD", "QAT-CE", "PTQ"))
             for series, rows in (("PTQ", ptq), ("QAT-CE", ce), ("QAT-KD", kd)):

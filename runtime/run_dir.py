@@ -105,7 +105,8 @@ def check_resumable(cfg, run_dir) -> None:
 
 
 def load_run(run_dir: str, overrides: dict = None):
-    """(config, model in eval mode on CPU, dataset, weights path) of a finished run directory.
+    """(config, model in eval mode on CPU, dataset, weights path) of a finished run directory; a QAT run's model
+    is rebuilt from its deployable file (model.quant.safetensors unpacked to fp32, or model.int8.pt2).
     `overrides` may change only fields of scope run, eval and deploy (data_dir, device, batch sizes, ...)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run={run_dir}: no such run directory")
@@ -120,6 +121,10 @@ def load_run(run_dir: str, overrides: dict = None):
     if path is None:
         raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
     ds = load_dataset(cfg)
+    if cfg.qat != "none":  # a quantized student is what its deployable file holds, rebuilt from it alone
+        from quant.students import deploy_file, load_deployed
+        path = os.path.join(run_dir, deploy_file(cfg.qat))
+        return cfg, load_deployed(cfg, path, ds.in_channels, ds.num_classes)[0], ds, path
     # the run's own weights replace any it started from: no ImageNet or student_weights file is read again
     model = build_model(dataclasses.replace(cfg, teacher_pretrained=False, student_weights=""), ds.in_channels,
                         ds.num_classes)

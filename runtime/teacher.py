@@ -90,7 +90,7 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
     A teacher run trained at another image size, channel or class count than `image_size`, `in_channels`,
     `num_classes` stops with one line naming both."""
     weights, run_dir = resolve_teacher_path(cfg)
-    tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0)
+    tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0, qat="none", init_from="")
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
             "teacher_acc": None}
     if run_dir:

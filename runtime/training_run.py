@@ -13,7 +13,8 @@ from distill import build_distiller
 from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
 from runtime.inference import evaluate_logits, predict
-from runtime.run_dir import check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived
+from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
+                             run_weights_file)
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json
@@ -41,6 +42,10 @@ class RunState:
         self.ckpt_path = os.path.join(self.dir, CHECKPOINT)
         torch.manual_seed(cfg.seed)  # model init, then this run's own stream for dropout
         self.model = build_model(cfg, ds.in_channels, ds.num_classes)
+        if cfg.qat != "none":  # the fp32 student it starts from (--init_from), on the weight grid of --qat
+            from quant.students import qat_student
+            self.model = qat_student(cfg, self.model, ds.in_channels, run_weights_file(cfg.init_from)
+                                     if cfg.init_from else None)
         self.params = count_params(self.model)
         self.model.to(device)
         self.channels_last = cfg.channels_last and (device.type != "cpu" or channels_last_trainable(self.model))
@@ -193,6 +198,21 @@ class RunState:
             for row in ((best,) if best is last else (best, last)):  # one point per step
                 self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
 
+    def export_quantized(self, test) -> dict:
+        """A QAT run's deployable file, written from the selected epoch's weights, and the test accuracy of
+        the model rebuilt from that file alone (quant/students.py): the summary's QAT fields."""
+        from quant.students import export
+
+        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
+        rebuilt, fields = export(self.model, self.cfg, self.dir, self.ds.in_channels, self.ds.num_classes)
+        self.model.load_state_dict(final)
+        _, acc = evaluate_logits(predict(rebuilt, test, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
+                                         self.channels_last), test.labels)
+        print(f"{self.name}: {fields['deploy_file']} {fields['file_bytes']:,} bytes ({fields['bits_per_weight']:.2f} "
+              f"bits a weight), test accuracy {acc:.2f}% rebuilt from it")
+        return {**fields, "init_from": self.cfg.init_from, "qat_test_acc": acc}
+
     def finish(self, test, n_train: int, n_val: int) -> dict:
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
@@ -200,6 +220,7 @@ class RunState:
         if not self.world.main:  # rank 0 alone tests, writes and reports the run
             return {"run_name": self.name, "rank": self.world.rank}
         self.test_selected_and_last(test)
+        qat = self.export_quantized(test) if cfg.qat != "none" else {}
         n_test = len(test)
         model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
                                    {"epoch": history[-1]["epoch"]})
@@ -227,7 +248,7 @@ class RunState:
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
-            "teacher_logits": None, **self.teacher_info, "warnings": self.warnings, "provenance": provenance(),
+            "teacher_logits": None, **self.teacher_info, **qat, "warnings": self.warnings, "provenance": provenance(),
         })
         if self.tb is not None:
             self.tb.close()

@@ -14,7 +14,7 @@ from utils.run_files import SUMMARY, load_summary
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "epochs_run",
-           "early_stopped", "status", "error"]
+           "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
 
 
 def precision_how(summary: dict) -> str:
@@ -32,9 +32,14 @@ def precision_how(summary: dict) -> str:
     return f"fp32 on {summary.get('device', '?')}" if summary.get("device") else p
 
 
+def quantized(summary: dict) -> bool:
+    """A quantization-aware student (--qat): it has its own table (quant/table.py), not the fp32 one's."""
+    return (summary.get("qat") or "none") != "none"
+
+
 def kd_gain(summary: dict, ce_controls: dict):
     """A distilled student's best accuracy minus its same-depth, same-seed CE control's; None without one."""
-    if summary.get("role") != "student" or summary.get("method") in ("ce", None) \
+    if summary.get("role") != "student" or quantized(summary) or summary.get("method") in ("ce", None) \
             or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
         return None
     control = ce_controls.get((student_key(summary), summary.get("seed")))
@@ -73,7 +78,7 @@ def student_order(key) -> tuple:
 def ce_controls(summaries: list) -> dict:
     """{(student, seed): best accuracy} of the complete CE-control students among `summaries` (student_key)."""
     return {(student_key(s), s.get("seed")): s["best_test_acc"] for s in summaries
-            if s.get("role") == "student" and s.get("method") == "ce" and s.get("status") == "complete"
+            if s.get("role") == "student" and s.get("method") == "ce" and s.get("status") == "complete" and not quantized(s)
             and s.get("best_test_acc") is not None}
 
 
@@ -147,7 +152,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     teacher = [r for r in ok if r["role"] == "teacher"]
     groups = defaultdict(list)
     for r in ok:
-        if r["role"] == "student":
+        if r["role"] == "student" and not quantized(r):
             groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
     lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "

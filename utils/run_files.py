@@ -29,11 +29,18 @@ COMPLETE_KEYS = (
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
     "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", "teacher_run",
-    "teacher_weights", "teacher_arch", "teacher_acc", "warnings", "provenance")
+    "teacher_weights", "teacher_arch", "teacher_acc", "qat", "init_from", "qat_layers", "deploy_file",
+    "bits_per_weight", "packed_bytes", "file_bytes", "fp32_bytes", "deploy_how", "qat_test_acc", "warnings",
+    "provenance")
 TEACHER_KEYS = ("teacher_run", "teacher_weights", "teacher_arch", "teacher_acc")
+# a quantization-aware student's (--qat, quant/students.py): its grid, the run it started from, its deployable
+# file with the bits per weight and bytes counted from it, and the test accuracy of the model rebuilt from it
+QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", "packed_bytes", "file_bytes",
+            "fp32_bytes", "deploy_how", "qat_test_acc")
 RELEASE_KEY = "release"
 # summary.json of a run that failed ("status": "failed"): what the sweep records (run_experiments.record_failure)
-FAILED_KEYS = ("status", "error", "run_name", "role", "dataset", "blocks", "arch", "precision", "method", "seed")
+FAILED_KEYS = ("status", "error", "run_name", "role", "dataset", "blocks", "arch", "precision", "method", "seed",
+               "qat")  # qat: only a QAT run's
 
 # history.json: one row per epoch with these keys, plus train_<term> per loss term (methods with several
 # terms), <val|test>_loss and <val|test>_acc on the epochs judged on that split, and test_loss / test_acc
@@ -52,7 +59,8 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "train_seconds": _NUMBER, "seconds_per_epoch": _NUMBER, "images_per_second": _NUMBER,
                     "params": int, "model_bytes": int, "epochs_run": int, "blocks": int, "seed": int,
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
-                    "hparams": dict}
+                    "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
+                    "file_bytes": int, "fp32_bytes": int, "qat": str}
 
 
 def schema_defect(record: dict):
@@ -91,12 +99,12 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS)
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS)
 
 
 def failed_summary(**values) -> dict:
     """A failed run's summary.json (FAILED_KEYS), status "failed"."""
-    return _ordered({"status": "failed", **values}, FAILED_KEYS)
+    return _ordered({"status": "failed", **values}, FAILED_KEYS, ("qat",))
 
 
 def write_summary(run_dir, summary: dict) -> None:
