@@ -1,13 +1,14 @@
 # make demo : set-up, data, then the main job (the distillation sweep at demo size) on Fashion-MNIST
 # make test : set-up, data, then the test suite
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 32 minutes on 2 cores)
+# make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
 # make teacher : set-up, data, then train the released Fashion-MNIST teacher again (about an hour on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo reduced teacher test clean
+.PHONY: setup data demo qat reduced teacher test clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,11 @@ data: setup
 demo: setup data
 	$(BIN)/python run_experiments.py --preset=demo
 	$(BIN)/python plot_experiment_results.py --preset=demo
+
+# quantized students beside the demo's (same out_dir: its finished students are reused, not retrained)
+qat: setup data
+	$(BIN)/python run_experiments.py --preset=qat
+	$(BIN)/python plot_experiment_results.py --preset=qat
 
 # the demo's protocol on 5 more seeds and the whole test split, then the transfer-set rows (same out_dir)
 reduced: setup data

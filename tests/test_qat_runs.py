@@ -96,6 +96,7 @@ def test_bad_combinations_are_one_line(data, out, tmp_path, capsys):
         assert says in line, line
 
 
+@pytest.mark.slow  # a whole sweep: PTQ, four QAT runs, the table and the plot
 def test_the_sweep_adds_ptq_contrasts_qat_runs_their_table_and_plot(data, out, tmp_path, capsys):
     sweep = tmp_path / "sweep"
     argv = ["--preset=smoke", f"--data_dir={data}", f"--out_dir={sweep}", "--batch_size=32", "--sweep_blocks=[2]",
