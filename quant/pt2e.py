@@ -2,6 +2,8 @@
 training (fake-quantize modules in the exported graph), both with the X86InductorQuantizer (int8
 per-channel weights, int8 per-tensor activations) and converted to the same q/dq program, which
 torch.compile with freezing lowers to oneDNN int8 kernels (deploy/quantize.py)."""
+import warnings
+
 import torch
 from torch import nn
 
@@ -107,4 +109,11 @@ def save_int8_program(quantized: torch.fx.GraphModule, example: torch.Tensor, pa
     program = torch.export.export(quantized, (example,), dynamic_shapes=dynamic_batch())
     strip_debug_metadata(program)
     path = atomic_write_via(path, lambda f: torch.export.save(program, f))
-    return path, torch.export.load(path).module()  # deploy from the artifact, not from memory
+    return path, load_program(path).module()  # deploy from the artifact, not from memory
+
+
+def load_program(path) -> torch.export.ExportedProgram:
+    """torch.export.load without its warning about placing CPU-only weights ("No complete tensor found")."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="No complete tensor found")
+        return torch.export.load(path)

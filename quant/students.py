@@ -11,13 +11,13 @@ Deployable files (in the run directory):
 """
 import copy
 import os
-import warnings
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
 from data.dataset import NATIVE_SIZE
 from quant import EDGE_NOTE, LOWBIT_MODES
+from quant.pt2e import load_program
 from quant.table import PTQ_FILE, read_ptq
 from utils.atomic import atomic_write_json, read_json
 from utils.errors import UserError
@@ -121,7 +121,7 @@ def file_bits(path: str, mode: str) -> dict:
         b = weight_bits(path)
         return {"bits_per_weight": b["bits_per_weight"], "packed_bytes": b["packed_bytes"] + b["scale_bytes"],
                 "file_bytes": b["file_bytes"]}
-    program = torch.export.load(path)
+    program = load_program(path)
     tensors = list(program.state_dict.values()) + list(program.constants.values())
     ints = [t for t in tensors if t.dtype == torch.int8]
     return {"bits_per_weight": 8.0 * sum(t.numel() * t.element_size() for t in ints) / max(1, sum(t.numel() for t in ints)),
@@ -141,9 +141,7 @@ def load_deployed(cfg, path: str, in_channels: int, num_classes: int, mode: str 
             raise UserError(f"{path}: does not fit the res{cfg.blocks} student ({str(e).splitlines()[0]})") from None
         return model.eval(), deploy_how(mode or cfg.qat)
     from torchao.quantization.pt2e import allow_exported_model_train_eval
-    with warnings.catch_warnings():  # torch.export's loader warns about CUDA placement of CPU weights
-        warnings.filterwarnings("ignore", message="No complete tensor found")
-        model = torch.export.load(path).module()
+    model = load_program(path).module()
     allow_exported_model_train_eval(model)  # predict() calls .eval()
     return model, deploy_how("int8")
 

@@ -63,7 +63,8 @@ def test_a_ternary_run_resumes_after_a_kill_to_the_same_files(data, out, monkeyp
     assert whole["file_bytes"] < whole["fp32_bytes"] / 4
 
 
-@pytest.mark.parametrize("mode,file", [("binary", "model.quant.safetensors"), ("int8", "model.int8.pt2")])
+@pytest.mark.parametrize("mode,file", [("binary", "model.quant.safetensors"),  # int8: an export, ~25 s on 2 cores
+                                       pytest.param("int8", "model.int8.pt2", marks=pytest.mark.slow)])
 def test_evaluate_rebuilds_a_qat_run_from_its_deployable_file(data, out, capsys, mode, file):
     summary = train.main(make_config(qat_args(data, out, mode, f"--run_name={mode}")))
     run = out / mode

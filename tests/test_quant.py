@@ -82,6 +82,7 @@ def test_a_file_without_packing_is_refused_in_one_line(tmp_path):
         read_packed(tmp_path / "junk.safetensors")
 
 
+@pytest.mark.slow  # torch.export and PT2E preparation, three times over: ~25 s on 2 cores
 def test_int8_qat_graph_trains_freezes_scales_in_eval_and_converts(tmp_path):
     from quant.pt2e import save_int8_program
     from quant.pt2e import Int8QAT
