@@ -222,7 +222,7 @@ def deploy_finished(base: Config, runs: list) -> None:
     from deploy.variants import deploy_run_dir
 
     for cfg in tqdm(runs, desc="deploy", unit="run"):
-        if is_complete(run_dir_of(cfg)):
+        if is_complete(run_dir_of(cfg)) and cfg.qat == "none":  # a QAT run ships its own file (evaluate.py times it)
             deploy_run_dir(run_dir_of(cfg), base)
 
 
