@@ -36,7 +36,7 @@ def check_transfer_set(cfg) -> None:
 
 def check_qat(cfg) -> None:
     """--qat is for ResidualCNN students in fp32; int8's exported graph has no feature maps to match.
-    Whether --init_from fits (same model and dataset) is read from its files: quant.students.check_init_from."""
+    Whether --init_from fits (same model and dataset) is read from its files: runtime.run_dir.check_init_from."""
     if cfg.qat == "none":
         if cfg.init_from:
             raise UserError(f"--init_from={cfg.init_from}: only a QAT run (--qat=int8|int4|ternary|binary) "

@@ -34,10 +34,10 @@ from distill import needs_teacher
 from runtime import torchrun
 from runtime.epochs import train_epochs_together
 from runtime.inference import evaluate_logits, predict
-from runtime.run_dir import is_complete, restore_history, run_dir_of
+from runtime.run_dir import check_init_from, is_complete, restore_history, run_dir_of
 from runtime.training_run import RunState
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
-from quant.students import check_init_from, resolve_qat_schedule
+from quant.students import resolve_qat_schedule
 from utils.device import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock

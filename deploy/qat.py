@@ -13,7 +13,8 @@ import torch
 from deploy import measure
 from deploy.common import Variant
 from deploy.quantize import compiled, int8_runner
-from quant.students import deploy_how, plain_student
+from models.cnn_model import build_student
+from quant.students import deploy_how
 from runtime.run_dir import load_run, run_weights_file
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into
@@ -32,7 +33,7 @@ def time_quantized_run(run_dir: str, cfg, model, ds, weights: str, repeats: int)
         variants = [Variant("int8-qat", int8, weights, "compiled with freezing")]
         init = run_weights_file(cfg.init_from) if cfg.init_from else None
         if init:  # the fp32 student it started from, compiled alike: the speed-up is the ratio
-            fp32 = plain_student(cfg, ds.in_channels, ds.num_classes)
+            fp32 = build_student(cfg, ds.in_channels, ds.num_classes)
             load_weights_into(fp32, init)
             fp32 = fp32.eval().to(memory_format=torch.channels_last) if cfg.channels_last else fp32.eval()
             variants.append(Variant("fp32-compiled", compiled(fp32), init, "the --init_from student, compiled"))

@@ -10,24 +10,24 @@ Deployable files (in the run directory):
                              int8 deploy variant; oneDNN int8 kernels once compiled with freezing
 """
 import copy
+import dataclasses
 import os
 
 import torch
 from safetensors.torch import save as safetensors_bytes
 
 from data.dataset import NATIVE_SIZE
+from models.cnn_model import build_student
 from quant import EDGE_NOTE, LOWBIT_MODES
 from quant.pt2e import load_program
 from quant.table import PTQ_FILE, read_ptq
-from utils.atomic import atomic_write_json, read_json
+from utils.atomic import atomic_write_json
 from utils.errors import UserError
 
 QUANT_FILE = "model.quant.safetensors"
 INT8_FILE = "model.int8.pt2"
 NO_KERNEL = "unpacked to fp32 at load: no low-bit kernel here, no speed claim"
 INT8_KERNEL = "torchao int8 program: oneDNN int8 kernels when compiled with freezing (evaluate.py --deploy=True times it)"
-# fields that must match between a QAT run and the fp32 run it starts from (the weights must fit)
-SAME_MODEL = ("dataset", "image_size", "blocks", "width", "fc_layers", "student_arch")
 
 
 def deploy_how(mode: str) -> str:
@@ -43,41 +43,11 @@ def example_input(cfg, in_channels: int, batch: int = 2) -> torch.Tensor:
     return torch.zeros(batch, in_channels, size, size)
 
 
-def init_config(init_dir: str) -> dict:
-    path = os.path.join(init_dir, "config.json")
-    if not os.path.isfile(path):
-        raise UserError(f"--init_from={init_dir}: no config.json there; expected a finished fp32 student's run "
-                        f"directory")
-    return read_json(path)
-
-
 def resolve_qat_schedule(cfg):
     """A QAT run trains --qat_epochs epochs at --qat_lr (where set), in place of --epochs and --lr."""
-    import dataclasses
     if cfg.qat == "none":
         return cfg
     return dataclasses.replace(cfg, epochs=cfg.qat_epochs or cfg.epochs, lr=cfg.qat_lr or cfg.lr)
-
-
-def check_init_from(cfg) -> None:
-    """Before any data loads: a QAT run starts from a finished fp32 student of the same model and dataset
-    (config_rules.check_qat has checked the flags themselves)."""
-    if cfg.qat == "none" or not cfg.init_from:
-        return
-    other = init_config(cfg.init_from)
-    if other.get("qat", "none") != "none" or other.get("role") != "student":
-        raise UserError(f"--init_from={cfg.init_from}: not an fp32 student run (role {other.get('role')}, "
-                        f"qat {other.get('qat', 'none')})")
-    diff = [f"{k} {other.get(k)!r} (this run: {getattr(cfg, k)!r})" for k in SAME_MODEL
-            if _norm(other.get(k)) != _norm(getattr(cfg, k))]
-    if diff:
-        raise UserError(f"--init_from={cfg.init_from}: another model or dataset: {'; '.join(diff)}")
-    if not any(os.path.isfile(os.path.join(cfg.init_from, f)) for f in ("best_model.safetensors", "model.safetensors")):
-        raise UserError(f"--init_from={cfg.init_from}: no weights there; is the run finished?")
-
-
-def _norm(v):
-    return list(v) if isinstance(v, (list, tuple)) else v
 
 
 def qat_student(cfg, model: torch.nn.Module, in_channels: int, init_weights=None) -> torch.nn.Module:
@@ -92,16 +62,11 @@ def qat_student(cfg, model: torch.nn.Module, in_channels: int, init_weights=None
     return Int8QAT(model.eval(), example_input(cfg, in_channels))
 
 
-def plain_student(cfg, in_channels: int, num_classes: int) -> torch.nn.Module:
-    from models.cnn_model import ResidualCNN
-    return ResidualCNN(cfg.blocks, in_channels, num_classes, cfg.width, cfg.fc_layers)
-
-
 def export(model, cfg, run_dir: str, in_channels: int, num_classes: int) -> tuple:
     """Write the deployable file of a QAT model (its current weights) -> (the model rebuilt from that
     file, summary fields). The caller measures the rebuilt model's accuracy."""
     path = os.path.join(run_dir, deploy_file(cfg.qat))
-    plain = plain_student(cfg, in_channels, num_classes)
+    plain = build_student(cfg, in_channels, num_classes)
     fp32_bytes = len(safetensors_bytes({k: v.contiguous() for k, v in plain.state_dict().items()}))
     if cfg.qat in LOWBIT_MODES:
         from quant.packing import write_packed
@@ -134,7 +99,7 @@ def load_deployed(cfg, path: str, in_channels: int, num_classes: int, mode: str 
         raise UserError(f"{path}: missing; the QAT run did not finish its export")
     if (mode or cfg.qat) in LOWBIT_MODES:
         from quant.packing import unpack_state
-        model = plain_student(cfg, in_channels, num_classes)
+        model = build_student(cfg, in_channels, num_classes)
         try:
             model.load_state_dict(unpack_state(path))
         except RuntimeError as e:
@@ -162,8 +127,7 @@ def ptq_contrasts(init_dir: str, modes, evaluate, model, cfg, ds, calib) -> dict
             from quant.packing import write_packed
             write_packed(to_lowbit(copy.deepcopy(model), mode).eval(), path, {"ptq": mode, "note": EDGE_NOTE})
         else:
-            from quant.pt2e import save_int8_program
-            from quant.pt2e import ptq_int8
+            from quant.pt2e import ptq_int8, save_int8_program
             example = example_input(cfg, ds.in_channels)
             save_int8_program(ptq_int8(copy.deepcopy(model).eval(), example, calib), example, path)
         rebuilt, how = load_deployed(cfg, path, ds.in_channels, ds.num_classes, mode)

@@ -6,15 +6,9 @@ import os
 from quant import QAT_MODES
 from utils.atomic import read_json
 from utils.errors import UserError
-from utils.results import fmt_ms, mean_std
+from utils.results import fmt_gains, fmt_ms, mean_std
 
 SERIES = ("PTQ", "QAT-CE", "QAT-KD")
-
-
-def _fmt(values: list, signed: bool = False, per_seed: bool = False) -> str:
-    text = fmt_ms(values, signed)
-    f = "+.2f" if signed else ".2f"
-    return text + (": " + ", ".join(f"{v:{f}}" for v in values) if per_seed and len(values) > 1 else "")
 
 
 PTQ_FILE = "ptq.json"  # in an fp32 student's run directory: its post-training quantized contrasts (quant/students.py)
@@ -85,7 +79,7 @@ def qat_table(pts: dict, kd_method: str) -> str:
         for series in ("fp32 CE", fp32_kd):
             rows = pts.get((blocks, "fp32", series))
             if rows:
-                lines.append(f"| res{blocks} | fp32 | {series[5:].lower()} | {_fmt([r['acc'] for r in rows.values()])} "
+                lines.append(f"| res{blocks} | fp32 | {series[5:].lower()} | {fmt_ms([r['acc'] for r in rows.values()])} "
                              f"| 32 | {_bytes(rows):,} | 1.00 | | |")
         for mode in QAT_MODES[1:]:
             kd, ce, ptq = (pts.get((blocks, mode, s), {}) for s in ("QAT-KD", "QAT-CE", "PTQ"))
@@ -94,11 +88,11 @@ def qat_table(pts: dict, kd_method: str) -> str:
                     continue
                 gains = ("", "")
                 if series == "QAT-KD":
-                    gains = (_fmt(_paired(kd, ce), True, True), _fmt(_paired(kd, ptq), True, True))
+                    gains = (fmt_gains(_paired(kd, ce)), fmt_gains(_paired(kd, ptq)))
                 b = _bytes(rows)
                 ratio = f"{b / fp32_bytes:.3f}" if isinstance(b, (int, float)) and fp32_bytes else "-"
                 bits = mean_std([r.get("bits") for r in rows.values()])[0]
-                lines.append(f"| res{blocks} | {mode} | {series} | {_fmt([r['acc'] for r in rows.values()])} | "
+                lines.append(f"| res{blocks} | {mode} | {series} | {fmt_ms([r['acc'] for r in rows.values()])} | "
                              f"{bits:.2f} | {b:,} | {ratio} | {gains[0]} | {gains[1]} |" if bits is not None else
                              f"| res{blocks} | {mode} | {series} | - | - | - | - | | |")
     return "\n".join(lines) + "\n"

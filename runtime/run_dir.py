@@ -23,6 +23,8 @@ from utils.run_files import CHECKPOINT, HISTORY, SUMMARY, load_checkpoint, load_
 RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
 RUN_OVERRIDABLE = fields_in_scope("run", "eval", "deploy")
+# what must match between a QAT run and the fp32 run it starts from (--init_from): its weights must fit
+SAME_MODEL = ("dataset", "image_size", "blocks", "width", "fc_layers", "student_arch")
 
 
 def run_dir_of(cfg) -> str:
@@ -130,3 +132,26 @@ def load_run(run_dir: str, overrides: dict = None):
                         ds.num_classes)
     load_weights_into(model, path)
     return cfg, model.eval(), ds, path
+
+
+def check_init_from(cfg) -> None:
+    """Before any data loads: a QAT run starts from a finished fp32 student of the same model and dataset
+    (config_rules.check_qat has checked the flags themselves). The weights it loads: run_weights_file."""
+    if cfg.qat == "none" or not cfg.init_from:
+        return
+    path = os.path.join(cfg.init_from, "config.json")
+    if not os.path.isfile(path):
+        raise UserError(f"--init_from={cfg.init_from}: no config.json there; expected a finished fp32 student's "
+                        f"run directory")
+    other = read_json(path)
+    if other.get("qat", "none") != "none" or other.get("role") != "student":
+        raise UserError(f"--init_from={cfg.init_from}: not an fp32 student run (role {other.get('role')}, "
+                        f"qat {other.get('qat', 'none')})")
+    now = config_to_dict(cfg)  # as config.json holds it (tuples as lists), as check_resumable compares
+    diff = [f"{k} {other.get(k)!r} (this run: {getattr(cfg, k)!r})" for k in SAME_MODEL if other.get(k) != now[k]]
+    if diff:
+        raise UserError(f"--init_from={cfg.init_from}: another model or dataset: {'; '.join(diff)}")
+    if run_weights_file(cfg.init_from) is None:
+        raise UserError(f"--init_from={cfg.init_from}: no weights there; is the run finished?")
+
+

@@ -5,6 +5,7 @@ steps them, alone or several students together, through runtime/epochs.py. The r
 schema are utils/run_files.py's."""
 import os
 import sys
+from contextlib import contextmanager
 
 import torch
 
@@ -132,9 +133,20 @@ class RunState:
         return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
                 and self.failure is None)
 
-    def evaluate(self, split) -> tuple:
-        return evaluate_logits(predict(self.model, split, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
-                                       self.channels_last, self.prec.autocast), split.labels)
+    def evaluate(self, split, model=None) -> tuple:
+        """(loss, accuracy) of this run's model, or of `model` (e.g. one rebuilt from its files), on `split`."""
+        return evaluate_logits(predict(self.model if model is None else model, split, self.ds.mean, self.ds.std,
+                                       self.cfg.eval_batch_size, self.channels_last, self.prec.autocast), split.labels)
+
+    @contextmanager
+    def selected_weights(self):
+        """The selected epoch's weights (best_model.safetensors) in the model for the block; the last epoch's after."""
+        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
+        try:
+            yield self.model
+        finally:
+            self.model.load_state_dict(final)
 
     def end_epoch(self, epoch: int, stats, lr: float, images: int, val, test, generator) -> None:
         """Record the epoch: history.json, the best weights so far, checkpoint.pt. With a validation split
@@ -189,10 +201,8 @@ class RunState:
             return  # selected on test: every row has it
         last["test_loss"], last["test_acc"] = self.evaluate(test)
         if best is not last:
-            final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
-            best["test_loss"], best["test_acc"] = self.evaluate(test)
-            self.model.load_state_dict(final)
+            with self.selected_weights():
+                best["test_loss"], best["test_acc"] = self.evaluate(test)
         write_history(self.dir, self.history)
         if self.tb is not None:
             for row in ((best,) if best is last else (best, last)):  # one point per step
@@ -203,12 +213,9 @@ class RunState:
         the model rebuilt from that file alone (quant/students.py): the summary's QAT fields."""
         from quant.students import export
 
-        final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
-        rebuilt, fields = export(self.model, self.cfg, self.dir, self.ds.in_channels, self.ds.num_classes)
-        self.model.load_state_dict(final)
-        _, acc = evaluate_logits(predict(rebuilt, test, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
-                                         self.channels_last), test.labels)
+        with self.selected_weights() as model:
+            rebuilt, fields = export(model, self.cfg, self.dir, self.ds.in_channels, self.ds.num_classes)
+        _, acc = self.evaluate(test, rebuilt)
         print(f"{self.name}: {fields['deploy_file']} {fields['file_bytes']:,} bytes ({fields['bits_per_weight']:.2f} "
               f"bits a weight), test accuracy {acc:.2f}% rebuilt from it")
         return {**fields, "init_from": self.cfg.init_from, "qat_test_acc": acc}

@@ -140,11 +140,13 @@ def _method_cell(r: dict) -> str:
     return f"{r['method']} ({hparams_text(r.get('hparams'))})" if r.get("hparams") else str(r["method"])
 
 
+def fmt_gains(gains: list) -> str:
+    """Mean ± std of paired per-seed gains (seed order), then each seed's gain."""
+    return fmt_ms(gains, signed=True) + (f": {', '.join(f'{g:+.2f}' for g in gains)}" if len(gains) > 1 else "")
+
+
 def _gain_cell(rows: list) -> str:
-    """Mean ± std of the paired per-seed gains, then each seed's gain."""
-    gains = [r["kd_gain"] for r in sorted(rows, key=lambda r: r.get("seed") or 0) if r["kd_gain"] is not None]
-    text = fmt_ms(gains, signed=True)
-    return text + (f": {', '.join(f'{g:+.2f}' for g in gains)}" if len(gains) > 1 else "")
+    return fmt_gains([r["kd_gain"] for r in sorted(rows, key=lambda r: r.get("seed") or 0) if r["kd_gain"] is not None])
 
 
 def markdown_table(rows: list, seeds: int = 1) -> str:

@@ -20,7 +20,12 @@ SUMMARY, HISTORY, CHECKPOINT = "summary.json", "history.json", "checkpoint.pt"
 
 # summary.json of a finished run ("status": "complete"), in file order after "schema". The TEACHER_KEYS
 # come (after teacher_logits) only when the run learned from a teacher; RELEASE_KEY only in a released
-# teacher (teachers/release.py).
+# teacher (teachers/release.py); the QAT_KEYS only in a quantization-aware run.
+TEACHER_KEYS = ("teacher_run", "teacher_weights", "teacher_arch", "teacher_acc")
+# a quantization-aware student's (--qat, quant/students.py): its grid, the run it started from, its deployable
+# file with the bits per weight and bytes counted from it, and the test accuracy of the model rebuilt from it
+QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", "packed_bytes", "file_bytes",
+            "fp32_bytes", "deploy_how", "qat_test_acc")
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
     "image_size", "in_channels", "num_classes", "classes", "train_images", "unlabeled_images", "val_images",
@@ -28,15 +33,8 @@ COMPLETE_KEYS = (
     "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
-    "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", "teacher_run",
-    "teacher_weights", "teacher_arch", "teacher_acc", "qat", "init_from", "qat_layers", "deploy_file",
-    "bits_per_weight", "packed_bytes", "file_bytes", "fp32_bytes", "deploy_how", "qat_test_acc", "warnings",
-    "provenance")
-TEACHER_KEYS = ("teacher_run", "teacher_weights", "teacher_arch", "teacher_acc")
-# a quantization-aware student's (--qat, quant/students.py): its grid, the run it started from, its deployable
-# file with the bits per weight and bytes counted from it, and the test accuracy of the model rebuilt from it
-QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", "packed_bytes", "file_bytes",
-            "fp32_bytes", "deploy_how", "qat_test_acc")
+    "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
+    "warnings", "provenance")
 RELEASE_KEY = "release"
 # summary.json of a run that failed ("status": "failed"): what the sweep records (run_experiments.record_failure)
 FAILED_KEYS = ("status", "error", "run_name", "role", "dataset", "blocks", "arch", "precision", "method", "seed",
