@@ -4,7 +4,7 @@
     python train.py --blocks=4 --method=kd --precision=bf16
     python train.py --preset=demo --blocks=6 --resume=True
 
-Top to bottom: data -> teacher -> each run's model and distiller (runtime/training_run.py) -> engine
+Top to bottom: data -> teacher -> each run, one object (runtime/training_run.py) -> engine
 (runtime/epochs.py) -> run files.
 Writes out_dir/run_name/: model.safetensors, best_model.safetensors, checkpoint.pt, history.json,
 config.json, training_summary.txt, summary.json (see docs/runs.md). One process at a time per run
@@ -35,7 +35,7 @@ from runtime import torchrun
 from runtime.epochs import train_epochs_together
 from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import check_init_from, is_complete, restore_history, run_dir_of
-from runtime.training_run import RunState
+from runtime.training_run import TrainingRun
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
 from quant.students import resolve_qat_schedule
 from utils.device import resolve_auto
@@ -75,7 +75,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
     Complete runs with resume=True are returned as they are. In a group of several, a run that cannot
     start (a finished run without --overwrite, a locked run directory, a checkpoint that does not fit)
     or that fails (non-finite loss, an error in its step) is returned as its exception, and the others
-    finish; a run trained alone raises. on_epoch(run_state, history_row) is called after each recorded
+    finish; a run trained alone raises. on_epoch(run, history_row) is called after each recorded
     epoch (tune.py reports to its pruner there; an exception it raises ends the run as an error would)."""
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
@@ -85,43 +85,45 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
     if world.size > 1 and len(cfgs) > 1:
         raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "
                         "(--launcher=ray for several GPUs or nodes)")
-    alone = len(cfgs) == 1
-    summaries = {}
-
-    def failed(i, e: UserError) -> None:
-        if alone:
-            raise e
-        summaries[i] = e
-
     with ExitStack() as locks:
-        refused = None
+        # each run's outcome by index: its summary, or the UserError that ended it (a run alone raises it)
+        ended, refused = {}, None
         try:
             if world.main:  # under torchrun rank 0 alone checks and locks; every rank follows its verdict
-                _check_and_lock(cfgs, summaries, failed, locks)
+                ended = _check_and_lock(cfgs, locks)
+                _raise_alone(cfgs, ended)
         except UserError as e:
             refused = e
         if world.size > 1:
-            verdict = torchrun.gather((str(refused) if refused else None, summaries))[0]
+            verdict = torchrun.gather((str(refused) if refused else None, ended))[0]
             if verdict[0] is not None and refused is None:
                 refused = UserError(verdict[0])
-            summaries.update(verdict[1])
+            ended = verdict[1]
         if refused is not None:
             raise refused
-        todo = [i for i in range(len(cfgs)) if i not in summaries]
+        todo = [i for i in range(len(cfgs)) if i not in ended]
         if todo:
-            _train_locked(cfgs, todo, summaries, failed, world, device, on_epoch)
-    return [summaries[i] for i in range(len(cfgs))]
+            ended.update(_train_locked(cfgs, todo, world, device, on_epoch))
+    return [ended[i] for i in range(len(cfgs))]
 
 
-def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> None:
-    """Each run's lock taken (one process per run dir: a second one exits 2) and its start checked;
-    complete runs with resume=True go into `summaries` as they are."""
+def _raise_alone(cfgs: list, ended: dict) -> None:
+    """A run trained alone raises what ended it; in a group it stays that run's outcome."""
+    if len(cfgs) == 1 and isinstance(ended.get(0), UserError):
+        raise ended[0]
+
+
+def _check_and_lock(cfgs: list, locks: ExitStack) -> dict:
+    """Each run's lock taken (one process per run dir: a second one exits 2) and its start checked.
+    Returns {index: outcome} for the runs that end here: a complete run with resume=True (its summary)
+    and a run that cannot start (its UserError)."""
+    ended = {}
     for i, cfg in enumerate(cfgs):
         run_dir = run_dir_of(cfg)
         if cfg.resume and is_complete(run_dir):
             print(f"{default_run_name(cfg)}: already complete, nothing to resume")
             restore_history(run_dir)
-            summaries[i] = read_summary(run_dir)
+            ended[i] = read_summary(run_dir)
             continue
         try:
             refuse_finished(cfg, run_dir)
@@ -129,15 +131,17 @@ def _check_and_lock(cfgs: list, summaries: dict, failed, locks: ExitStack) -> No
             check_init_from(cfg)
             locks.enter_context(run_lock(run_dir))
             if cfg.resume and is_complete(run_dir):  # finished by that other process meanwhile
-                summaries[i] = read_summary(run_dir)
+                ended[i] = read_summary(run_dir)
                 continue
             refuse_finished(cfg, run_dir)
         except UserError as e:
-            failed(i, e)
+            ended[i] = e
+    return ended
 
 
-def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device, on_epoch=None) -> None:
-    """train_runs for the runs in `todo`, checked and locked: data and teacher once, then every run."""
+def _train_locked(cfgs: list, todo: list, world, device, on_epoch=None) -> dict:
+    """train_runs for the runs in `todo`, checked and locked: data and teacher once, then every run.
+    Returns {index: its summary, or the UserError that ended it}."""
     first = cfgs[todo[0]]
     if first.batch_size % world.size:
         raise UserError(f"--batch_size={first.batch_size}: the global batch is split over {world.size} "
@@ -168,60 +172,61 @@ def _train_locked(cfgs: list, todo: list, summaries: dict, failed, world, device
             info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
                                                           first.channels_last), test.labels)[1]
 
-    # each run's model and method, then the engine over every batch
-    states = {}
+    # each run (its model, method, optimizer and files: one object), then the engine over every batch
+    runs, ended = {}, {}
     for i in todo:
         try:
-            states[i] = RunState(cfgs[i], ds, device, teacher, info, world)
-            states[i].on_epoch = on_epoch
+            runs[i] = TrainingRun(cfgs[i], ds, device, teacher, info, world, on_epoch)
         except UserError as e:  # e.g. a partial run that cannot resume: that run alone, in a group
-            failed(i, e)
+            ended[i] = e
+    _raise_alone(cfgs, ended)
     parts = {}  # students step together only from the same epoch on, in the same memory layout
-    for s in states.values():
+    for r in runs.values():
         # (feature methods read the teacher online; alone, the others would use cached logits)
-        key = (s.start_epoch, s.channels_last, s.distiller.mixup, s.distiller.needs_features)
-        parts.setdefault(key, []).append(s)
+        key = (r.start_epoch, r.channels_last, r.distiller.mixup, r.distiller.needs_features)
+        parts.setdefault(key, []).append(r)
     for part in parts.values():
         _fit(part, ds, train, val, test, teacher, info, isolate=len(cfgs) > 1)
     n_val = len(val) if val is not None else 0
-    summaries.update({i: s.failure or s.finish(test, len(train), n_val) for i, s in states.items()})
+    ended.update({i: r.failure or r.finish(test, len(train), n_val) for i, r in runs.items()})
+    return ended
 
 
-def _fit(states: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:
+def _fit(runs: list, ds, train, val, test, teacher, info: dict, isolate: bool) -> None:
     """The epochs of students that share every batch: one sampler, one teacher source, one progress bar.
     isolate: a student's failure ends only its run (else it is raised)."""
-    cfg, world = states[0].cfg, states[0].world
+    cfg, world = runs[0].cfg, runs[0].world
     generator = torch.Generator().manual_seed(cfg.seed)  # data order and augmentation (the same on every rank)
-    if states[0].generator_state is not None:
-        generator.set_state(states[0].generator_state)
-    sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, states[0].channels_last,
-                           generator, cfg.random_erasing, states[0].distiller.mixup, ds.num_classes,
+    if runs[0].generator_state is not None:
+        generator.set_state(runs[0].generator_state)
+    sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, runs[0].channels_last,
+                           generator, cfg.random_erasing, runs[0].distiller.mixup, ds.num_classes,
                            shard=(world.rank, world.size))
     source = None
     if teacher is not None:
         from runtime.teacher import TeacherSource
 
-        layers = sorted({n for s in states for n in s.distiller.teacher_layers})
+        layers = sorted({n for r in runs for n in r.distiller.teacher_layers})
         with torchrun.main_first():  # rank 0 computes and caches the teacher's logits, the others read them
             source = TeacherSource(cfg, teacher, info, sampler, layers)
-    for s in states:
-        s.begin(source, len(train), len(test))
-    for epoch in range(states[0].start_epoch, max(s.cfg.epochs for s in states)):
-        active = [s for s in states if s.active(epoch)]
+    for r in runs:
+        r.begin(source, len(train), len(test))
+    for epoch in range(runs[0].start_epoch, max(r.cfg.epochs for r in runs)):
+        active = [r for r in runs if r.active(epoch)]
         if not active:
             break
-        lrs = [s.trainee.optimizer.param_groups[0]["lr"] for s in active]
+        lrs = [r.lr for r in active]
         label = active[0].name if len(active) == 1 else f"{len(active)} students, seed {cfg.seed}"
-        stats = train_epochs_together([s.trainee for s in active], sampler, source, epoch,
-                                      desc=f"{label} epoch {epoch + 1}/{max(s.cfg.epochs for s in active)}")
-        for s, st, lr in zip(active, stats, lrs):
+        stats = train_epochs_together(active, sampler, source, epoch,
+                                      desc=f"{label} epoch {epoch + 1}/{max(r.cfg.epochs for r in active)}")
+        for r, st, lr in zip(active, stats, lrs):
             if st.error is not None:
                 if not isolate:
                     raise st.error
-                s.failure = st.error  # recorded by the caller; the other students go on
-                print(f"{s.name}: failed at epoch {epoch + 1}: {str(st.error).splitlines()[0][:200]}")
+                r.failure = st.error  # recorded by the caller; the other students go on
+                print(f"{r.name}: failed at epoch {epoch + 1}: {str(st.error).splitlines()[0][:200]}")
                 continue
-            s.end_epoch(epoch, st, lr, sampler.images_per_epoch, val, test, generator)
+            r.end_epoch(epoch, st, lr, sampler.images_per_epoch, val, test, generator)
 
 
 def main(cfg: Config, on_epoch=None) -> dict:

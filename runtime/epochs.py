@@ -110,20 +110,21 @@ class RngStream:
                 torch.cuda.set_rng_state(self.gpu, self.cuda)
 
 
-@dataclass
 class Trainee:
-    """One student's training step state: its distiller, optimizer, schedule and precision, the
-    random stream its dropout draws from (a context manager; None: the global stream as it is), and
-    what a step calls in place of forward_train."""
+    """What the engine steps: a distiller (the method, which holds the student), its optimizer and
+    schedule, its precision, the random stream its dropout draws from (a context manager; None: the
+    global stream as it is), and what a step calls in place of distiller.forward_train (None: that
+    method itself; under torchrun the distiller in DistributedDataParallel, with --cuda_graphs its
+    compiled forward_train). runtime/training_run.TrainingRun is one, with its config and run files."""
 
-    distiller: object  # distill.base.Distiller
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    prec: object  # utils.precision.Precision
-    rng: object = None
-    # what a step calls in place of distiller.forward_train: under torchrun the distiller in
-    # DistributedDataParallel, with --cuda_graphs its compiled forward_train (runtime/cuda_graphs.py)
-    forward: object = None
+    def __init__(self, distiller, optimizer: torch.optim.Optimizer, scheduler, prec, rng=None, forward=None):
+        self.distiller, self.optimizer, self.scheduler, self.prec = distiller, optimizer, scheduler, prec
+        self.rng, self.forward = rng, forward
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return float(self.optimizer.param_groups[0]["lr"])
 
 
 class _Meter:

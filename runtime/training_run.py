@@ -32,11 +32,13 @@ from utils.tensorboard import EpochLog
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
 
 
-class RunState:
-    """One run's model, method, optimizer and files: built from its config (resumed from checkpoint.pt
-    when asked), stepped by the engine, recorded after every epoch, summarized at the end."""
+class TrainingRun(Trainee):
+    """One run, one object: its model, method (self.distiller, which holds the model), optimizer,
+    schedule, precision and random stream (what the engine steps: a Trainee), and its files. Built from
+    its config (resumed from checkpoint.pt when asked), stepped by the engine, recorded after every
+    epoch, summarized at the end."""
 
-    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=torchrun.World()):
+    def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=torchrun.World(), on_epoch=None):
         self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
         self.name = default_run_name(cfg)
         self.dir = os.path.join(cfg.out_dir, self.name)
@@ -55,22 +57,22 @@ class RunState:
                   f"{MIN_STRIDED_1X1_CHANNELS_LAST} input channels crashes oneDNN's channels_last backward on CPUs")
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self.prec = setup_precision(cfg.precision, self.model, device)
+        prec = setup_precision(cfg.precision, self.model, device)
         if cfg.precision_note:
-            self.prec.description += f" ({cfg.precision_note})"
-        self.distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
-        self.teacher_info = dict(teacher_info) if self.distiller.uses_teacher else {}
-        ddp = torchrun.data_parallel(self.distiller, device, cfg.sync_bn) if world.size > 1 else None
+            prec.description += f" ({cfg.precision_note})"
+        distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
+        self.teacher_info = dict(teacher_info) if distiller.uses_teacher else {}
+        ddp = torchrun.data_parallel(distiller, device, cfg.sync_bn) if world.size > 1 else None
         steps = max(1, len(ds.train) // cfg.batch_size)
         capture, self.step_how = cuda_graphs.plan(cfg, device, cfg.precision, world.size)
-        optimizer = build_optimizer(cfg, self.distiller.learnable_parameters(),
+        optimizer = build_optimizer(cfg, distiller.learnable_parameters(),
                                     **(cuda_graphs.optimizer_kwargs(cfg, device) if capture else {}))
         if world.rank:  # its own dropout stream (rank 0 keeps the single-process run's)
             torch.manual_seed(cfg.seed + torchrun.RANK_SEED_STRIDE * world.rank)
-        self.trainee = Trainee(self.distiller, optimizer, build_scheduler(cfg, optimizer, steps), self.prec,
-                               rng=RngStream(device), forward=ddp)
+        super().__init__(distiller, optimizer, build_scheduler(cfg, optimizer, steps), prec,
+                         rng=RngStream(device), forward=ddp)
         if capture:
-            cuda_graphs.capture(self.trainee)
+            cuda_graphs.capture(self)
         elif cfg.compile:
             self.model.compile()
         if cfg.cuda_graphs:
@@ -80,22 +82,21 @@ class RunState:
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
         self.tb = None  # the TensorBoard event stream, opened by begin()
-        self.on_epoch = None  # called with (self, row) after each recorded epoch (train.train_runs)
+        self.on_epoch = on_epoch  # called with (self, row) after each recorded epoch (train.train_runs)
         if cfg.resume and os.path.isfile(self.ckpt_path):
             self._resume()
 
     def _resume(self) -> None:
         check_resumable(self.cfg, self.dir)
         ck = load_checkpoint(self.ckpt_path)
-        t = self.trainee
         self.distiller.load_trainable_state(ck["trainable"])
-        t.optimizer.load_state_dict(ck["optimizer"])
-        t.scheduler.load_state_dict(ck["scheduler"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
         if self.prec.scaler is not None and ck.get("scaler"):
             self.prec.scaler.load_state_dict(ck["scaler"])
         ranks = ck["rng"].get("ranks") or [ck["rng"]]  # every rank's stream, when it ran under torchrun
         if self.world.rank < len(ranks):  # a rank the interrupted run did not have keeps a fresh stream
-            t.rng.load_state(ranks[self.world.rank])
+            self.rng.load_state(ranks[self.world.rank])
         self.generator_state = ck["rng"]["generator"]
         self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
         self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
@@ -176,17 +177,16 @@ class RunState:
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
               f"({row['images_per_second']:.0f} img/s)", flush=True)
-        t = self.trainee
-        rngs = torchrun.gather(t.rng.state())
+        rngs = torchrun.gather(self.rng.state())
         if not main:
             return
         write_history(self.dir, self.history)
         save_checkpoint(self.ckpt_path, {
             "model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
-            "optimizer": t.optimizer.state_dict(), "scheduler": t.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
             "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
-            "rng": {**t.rng.state(), "generator": generator.get_state(), **({"ranks": rngs} if len(rngs) > 1 else {})},
+            "rng": {**self.rng.state(), "generator": generator.get_state(), **({"ranks": rngs} if len(rngs) > 1 else {})},
             "elapsed_seconds": self.elapsed})
         if self.on_epoch is not None:
             self.on_epoch(self, row)

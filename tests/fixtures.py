@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import pickle
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -207,3 +208,30 @@ def interrupt_after_first_epoch(monkeypatch):
         return real(trainees, sampler, teacher, epoch, desc)
 
     monkeypatch.setattr(train, "train_epochs_together", epoch_then_stop)
+
+
+# ----------------------------------------------------------------------------- command lines
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
+    """`python <script> <args>` run in this process, from the project root: its exit code, stdout and
+    stderr, as subprocess.run(capture_output=True, text=True) returns them, without the ~2 s a fresh
+    interpreter spends importing torch. The script runs as __main__ through its own entry point, so its
+    error handling is the one a user meets; an exception that escapes it propagates and fails the test
+    (a user would have seen a traceback). Tests that need a real process (a kill, a crash, an import
+    that must not happen) use subprocess."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+
+    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    root = Path(__file__).resolve().parents[1]
+    sys.argv = [script, *args]
+    try:
+        with contextlib.chdir(root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            runpy.run_path(str(root / script), run_name="__main__")
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())

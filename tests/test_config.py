@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from config import Config, make_config, parse_overrides
+from tests.fixtures import run_script
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,18 @@ def test_bad_values_raise_user_error(arg, needle):
         parse_overrides([arg]) and make_config([arg])
 
 
-@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "run_experiments.py", "plot_experiment_results.py"])
+@pytest.mark.parametrize("script", ["train.py", "evaluate.py", "run_experiments.py", "plot_experiment_results.py",
+                                    "tune.py"])
 def test_cli_bad_value_exits_2_with_one_line(script):
-    r = subprocess.run([sys.executable, script, "--precision=fp7"], cwd=ROOT, capture_output=True, text=True)
+    r = run_script(script, "--precision=fp7")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "precision" in lines[0] and "fp32" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_bad_value_in_a_fresh_interpreter_exits_2_with_one_line():
+    r = subprocess.run([sys.executable, "train.py", "--precision=fp7"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "precision" in lines[0] and "fp32" in lines[0]

@@ -7,8 +7,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -20,9 +18,9 @@ from deploy import measure, onnx_export, report
 from deploy.common import Variant
 from deploy.variants import VARIANTS, deploy_run, deploy_run_dir
 from runtime.run_dir import load_run
+from tests.fixtures import run_script
 from utils.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VARIANT_KEYS = {"name", "status", "accuracy", "agreement", "size_bytes", "latency_ms_b1", "throughput_b64",
                 "device", "threads", "note"}
 RUN_KEYS = {"run_name", "role", "params", "model", "test_images", "hardware", "variants"}
@@ -158,8 +156,7 @@ def test_cli_run_without_weights_exits_2(run_dir, tmp_path):
     empty = tmp_path / "no_weights"
     empty.mkdir()
     shutil.copy(os.path.join(run_dir, "config.json"), empty / "config.json")
-    proc = subprocess.run([sys.executable, "evaluate.py", f"--run={empty}", "--deploy=True"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_script("evaluate.py", f"--run={empty}", "--deploy=True")
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "safetensors" in lines[0]

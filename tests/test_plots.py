@@ -11,6 +11,7 @@ import matplotlib.image as mpimg
 import pytest
 
 import plot_experiment_results as plots
+from tests.fixtures import run_script
 from utils.plots.deploy import pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,26 +140,26 @@ def test_pareto_front_hand_made():
     assert pareto_front([1.0, 1.0], [70.0, 70.0]) == [0]  # exact duplicates: the first
 
 
-def _cli(*args, block_torch: bool = False):
-    prelude = "import sys; sys.modules['torch'] = None; " if block_torch else "import sys; "
-    code = prelude + "import plot_experiment_results as p; p.cli(sys.argv[1:])"
+def _cli_without_torch(*args):
+    """plot_experiment_results.py in a fresh interpreter where `import torch` fails."""
+    code = "import sys; sys.modules['torch'] = None; import plot_experiment_results as p; p.cli(sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "MPLBACKEND": "Agg"})
 
 
 def test_missing_or_empty_out_dir_exits_2(tmp_path):
-    missing = _cli(f"--out_dir={tmp_path / 'nope'}")
+    missing = run_script("plot_experiment_results.py", f"--out_dir={tmp_path / 'nope'}")
     assert missing.returncode == 2
     assert len(missing.stderr.strip().splitlines()) == 1 and "no such directory" in missing.stderr
-    empty = _cli(f"--out_dir={tmp_path}")
+    empty = run_script("plot_experiment_results.py", f"--out_dir={tmp_path}")
     assert empty.returncode == 2 and "run run_experiments.py first" in empty.stderr
-    unknown = _cli("--no_such_field=1")
+    unknown = run_script("plot_experiment_results.py", "--no_such_field=1")
     assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
 
 
 def test_cli_works_without_torch(tmp_path):
     out_dir = make_out_dir(tmp_path, seeds=1, depths=(4,), deploy=True, evaluation=True)
-    r = _cli(f"--out_dir={out_dir}", block_torch=True)
+    r = _cli_without_torch(f"--out_dir={out_dir}")
     assert r.returncode == 0, r.stderr
     assert sum(line.startswith("wrote ") for line in r.stdout.splitlines()) == len(ALL_PNGS)
 

@@ -48,7 +48,7 @@ class Interrupted(Exception):
 
 def test_a_resumed_run_continues_the_stream_without_duplicate_steps(tmp_path, monkeypatch):
     args = dict(epochs=4, out_dir=str(tmp_path))
-    real_end, real_save = training_run.RunState.end_epoch, training_run.save_checkpoint
+    real_end, real_save = training_run.TrainingRun.end_epoch, training_run.save_checkpoint
 
     def save_unless_epoch_3(path, state):  # the process dies after logging epoch 3, before its checkpoint
         if state["epoch"] != 2:
@@ -60,7 +60,7 @@ def test_a_resumed_run_continues_the_stream_without_duplicate_steps(tmp_path, mo
             raise Interrupted
 
     monkeypatch.setattr(training_run, "save_checkpoint", save_unless_epoch_3)
-    monkeypatch.setattr(training_run.RunState, "end_epoch", end_then_die)
+    monkeypatch.setattr(training_run.TrainingRun, "end_epoch", end_then_die)
     with pytest.raises(Interrupted):
         train.main(make_config(SMALL, **args))
     monkeypatch.undo()

@@ -14,7 +14,7 @@ import torch
 
 import train
 from config import make_config
-from tests.fixtures import ODD_CORRUPT, make_intel_folder
+from tests.fixtures import make_intel_folder, run_script
 from utils.checkpoint import load_state_dict_file
 from utils.errors import UserError
 from utils.run_files import COMPLETE_KEYS, QAT_KEYS, TEACHER_KEYS
@@ -133,7 +133,7 @@ def intel_dir(tmp_path_factory):
 
 
 def test_odd_intel_folder_trains_one_epoch_naming_the_corrupt_file(intel_dir, tmp_path):
-    r = run_cli("--dataset=intel", f"--data_dir={intel_dir}", "--role=student", "--method=ce", "--blocks=2",
+    r = run_script("train.py", "--dataset=intel", f"--data_dir={intel_dir}", "--role=student", "--method=ce", "--blocks=2",
                 "--epochs=1", "--batch_size=4", f"--out_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert "broken.jpg" in r.stderr and "skipped 1" in r.stderr
@@ -154,7 +154,7 @@ def test_original_parameter_counts_from_training_summary(intel_dir, tmp_path, ro
 
 
 def test_missing_data_dir_exits_2_naming_it(tmp_path):
-    r = run_cli("--dataset=intel", f"--data_dir={tmp_path}/nowhere", f"--out_dir={tmp_path}")
+    r = run_script("train.py", "--dataset=intel", f"--data_dir={tmp_path}/nowhere", f"--out_dir={tmp_path}")
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "nowhere" in lines[0] and "Traceback" not in r.stderr
@@ -175,7 +175,7 @@ def test_pickled_teacher_with_payload_is_refused_without_running(tmp_path):
     evil = tmp_path / "teacher.pt"
     with open(evil, "wb") as f:
         pickle.dump({"model": Payload(marker)}, f)
-    r = run_cli(*SMALL, "--blocks=2", f"--teacher_checkpoint={evil}", f"--out_dir={tmp_path}")
+    r = run_script("train.py", *SMALL, "--blocks=2", f"--teacher_checkpoint={evil}", f"--out_dir={tmp_path}")
     assert r.returncode == 2, r.stderr
     assert "refused" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not marker.exists()
