@@ -20,6 +20,12 @@ def test_literals_strings_and_presets():
     assert make_config(["--sweep_blocks=[4, 6]"]).sweep_blocks == (4, 6)
 
 
+def test_bools_take_either_spelling():
+    assert make_config(["--resume=true", "--overwrite=FALSE"]).resume is True
+    assert make_config(["--ray_shared_fs=false"]).ray_shared_fs is False
+    assert make_config(["--run_name=true"]).run_name == "true"  # a string field stays a string
+
+
 def test_config_is_frozen():
     import dataclasses
     cfg = Config()
@@ -31,7 +37,9 @@ def test_config_is_frozen():
 @pytest.mark.parametrize("arg,needle", [("--precision=fp7", "precision"), ("--blocks=many", "blocks"),
                                         ("--nope=1", "nope"), ("--preset=huge", "preset"),
                                         ("--blocks=0", "blocks"), ("--lr=fast", "lr"), ("blocks=4", "blocks=4"),
-                                        ("--sweep_methods=[\"kd\",\"xx\"]", "sweep_methods")])
+                                        ("--sweep_methods=[\"kd\",\"xx\"]", "sweep_methods"),
+                                        ("--sweep_blocks=[]", "one or more"), ("--out_dir=", "not empty"),
+                                        ("--resume=1", "True or False"), ("--lr=", "--lr='': expected float")])
 def test_bad_values_raise_user_error(arg, needle):
     with pytest.raises(UserError, match=needle):
         parse_overrides([arg]) and make_config([arg])
