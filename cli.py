@@ -57,12 +57,10 @@ PLAIN_NAME = must(lambda v: v == "" or (RUN_NAME.fullmatch(v) is not None and v 
                   "a plain folder name (letters, digits, . _ - +), not a path; \"\" = derived")
 
 
-def positive_ints(example: str, bools: bool = False, nonempty: bool = False) -> Check:
-    """A tuple of positive ints (sweep_blocks has always taken True, as 1: bools=True keeps that); nonempty: at
-    least one."""
-    return Check(lambda v: (len(v) > 0 or not nonempty)
-                 and all(isinstance(x, int) and (bools or not isinstance(x, bool)) and x > 0 for x in v),
-                 f"expected a list of {'one or more ' if nonempty else ''}positive ints, e.g. {example}", True)
+def positive_ints(example: str, bools: bool = False) -> Check:
+    """A tuple of positive ints (sweep_blocks has always taken True, as 1: bools=True keeps that)."""
+    return Check(lambda v: all(isinstance(x, int) and (bools or not isinstance(x, bool)) and x > 0 for x in v),
+                 f"expected a list of positive ints, e.g. {example}", True)
 
 
 def knob(scope: str):
@@ -160,6 +158,9 @@ def parse_value(tp, text: str):
         return text  # never literal-eval a string field: --run_name=123 stays "123"
     if bool in (tp, *typing.get_args(tp)) and text.strip().lower() in ("true", "false"):
         return text.strip().lower() == "true"  # --resume=true as --resume=True
+    is_tuple = tp is tuple or (typing.get_origin(tp) is typing.Union and tuple in typing.get_args(tp))
+    if not text.strip():
+        return () if is_tuple else text  # --sweep_methods= is (); --lr= is '', which the type check names
     if tp is float:
         try:
             return float(text)  # also inf and nan, which the range check then names
@@ -168,7 +169,7 @@ def parse_value(tp, text: str):
     value = _literal(text)
     if isinstance(value, str) and text.strip()[:1] in ("[", "(") and text.strip()[-1:] in (")", "]"):
         value = [_literal(v.strip()) for v in text.strip()[1:-1].split(",") if v.strip()]  # [fp32,fp8]
-    if tp is tuple or (typing.get_origin(tp) is typing.Union and tuple in typing.get_args(tp)):
+    if is_tuple:
         if isinstance(value, (int, str)) and not isinstance(value, bool):
             value = (value,)  # --sweep_blocks=4 means (4,); --sweep_precisions=fp8 means ("fp8",)
         if isinstance(value, list):

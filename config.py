@@ -161,8 +161,7 @@ class Config:
         "reduce-overhead); eager elsewhere, with the reason")
     sync_bn: bool = _train(False, doc="under torchrun: BatchNorm statistics of the global batch (all-reduced), not "
         "each rank's shard")
-    out_dir: str = _run("checkpoints", must(bool, "a folder, not empty"), group=True, section="outputs",
-                        doc="every run writes out_dir/run_name/")
+    out_dir: str = _run("checkpoints", group=True, section="outputs", doc="every run writes out_dir/run_name/")
     run_name: str = _run("", PLAIN_NAME, doc="\"\" = derived, like the original's res4_b224_fp16 plus dataset, method, "
         "transfer set and seed; a plain folder name, never a path")
     resume: bool = _run(False, doc="continue out_dir/run_name/checkpoint.pt if present")
@@ -181,7 +180,7 @@ class Config:
         "quoted numbers")
     deploy_threads: int = _deploy(0, NON_NEGATIVE, doc="intra-op threads while measuring deploy variants; 0 = torch's "
         "default")
-    sweep_blocks: tuple = _sweep((4, 6, 8, 10), positive_ints("[4,6]", bools=True, nonempty=True),
+    sweep_blocks: tuple = _sweep((4, 6, 8, 10), positive_ints("[4,6]", bools=True),
         section="run_experiments.py", doc="student depths in the sweep")
     sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"), each_of(*PRECISIONS, "auto"), doc="precisions of the "
         "distilled students")

@@ -262,6 +262,8 @@ def main(base: Config) -> int:
     if torchrun.launched_by_torchrun():
         raise UserError("run_experiments.py runs under python, not torchrun: torchrun trains one run "
                         "(train.py); a sweep spreads over GPUs and nodes with --launcher=ray")
+    if not base.sweep_blocks and not base.student_arch:  # (a timm student has no depth: it ignores sweep_blocks)
+        raise UserError("--sweep_blocks=(): no student depth to sweep; pass one or more, e.g. --sweep_blocks=[4,6]")
     runs = grid(base)
     check_writable(base, runs)
     failed, skipped, unsaved, done = [], [], [], 0

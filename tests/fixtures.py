@@ -217,21 +217,49 @@ def run_script(script: str, *args: str) -> subprocess.CompletedProcess:
     stderr, as subprocess.run(capture_output=True, text=True) returns them, without the ~2 s a fresh
     interpreter spends importing torch. The script runs as __main__ through its own entry point, so its
     error handling is the one a user meets; an exception that escapes it propagates and fails the test
-    (a user would have seen a traceback). Tests that need a real process (a kill, a crash, an import
-    that must not happen) use subprocess."""
+    (a user would have seen a traceback). stderr holds what a user's terminal would: sys.stderr, what C
+    code writes to file descriptor 2, the warnings Python shows by default, and a string passed to
+    sys.exit. The environment and torch's thread count are restored. Not seen: warnings raised while
+    importing modules this process imported before. Tests that need a real process (a kill, a crash, an
+    import that must not happen) use subprocess."""
     import contextlib
     import io
+    import os
     import runpy
     import sys
+    import tempfile
+    import warnings
 
-    out, err, argv, code = io.StringIO(), io.StringIO(), sys.argv, 0
+    import torch
+
+    out, err, argv, env, threads, code = io.StringIO(), io.StringIO(), sys.argv, dict(os.environ), \
+        torch.get_num_threads(), 0
     root = Path(__file__).resolve().parents[1]
     sys.argv = [script, *args]
-    try:
-        with contextlib.chdir(root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            runpy.run_path(str(root / script), run_name="__main__")
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())
+    with tempfile.TemporaryFile("w+") as fd2, warnings.catch_warnings(record=True) as shown:
+        warnings.resetwarnings()  # Python's defaults: DeprecationWarning only from __main__
+        warnings.simplefilter("default")
+        for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        saved_fd2 = os.dup(2)
+        os.dup2(fd2.fileno(), 2)
+        try:
+            with contextlib.chdir(root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                runpy.run_path(str(root / script), run_name="__main__")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, (int, type(None))):
+                print(e.code, file=err)  # as the interpreter prints it
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved_fd2, 2)
+            os.close(saved_fd2)
+            sys.argv = argv
+            os.environ.clear()
+            os.environ.update(env)
+            torch.set_num_threads(threads)
+        fd2.seek(0)
+        written = fd2.read()
+    text = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in shown)
+    return subprocess.CompletedProcess([script, *args], code, out.getvalue(), text + written + err.getvalue())

@@ -86,3 +86,13 @@ def test_graph_capture_falls_back_with_its_reason():
     assert "fp8" in cuda_graphs.plan(on, cuda, "fp8")[1]
     assert "8-bit" in cuda_graphs.plan(make_config(cuda_graphs=True, optimizer="adam8bit"), cuda, "fp32")[1]
     assert cuda_graphs.plan(on, cuda, "bf16")[0] and cuda_graphs.plan(on, cuda, "fp32")[0]
+
+
+def test_the_learning_rate_is_a_float_even_when_the_optimizer_holds_a_tensor():
+    # a captured CUDA-graph step keeps lr as a device tensor (runtime/cuda_graphs.py); history.json needs a number
+    trainee, sampler = make()
+    cfg = make_config(batch_size=8, epochs=2, lr=0.1, optimizer="sgd", schedule="cosine")
+    opt = build_optimizer(cfg, trainee.distiller.learnable_parameters(), lr=torch.tensor(0.1))
+    tensor_lr = Trainee(trainee.distiller, opt, build_scheduler(cfg, opt, sampler.steps), trainee.prec)
+    assert torch.is_tensor(opt.param_groups[0]["lr"])
+    assert type(tensor_lr.lr) is float and tensor_lr.lr == opt.param_groups[0]["lr"].item() > 0

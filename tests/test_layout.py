@@ -11,7 +11,7 @@ from distill import DISTILLERS
 from distill.base import Distiller
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("utils", "data", "models", "distill", "runtime", "deploy", "quant", "benchmarks")
+PACKAGES = ("utils", "data", "models", "distill", "runtime", "deploy", "quant", "benchmarks", "teachers", "docs")
 SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results", "tune")
 LIBRARIES = ("config", "config_rules", "cli", "presets", "utils", "data", "models", "distill", "runtime", "deploy", "quant")
 
