@@ -237,7 +237,7 @@ def evaluate_best_student(runs: list) -> None:
             evaluate.evaluate_run(best)
 
 
-def quantized_table(out_dir: str, run_dirs: list) -> str:
+def quantized_table(run_dirs: list) -> str:
     """results.md's table of the quantized students (quant/table.py), "" when the sweep has none."""
     from quant.table import qat_points, qat_table
 
@@ -317,7 +317,7 @@ def main(base: Config) -> int:
                         if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
         rows = collect_results(base.out_dir, grid_dirs + others)
         texts = results_text(base.out_dir, rows, base)
-        texts = (texts[0], texts[1] + quantized_table(base.out_dir, grid_dirs + others))
+        texts = (texts[0], texts[1] + quantized_table(grid_dirs + others))
         if base.tensorboard:
             try:
                 write_hparams(base.out_dir, rows)

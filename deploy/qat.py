@@ -26,8 +26,7 @@ def time_quantized_run(run_dir: str, cfg, model, ds, weights: str, repeats: int)
     result = {"run": run_dir, "file": os.path.basename(weights), "file_bytes": os.path.getsize(weights),
               "how": deploy_how(cfg.qat), "hardware": measure.hardware()}
     if cfg.qat != "int8":
-        result["latency"] = None
-        print(f"{result['file']}: {result['how']}")
+        result["latency"] = None  # (evaluate.py has printed how the file runs)
     else:
         int8, _ = int8_runner(model, "int8 QAT program", compile=True)
         variants = [Variant("int8-qat", int8, weights, "compiled with freezing")]

@@ -24,7 +24,6 @@ from utils.checkpoint import save_weights
 from utils.errors import UserError
 
 
-
 def pack(ints: torch.Tensor, codec: str) -> torch.Tensor:
     """Signed integers (any shape) -> a flat uint8 tensor."""
     v = ints.flatten().to(torch.int16).numpy()

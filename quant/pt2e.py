@@ -113,7 +113,11 @@ def save_int8_program(quantized: torch.fx.GraphModule, example: torch.Tensor, pa
 
 
 def load_program(path) -> torch.export.ExportedProgram:
-    """torch.export.load without its warning about placing CPU-only weights ("No complete tensor found")."""
+    """torch.export.load of a q/dq program, in any process: torchao's quantized_decomposed ops, which the
+    program calls, are registered first (without them deserializing fails); without torch.export's warning
+    about placing CPU-only weights ("No complete tensor found")."""
+    import torchao.quantization.pt2e  # noqa: F401 (registers the quantized_decomposed ops)
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="No complete tensor found")
         return torch.export.load(path)

@@ -4,9 +4,8 @@ paired gains of QAT-KD over QAT-CE and over PTQ at the same bits (same depth, sa
 import os
 
 from quant import QAT_MODES
-from utils.atomic import read_json
-from utils.errors import UserError
-from utils.results import fmt_gains, fmt_ms, mean_std
+from utils.atomic import read_json_object
+from utils.results import fmt_gains, fmt_ms, mean_std, quantized
 
 SERIES = ("PTQ", "QAT-CE", "QAT-KD")
 
@@ -16,12 +15,7 @@ PTQ_FILE = "ptq.json"  # in an fp32 student's run directory: its post-training q
 
 def read_ptq(run_dir: str) -> dict:
     """{mode: row} of a run's ptq.json; {} when it has none (a damaged one is rebuilt by the sweep)."""
-    path = os.path.join(run_dir, PTQ_FILE)
-    try:
-        rows = read_json(path) if os.path.isfile(path) else {}
-    except (OSError, ValueError, UserError):
-        rows = {}
-    return rows if isinstance(rows, dict) else {}
+    return read_json_object(os.path.join(run_dir, PTQ_FILE)) or {}
 
 
 def qat_points(items: list) -> tuple:
@@ -30,7 +24,7 @@ def qat_points(items: list) -> tuple:
     fp32 students and their CE controls (mode 'fp32'). Empty without a QAT run."""
     done = [(s, d) for s, d in items if s.get("role") == "student" and s.get("status") == "complete"
             and isinstance(s.get("blocks"), int)]
-    qat = [(s, d) for s, d in done if (s.get("qat") or "none") != "none"]
+    qat = [(s, d) for s, d in done if quantized(s)]
     kd_method = next((s["method"] for s, _ in qat if s.get("method") != "ce"), "kd")
     out = {}
     for s, d in done if qat else []:
@@ -108,9 +102,7 @@ def plot_qat(pts: dict, kd_method: str, path: str) -> str:
     each point a depth and grid, mean over seeds. Returns the path, or "" with nothing to draw."""
     if not any(k[1] != "fp32" for k in pts):
         return ""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from utils.plots.style import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     styles = {"PTQ": ("x", "tab:gray"), "QAT-CE": ("s", "tab:blue"), "QAT-KD": ("o", "tab:red"),
@@ -138,9 +130,5 @@ def plot_qat(pts: dict, kd_method: str, path: str) -> str:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return path

@@ -153,5 +153,3 @@ def check_init_from(cfg) -> None:
         raise UserError(f"--init_from={cfg.init_from}: another model or dataset: {'; '.join(diff)}")
     if run_weights_file(cfg.init_from) is None:
         raise UserError(f"--init_from={cfg.init_from}: no weights there; is the run finished?")
-
-

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from runtime.inference import evaluate_logits, predict  # noqa: E402
 from runtime.run_dir import load_run  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
-from utils.run_files import HISTORY, SUMMARY, read_summary, write_summary  # noqa: E402
+from utils.run_files import HISTORY, RELEASE_KEY, SUMMARY, read_summary, write_summary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RELEASED_FILES = ("best_model.safetensors", "model.safetensors", "config.json", SUMMARY, HISTORY,
@@ -83,7 +83,7 @@ def release(run_dir, note: str = "") -> Path:
     size = sum((dest / n_).stat().st_size for n_ in RELEASED_FILES if (dest / n_).is_file())
     if size > MAX_BYTES:
         raise UserError(f"{dest}: {size:,} bytes, over the {MAX_BYTES:,} a released teacher may take")
-    s["release"] = {"remade_by": REMADE_BY, "trained_at": str(Path(run_dir)), "released": str(datetime.date.today()),
+    s[RELEASE_KEY] = {"remade_by": REMADE_BY, "trained_at": str(Path(run_dir)), "released": str(datetime.date.today()),
                     "test_acc_at_release": acc, "test_images": n, "bytes": size,
                     "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
     write_summary(dest, s)
