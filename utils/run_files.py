@@ -9,6 +9,7 @@ Schema 1 is the format these files have always had: its keys are those below, an
 the run counts as unfinished; checkpoint.pt: the run cannot resume). history.json is a JSON list of
 epoch rows, so it carries no key of its own: it belongs to the schema of its run's summary.json.
 """
+import hashlib
 import json
 import os
 
@@ -34,8 +35,13 @@ COMPLETE_KEYS = (
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
     "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
-    "warnings", "provenance")
+    "warnings", "provenance", "sha256")
 RELEASE_KEY = "release"
+# "sha256": {file name: hex digest} of the run's weights and deployable files, recorded when the run finishes
+# (and by teachers/release.py); whoever loads one of them checks it (check_digest). Optional: older runs lack it.
+DIGEST_KEY = "sha256"
+DIGESTED_FILES = ("best_model.safetensors", "model.safetensors", "model.quant.safetensors", "model.int8.pt2",
+                  "model.int8.safetensors")
 # summary.json of a run that failed ("status": "failed"): what the sweep records (run_experiments.record_failure)
 FAILED_KEYS = ("status", "error", "run_name", "role", "dataset", "blocks", "arch", "precision", "method", "seed",
                "qat")  # qat: only a QAT run's
@@ -58,7 +64,7 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "params": int, "model_bytes": int, "epochs_run": int, "blocks": int, "seed": int,
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
-                    "file_bytes": int, "fp32_bytes": int, "qat": str}
+                    "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict}
 
 
 def schema_defect(record: dict):
@@ -97,7 +103,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS)
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + (DIGEST_KEY,))
 
 
 def failed_summary(**values) -> dict:
@@ -138,6 +144,39 @@ def read_summary(run_dir):
     not finished."""
     summary, why = load_summary(run_dir)
     return None if why else summary
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_digests(run_dir, names) -> dict:
+    """{name: sha256} of those of `names` that exist in run_dir: what a summary records under DIGEST_KEY."""
+    return {n: sha256_file(os.path.join(run_dir, n)) for n in names if os.path.isfile(os.path.join(run_dir, n))}
+
+
+def recorded_digests(summary) -> dict:
+    """The digests a summary records: its own DIGEST_KEY, else a released teacher's (release.sha256)."""
+    summary = summary or {}
+    found = summary.get(DIGEST_KEY) or (summary.get(RELEASE_KEY) or {}).get(DIGEST_KEY) or {}
+    return found if isinstance(found, dict) else {}
+
+
+def check_digest(path, summary) -> None:
+    """A file of a finished run is what its summary recorded: one line naming the file otherwise (changed,
+    truncated or swapped after the run finished). Files the summary records no digest for pass (older runs)."""
+    expected = recorded_digests(summary).get(os.path.basename(path))
+    if expected is None:
+        return
+    found = sha256_file(path)
+    if found != expected:
+        raise UserError(f"{path}: sha256 {found[:16]}... differs from the {str(expected)[:16]}... its run's "
+                        f"{SUMMARY} records: the file was changed or truncated after the run finished; "
+                        f"restore it or train the run again")
 
 
 def write_history(run_dir, history: list) -> None:
