@@ -2,13 +2,14 @@
 # make test : set-up, data, then the test suite
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 32 minutes on 2 cores)
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
+# make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
 # make teacher : set-up, data, then train the released Fashion-MNIST teacher again (about an hour on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo qat reduced teacher test clean
+.PHONY: setup data demo qat reduced scale teacher test clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +45,12 @@ reduced: setup data
 	$(BIN)/python run_experiments.py --preset=reduced
 	$(BIN)/python run_experiments.py --preset=transfer
 	$(BIN)/python plot_experiment_results.py --preset=reduced
+
+# the data-scaling experiment: a sweep per labeled size in checkpoints/scale/n<N>/ (resumable), then scale.md and
+# plots/kd_gain_vs_data.png across the sizes
+scale: setup data
+	$(BIN)/python run_experiments.py --preset=scale
+	$(BIN)/python plot_experiment_results.py --preset=scale
 
 # the released teacher (teachers/), remade from scratch under checkpoints/teachers/ (an interrupted one resumes),
 # then measured and set beside the released one

@@ -57,22 +57,37 @@ PLAIN_NAME = must(lambda v: v == "" or (RUN_NAME.fullmatch(v) is not None and v 
                   "a plain folder name (letters, digits, . _ - +), not a path; \"\" = derived")
 
 
-def positive_ints(example: str, bools: bool = False) -> Check:
-    """A tuple of positive ints (sweep_blocks has always taken True, as 1: bools=True keeps that)."""
-    return Check(lambda v: all(isinstance(x, int) and (bools or not isinstance(x, bool)) and x > 0 for x in v),
-                 f"expected a list of positive ints, e.g. {example}", True)
+def positive_ints(example: str, bools: bool = False, most: int = None) -> Check:
+    """A tuple of positive ints (sweep_blocks has always taken True, as 1: bools=True keeps that), each at most
+    `most` where given."""
+    return Check(lambda v: all(isinstance(x, int) and (bools or not isinstance(x, bool)) and 0 < x <= (most or x)
+                               for x in v), f"expected a list of positive ints{f' up to {most}' if most else ''}, "
+                                            f"e.g. {example}", True)
 
 
-def knob(scope: str):
+def non_negative_ints(example: str) -> Check:
+    return Check(lambda v: all(type(x) is int and x >= 0 for x in v), f"expected a list of ints >= 0, e.g. {example}",
+                 True)
+
+
+MAX_EPOCHS = 100_000  # a sane ceiling: Beyer et al. 2022's longest function-matching schedules are 10,000 epochs
+EPOCHS = must(lambda v: 1 <= v <= MAX_EPOCHS, f"in 1..{MAX_EPOCHS}")
+EPOCHS_OR_0 = must(lambda v: 0 <= v <= MAX_EPOCHS, f"in 0..{MAX_EPOCHS} (0 = epochs)")
+
+
+def knob(scope: str, recipe: bool = False):
     """The field factory of one scope. check: a Check or None; methods: the distillation methods a hyper-parameter
     belongs to; group: students trained together in one group must share it; section: the docs section this field
-    opens; doc: its one line in docs/config.md and --help."""
+    opens; doc: its one line in docs/config.md and --help. recipe: a recipe (--recipe=NAME or @file) may set the
+    field: it says how a run learns, not what data, model, seed or folder it has; a method's hyper-parameters
+    always may."""
     def make(default, check: Check = None, *, methods: tuple = (), group: bool = False, section: str = "",
              doc: str = ""):
         if not (check is None or isinstance(check, Check)):
             raise TypeError(f"a field's check is a cli.Check or None, not {check!r} (methods=, doc= are keywords)")
         return dataclasses.field(default=default, metadata={"scope": scope, "methods": methods, "check": check,
-                                                             "group": group, "section": section, "doc": doc})
+                                                             "group": group, "section": section, "doc": doc,
+                                                             "recipe": recipe or bool(methods)})
     return make
 
 
@@ -209,7 +224,7 @@ def parse_overrides(argv: list[str], schema) -> dict:
             raise UserError(f"{arg}: expected --field=value (e.g. --blocks=6); see docs/config.md for every field")
         key, text = arg[2:].split("=", 1)
         if key == "recipe" and text.startswith("@"):  # a recipe file, e.g. the one tune.py writes
-            recipe = read_recipe_file(text[1:], types)
+            recipe = read_recipe_file(text[1:], schema)
             continue
         if key in ("preset", "recipe"):
             table = PRESETS if key == "preset" else RECIPES
@@ -231,8 +246,10 @@ def make_config(schema, argv: list[str] = None, **fields):
     return schema(**{**parse_overrides(list(argv or []), schema), **fields})
 
 
-def read_recipe_file(path: str, names) -> dict:
-    """--recipe=@path: a JSON object of config fields (tune.py writes one), applied like a named recipe."""
+def read_recipe_file(path: str, schema) -> dict:
+    """--recipe=@path: a JSON object of config fields (tune.py writes one), applied like a named recipe. Only
+    fields declared recipe=True (how a run learns): a file never sets where a run writes, whether it replaces a
+    finished one, or its data, model and seed. Each value is checked here, so a bad one names the file."""
     try:
         with open(path) as f:
             fields = json.load(f)
@@ -241,9 +258,21 @@ def read_recipe_file(path: str, names) -> dict:
     fields = fields.get("fields", fields) if isinstance(fields, dict) else fields
     if not isinstance(fields, dict):
         raise UserError(f"--recipe=@{path}: not a JSON object of config fields")
-    unknown = sorted(set(fields) - set(names))
+    declared = {f.name: f for f in dataclasses.fields(schema)}
+    unknown = sorted(set(fields) - set(declared))
     if unknown:
         raise UserError(f"--recipe=@{path}: unknown config fields {', '.join(unknown)}")
+    barred = sorted(k for k in fields if not declared[k].metadata["recipe"])
+    if barred:
+        raise UserError(f"--recipe=@{path}: sets {', '.join(barred)}, which a recipe may not: a recipe sets how a "
+                        f"run learns (method and its hyper-parameters, optimisation, schedule, augmentation); pass "
+                        f"the others as flags")
+    types = field_types(schema)
+    for k, v in fields.items():
+        try:
+            check_field(k, types[k], v, declared[k].metadata["check"])
+        except UserError as e:  # `--temperature='hot': ...` would blame a flag the user never passed
+            raise UserError(f"--recipe=@{path}: field {str(e)[2:]}") from None
     return {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
 
 

@@ -11,7 +11,8 @@ from typing import Optional
 
 import cli
 import config_rules
-from cli import DEVICE, NON_NEGATIVE, PLAIN_NAME, POSITIVE, UNIT_INTERVAL, Check, each_of, must, one_of, positive_ints
+from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NAME, POSITIVE, UNIT_INTERVAL, Check,
+                 each_of, must, non_negative_ints, one_of, positive_ints)
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
                  teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
@@ -26,7 +27,7 @@ TIMM_PATTERN = re.compile(r"timm:[A-Za-z0-9_.-]+$")  # the name itself is checke
 TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS, "timm:<name>")
 PRECISIONS = tuple(PRECISION_LOOKS)  # utils/names.py: one table of names, their order, labels and plot styles
 METHODS = tuple(METHOD_LOOKS)  # the same table; distill.DISTILLERS registers a Distiller for each
-from config_rules import NO_TEACHER_METHODS  # noqa: E402,F401 (re-exported)
+from config_rules import MAX_SEED, NO_TEACHER_METHODS  # noqa: E402,F401 (re-exported)
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
 SCOPES = {  # what changing a field changes; a method's hyper-parameters also name their methods (summaries record them)
@@ -34,6 +35,9 @@ SCOPES = {  # what changing a field changes; a method's hyper-parameters also na
     "run": "where and how a run executes (paths, device, threads, memory layout), not what it learns",
     "eval": "evaluate.py and the test metric", "deploy": "the deployment variants", "sweep": "run_experiments.py"}
 _train, _run, _eval, _deploy, _sweep = (cli.knob(s) for s in SCOPES)
+# a train field a recipe (--recipe=NAME or @file) may set: how a run learns, never its data, model, seed or folders
+_learn = cli.knob("train", recipe=True)
+SEED = must(lambda v: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED} (2**32 - 1: numpy's seed range)")
 
 TEACHER_ARCH = Check(lambda v: v in TEACHER_ARCHS[:-1] or TIMM_PATTERN.match(v) or (  # wrn{6n+4}_{k >= 1}
     (m := WRN_PATTERN.match(v)) is not None and int(m[1]) >= 10 and (int(m[1]) - 4) % 6 == 0 and int(m[2]) >= 1),
@@ -60,11 +64,11 @@ class Config:
         "them; needs max_train_samples and a method with a teacher; 0 = none")
     val_fraction: float = _train(0.0, must(lambda v: 0 <= v < 1, "in [0, 1)"), group=True, doc="share of the whole "
         "train split held out (fixed, seed-independent) to select the epoch; 0 = select on test (the original)")
-    augment: str = _train("crop+flip", one_of("none", "flip", "crop+flip"), group=True, doc="batch augmentation on "
+    augment: str = _learn("crop+flip", one_of("none", "flip", "crop+flip"), group=True, doc="batch augmentation on "
         "tensors: none | flip | crop+flip (4 px zero padding)")
-    random_erasing: float = _train(0.0, UNIT_INTERVAL, group=True, doc="probability of erasing a random rectangle per "
+    random_erasing: float = _learn(0.0, UNIT_INTERVAL, group=True, doc="probability of erasing a random rectangle per "
         "image (Zhong et al. 2020 use 0.5)")
-    mixup: float = _train(0.0, NON_NEGATIVE, doc="mixup Beta(a, a) of a batch with its own shuffle (Zhang et al. "
+    mixup: float = _learn(0.0, NON_NEGATIVE, doc="mixup Beta(a, a) of a batch with its own shuffle (Zhang et al. "
         "2018); 0 = off")
     num_workers: int = _run(0, NON_NEGATIVE, doc="processes decoding JPEGs when a cache is built; 0 = in-process")
     role: str = _train("student", one_of("teacher", "student"), section="model", doc="which model train.py trains")
@@ -88,7 +92,7 @@ class Config:
         "of it, .pth/.pt/.safetensors); \"\" = the hub cache")
     teacher_checkpoint: str = _train("", group=True, doc="run dir or weights file of the trained teacher; \"\" = "
         "out_dir/<dataset's teacher run>")
-    method: str = _train("kd", one_of(*METHODS), section="distillation", doc="ce (no teacher: the control) | kd "
+    method: str = _learn("kd", one_of(*METHODS), section="distillation", doc="ce (no teacher: the control) | kd "
         "(Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching) | pl (CE "
         "with the teacher's argmax as the labels of unlabeled images: the transfer set's control)")
     temperature: float = _train(4.0, must(lambda v: v > 0, "> 0 (the softmax temperature T; 1-20 is usual)"),
@@ -120,25 +124,25 @@ class Config:
         "KL (Beyer et al. 2022 use 1)")
     fm_mixup: float = _train(1.0, NON_NEGATIVE, methods=("fm",), doc="fm: mixup Beta(a, a) of the one view teacher and "
         "student share (Beyer et al.: mixup + crops)")
-    teacher_logits: str = _train("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
+    teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
-    teacher_precision: str = _train("fp32", one_of("fp32", "bf16", "auto"), group=True, doc="the frozen teacher's "
+    teacher_precision: str = _learn("fp32", one_of("fp32", "bf16", "auto"), group=True, doc="the frozen teacher's "
         "forward only (autocast; the student keeps `precision`); auto = bf16 where the hardware has native bf16 units")
-    precision: str = _train("fp32", one_of(*PRECISIONS, "auto"), section="precision and optimisation", doc="fp32 | "
+    precision: str = _learn("fp32", one_of(*PRECISIONS, "auto"), section="precision and optimisation", doc="fp32 | "
         "fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics) | auto (bf16 where the CPU has AMX "
         "or AVX512-BF16, or the GPU tensor cores; fp32 elsewhere)")
-    optimizer: str = _train("adam", one_of("adam", "adamw", "sgd", "adam8bit"), doc="adam | adamw | sgd | adam8bit "
+    optimizer: str = _learn("adam", one_of("adam", "adamw", "sgd", "adam8bit"), doc="adam | adamw | sgd | adam8bit "
         "(bitsandbytes 8-bit optimizer state)")
-    lr: float = _train(1e-3, must(lambda v: v > 0, "> 0"), doc="learning rate at batch_size (the original: Adam 1e-3)")
-    momentum: float = _train(0.9, must(lambda v: 0 <= v < 1, "in [0, 1)"), doc="sgd only")
-    nesterov: bool = _train(False, doc="sgd only: Nesterov momentum")
-    weight_decay: float = _train(0.0, NON_NEGATIVE, doc="L2 / decoupled decay; the original used none")
-    schedule: str = _train("cosine", one_of("cosine", "step", "none"), doc="cosine (to 0 over epochs) | step (x0.1 "
+    lr: float = _learn(1e-3, must(lambda v: v > 0, "> 0"), doc="learning rate at batch_size (the original: Adam 1e-3)")
+    momentum: float = _learn(0.9, must(lambda v: 0 <= v < 1, "in [0, 1)"), doc="sgd only")
+    nesterov: bool = _learn(False, doc="sgd only: Nesterov momentum")
+    weight_decay: float = _learn(0.0, NON_NEGATIVE, doc="L2 / decoupled decay; the original used none")
+    schedule: str = _learn("cosine", one_of("cosine", "step", "none"), doc="cosine (to 0 over epochs) | step (x0.1 "
         "every lr_step_epochs) | none")
-    lr_step_epochs: int = _train(5, POSITIVE, doc="step schedule period, epochs")
-    warmup_epochs: float = _train(0.0, NON_NEGATIVE, doc="linear learning-rate warm-up from 0, epochs (fractions "
+    lr_step_epochs: int = _learn(5, POSITIVE, doc="step schedule period, epochs")
+    warmup_epochs: float = _learn(0.0, NON_NEGATIVE, doc="linear learning-rate warm-up from 0, epochs (fractions "
         "allowed), before the schedule")
-    epochs: int = _train(15, POSITIVE, doc="upper bound; early stopping may end sooner (the original: 15)")
+    epochs: int = _learn(15, EPOCHS, doc="upper bound; early stopping may end sooner (the original: 15)")
     select_from: float = _train(0.0, must(lambda v: 0 <= v < 1, "in [0, 1) (the share of the epochs that are not "
         "evaluated; the last always is)"), doc="share of the epochs before the first evaluation of the selection "
         "split: the best epoch is picked from the rest (0 = every epoch)")
@@ -146,14 +150,14 @@ class Config:
         "(torchao PT2E, activations too) | int4 | ternary | binary (Brevitas); first conv and last linear at 8 bits")
     init_from: str = _train("", doc="a QAT run's starting point: the run dir of a finished fp32 student of the same "
         "model and dataset; \"\" = random init")
-    qat_epochs: int = _train(0, NON_NEGATIVE, doc="a QAT run's epochs (in place of epochs); 0 = epochs")
-    qat_lr: float = _train(0.0, NON_NEGATIVE, doc="a QAT run's learning rate (in place of lr); 0 = lr")
-    patience: int = _train(3, NON_NEGATIVE, doc="epochs without a better accuracy before stopping; 0 = never stop "
+    qat_epochs: int = _learn(0, EPOCHS_OR_0, doc="a QAT run's epochs (in place of epochs); 0 = epochs")
+    qat_lr: float = _learn(0.0, NON_NEGATIVE, doc="a QAT run's learning rate (in place of lr); 0 = lr")
+    patience: int = _learn(3, NON_NEGATIVE, doc="epochs without a better accuracy before stopping; 0 = never stop "
         "early (the original: 3)")
-    batch_size: int = _train(224, POSITIVE, group=True, doc="images per step (the original: 224)")
+    batch_size: int = _learn(224, POSITIVE, group=True, doc="images per step (the original: 224)")
     eval_batch_size: int = _run(1024, POSITIVE, group=True, doc="images per evaluation forward (no activations kept); "
         "on a CPU capped to ~200k pixels")
-    seed: int = _train(0, NON_NEGATIVE, group=True, doc="seeds model init, data order, augmentation and the subset")
+    seed: int = _train(0, SEED, group=True, doc="seeds model init, data order, augmentation and the subset")
     device: str = _run("auto", DEVICE, group=True, doc="auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps")
     channels_last: bool = _run(True, doc="NHWC memory format: faster convolutions on CPU and tensor cores")
     compile: bool = _run(False, doc="torch.compile the training model (pays a compile time once per run)")
@@ -187,7 +191,7 @@ class Config:
     sweep_methods: tuple = _sweep(("kd",), each_of(*METHODS), doc="distillation methods; a ce control per depth is "
         "always added")
     seeds: int = _sweep(1, POSITIVE, doc="seeds first_seed..first_seed+seeds-1 per grid point")
-    first_seed: int = _sweep(0, NON_NEGATIVE, doc="the sweep's first seed (choose settings on seeds the reported table "
+    first_seed: int = _sweep(0, SEED, doc="the sweep's first seed (choose settings on seeds the reported table "
         "does not use, e.g. 100)")
     workers: int = _sweep(1, POSITIVE, doc="groups of students trained at once, each in its own process (1 = one after "
         "another)")
@@ -197,15 +201,15 @@ class Config:
         "Ray started for the sweep")
     gpus_per_run: float = _sweep(1.0, NON_NEGATIVE, doc="Ray: GPU share each run asks for (0.25 packs four on one "
         "GPU); a task asks runs x this, at most 1; 0 on a cluster without GPUs")
-    cpus_per_task: int = _sweep(1, POSITIVE, doc="Ray: CPUs each student task asks for, and its torch threads (the "
-        "teacher's task: every CPU of the largest node)")
+    cpus_per_task: int = _sweep(0, NON_NEGATIVE, doc="Ray: CPUs and torch threads of a student task; 0 = a local run's "
+        "threads (at most the largest node's CPUs; the teacher's task: all of that node)")
     runs_per_task: int = _sweep(1, NON_NEGATIVE, doc="Ray: runs per task, trained together (one batch and teacher "
         "forward for all); 0 = a whole group of students")
     ray_shared_fs: Optional[bool] = _sweep(None, doc="Ray: do all nodes see out_dir? None = yes for a local Ray; "
         "False: tasks return their files, the driver writes them")
-    transfer_epochs: int = _sweep(0, NON_NEGATIVE, doc="the sweep's runs with a transfer set (unlabeled_samples): "
+    transfer_epochs: int = _sweep(0, EPOCHS_OR_0, doc="the sweep's runs with a transfer set (unlabeled_samples): "
         "epochs, e.g. to match the control's images x epochs (the warm-up keeps its share of the run); 0 = epochs")
-    teacher_epochs: int = _sweep(0, NON_NEGATIVE, doc="the sweep's teacher run: epochs; 0 = same as the students' "
+    teacher_epochs: int = _sweep(0, EPOCHS_OR_0, doc="the sweep's teacher run: epochs; 0 = same as the students' "
         "epochs")
     teacher_train_samples: int = _sweep(0, NON_NEGATIVE, doc="the sweep's teacher run: train images; 0 = same as "
         "max_train_samples")
@@ -215,6 +219,10 @@ class Config:
         "autocast there trains at ~10 img/s")
     sweep_qat: tuple = _sweep((), each_of(*QAT_MODES[1:]), doc="per depth and seed, a QAT-CE and a QAT-KD run at "
         "each grid, both from that seed's fp32 student of the first sweep method, and its PTQ contrast")
+    sweep_train_samples: tuple = _sweep((), non_negative_ints("[500,2000,0]"), doc="labeled sizes as an axis: a sweep "
+        "per size in <out_dir>/n<N> (0 = all)")
+    sweep_train_epochs: tuple = _sweep((), positive_ints("[40]", most=MAX_EPOCHS), doc="epochs per size; () = epochs")
+    scale_deep_upto: int = _sweep(0, NON_NEGATIVE, doc="sizes above it: first sweep depth only; 0 = no limit")
     precision_note: str = _sweep("", doc="set by the sweep when it substitutes a precision; shown in every summary")
 
     def __post_init__(self):
@@ -229,7 +237,14 @@ class Config:
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["group"])
 
 
-make_config = functools.partial(cli.make_config, Config)  # defaults <- preset <- recipe <- argv <- **fields
+def make_config(argv: list = None, **fields) -> Config:
+    """Defaults <- preset <- recipe <- argv <- **fields, then what a command line may not ask for: a flag that would
+    be ignored (config_rules.check_command_line; the runtime's own copies of a Config may leave such fields)."""
+    cfg = cli.make_config(Config, argv, **fields)
+    config_rules.check_command_line(cfg)
+    return cfg
+
+
 parse_overrides = functools.partial(cli.parse_overrides, schema=Config)  # --field=value strings -> {field: value}
 config_from_dict = functools.partial(cli.config_from_dict, Config)  # config.json -> Config (errors name the file)
 fields_in_scope = functools.partial(cli.fields_in_scope, Config)  # names of these scopes' fields, declaration order

@@ -1,12 +1,45 @@
 """The rules between a Config's fields, checked when one is built (before any data loads): each breach is
 one line naming the flags. A single field's own check is declared with the field (config.py)."""
+import re
+
 from utils.errors import UserError
+from utils.lock import TABLE_LOCK_FILE
+from utils.run_files import SIZE_FOLDER
+from utils.tensorboard import HPARAMS_DIR
 
 NO_TEACHER_METHODS = ("ce",)  # methods that train without a teacher (distill.DISTILLERS' uses_teacher False)
 FEATURE_METHODS = ("fitnet", "at")  # methods that match intermediate feature maps
+MAX_SEED = 2 ** 32 - 1  # numpy's RandomState (Optuna's samplers) takes 0..2**32-1; torch takes up to 2**64-1
+# what the sweep writes in out_dir beside its run directories (utils/tensorboard.py, plot_experiment_results.py,
+# runtime/teacher.py, utils/results.py, utils/lock.py, utils/scale_report.py; a data-scaling sweep's size folders:
+# utils/run_files.SIZE_FOLDER): a run of such a name would be written over, or deleted with, the sweep's own files.
+# Compared case-folded: macOS and Windows file systems fold case
+OUT_DIR_NAMES = {HPARAMS_DIR: "its TensorBoard hparams table, rebuilt whole by every sweep",
+                 "tb_hparams.json": "what its TensorBoard hparams table shows", "plots": "its figures",
+                 "logits_cache": "the teacher-logit cache of a read-only teacher", "results.csv": "its table",
+                 "results.md": "its table", TABLE_LOCK_FILE: "its table's lock", "scale.md": "its data-scaling table",
+                 "scale.csv": "its data-scaling table"}
+STUDY_FILE = re.compile(r".*\.(db|db-journal|db-wal|db-shm|best\.json)$", re.IGNORECASE)  # tune.py's, in out_dir
+
+
+def check_out_dir_name(flag: str, name: str) -> None:
+    """A folder name in out_dir (--run_name, tune.py's --study) that is no file or folder the sweep or tune.py
+    writes there; that it is a plain name, not a path, is the field's own check (cli.PLAIN_NAME)."""
+    what = OUT_DIR_NAMES.get(name.lower()) or (SIZE_FOLDER.fullmatch(name.lower()) and "a data-scaling sweep's "
+                                                                                            "folder of one size")
+    if what:
+        raise UserError(f"--{flag}={name}: out_dir/{name.lower()} is the sweep's own ({what}); pick another --{flag}")
+    if STUDY_FILE.match(name):
+        raise UserError(f"--{flag}={name}: names ending in .db or .best.json are tune.py's study files in "
+                        f"out_dir; pick another --{flag}")
 
 
 def check(cfg) -> None:
+    if cfg.run_name:
+        check_out_dir_name("run_name", cfg.run_name)
+    if cfg.first_seed + cfg.seeds - 1 > MAX_SEED:
+        raise UserError(f"--first_seed={cfg.first_seed} --seeds={cfg.seeds}: the last seed, "
+                        f"{cfg.first_seed + cfg.seeds - 1}, is past {MAX_SEED} (2**32 - 1: numpy's seed range)")
     if cfg.role == "student" and cfg.method == "dkd" and cfg.mixup > 0:
         raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
     if cfg.unlabeled_samples:
@@ -53,3 +86,20 @@ def check_qat(cfg) -> None:
     if cfg.qat == "int8" and cfg.method in FEATURE_METHODS:
         raise UserError(f"{flag} with --method={cfg.method}: int8 QAT trains an exported graph, which has no "
                         f"intermediate feature maps to match; use kd, dkd, fm, pl or ce, or --qat=int4 and below")
+
+
+def check_command_line(cfg) -> None:
+    """What a command line (make_config) may not ask for, though a Config may hold it: a flag that would be
+    silently ignored. Not in check(): the runtime's own copies (a QAT run's teacher with qat="none", the
+    sweep's teacher and CE control without the transfer set) keep such fields, and old config.json files load."""
+    if cfg.teacher_weights and not cfg.teacher_pretrained:
+        raise UserError(f"--teacher_weights={cfg.teacher_weights}: read only with --teacher_pretrained=True (the "
+                        f"weights a pretrained teacher starts from); pass both, or neither")
+    qat = cfg.qat != "none" or cfg.sweep_qat  # the sweep's QAT runs take --qat_epochs and --qat_lr too
+    for name, what in (("qat_epochs", "epochs"), ("qat_lr", "learning rate")):
+        if getattr(cfg, name) and not qat:
+            raise UserError(f"--{name}={getattr(cfg, name)}: a QAT run's {what}; pass --qat=int8|int4|ternary|binary "
+                            f"(or the sweep's --sweep_qat), or leave it out")
+    if cfg.transfer_epochs and not cfg.unlabeled_samples:
+        raise UserError(f"--transfer_epochs={cfg.transfer_epochs}: the epochs of the sweep's runs with a transfer "
+                        f"set; pass --unlabeled_samples (with --max_train_samples), or leave it out")

@@ -15,6 +15,8 @@ runs are left out. One line per file written; a missing or empty out_dir stops w
     confusion_matrix_best_student.png       from the best student's evaluation.json (if evaluate.py ran)
     deploy_accuracy_vs_latency.png / deploy_accuracy_vs_bytes.png   with Pareto frontier (if deployed)
     qat_accuracy_vs_bytes.png               PTQ, QAT-CE and QAT-KD students: accuracy vs file bytes (--sweep_qat)
+    kd_gain_vs_data.png                     gain over the control against labeled images (--sweep_train_samples;
+                                            each size's own figures in <out_dir>/n<N>/plots/)
 
 An out_dir holding runs of several datasets gets one set per dataset, named <dataset>_<plot>.png.
 """
@@ -99,7 +101,29 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
     return failures
 
 
+def plot_scale(out_dir: str) -> int:
+    """A data-scaling sweep (--sweep_train_samples): each size folder's own figures, then
+    <out_dir>/plots/kd_gain_vs_data.png across the sizes; returns how many figures failed."""
+    from utils.plots.scale import plot_kd_gain_vs_data
+    from utils.scale_report import scale_rows, size_points
+
+    points = size_points(out_dir)
+    failures = sum(main(os.path.join(out_dir, folder)) for _, folder, _ in points)
+    rows = scale_rows(out_dir)
+    if not rows:
+        print("skipped kd_gain_vs_data.png: no size with both a CE control and a distilled student")
+        return failures
+    hardware = sorted({r.get("hardware") for _, _, runs in points for r in runs if r.get("hardware")})
+    note = f"{', '.join(f'{n:,}' for n, _, _ in points)} labeled images | trained on {'; '.join(hardware) or '?'}"
+    print(f"wrote {plot_kd_gain_vs_data(rows, os.path.join(out_dir, 'plots', 'kd_gain_vs_data.png'), note)}")
+    return failures
+
+
 def main(out_dir: str) -> int:
+    from utils.scale_report import size_points
+
+    if size_points(out_dir):
+        return plot_scale(out_dir)
     runs, failed = load_runs(out_dir)
     if failed:
         print(f"left out {len(failed)} failed run(s): {', '.join(failed)}")

@@ -66,6 +66,12 @@ PRESETS = {
     "full": dict(**RECIPES["student-sgd"], teacher_arch="wrn16_4", teacher_recipe="teacher-sgd", teacher_epochs=60,
                  val_fraction=0.1, epochs=30, seeds=3, sweep_methods=("kd", "dkd", "at"), sweep_precisions=("fp32",),
                  workers=3, out_dir="checkpoints/full"),
+    # `make scale`: the demo's protocol (released teacher, CE control and KD, 3 seeds) at 500, 2,000, 8,000 labeled
+    # images and the whole training split less the hold-out (58,800), fewer epochs for more data; res4 at every
+    # size, res8 up to 8,000 (the whole split would double the budget); <out_dir>/n<N>/ per size, scale.md and
+    # plots/kd_gain_vs_data.png across them
+    "scale": dict(**{**CPU_PROTOCOL, "sweep_blocks": (4, 8)}, sweep_train_samples=(500, 2000, 8000, 0),
+                  sweep_train_epochs=(40, 30, 20, 10), scale_deep_upto=8000, out_dir="checkpoints/scale"),
     # the demo's protocol on 5 new seeds (3-7), about 17 minutes on 2 cores;
     # `make reduced` then adds the transfer-set rows (--preset=transfer, same out_dir)
     "reduced": dict(**{**CPU_PROTOCOL, "seeds": 5}, first_seed=3, out_dir="checkpoints/reduced"),

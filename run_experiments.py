@@ -35,7 +35,8 @@ from utils.device import resolve_auto, resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results
-from utils.run_files import CorruptCheckpoint, failed_summary, read_summary, write_summary
+from utils.run_files import CorruptCheckpoint, failed_summary, read_summary, size_folder, write_summary
+from utils.scale_report import write_scale_report
 from utils.tensorboard import write_hparams
 
 
@@ -258,7 +259,41 @@ def check_writable(base: Config, runs: list) -> None:
         raise cannot_write(e, base.out_dir) from None
 
 
+def size_configs(base: Config) -> list:
+    """--sweep_train_samples: one sweep per labeled size, in its own folder (<out_dir>/n<N>, all/ for 0), each
+    with its own CE controls, table and plots; its epochs from --sweep_train_epochs; sizes above
+    --scale_deep_upto train only the first depth. Every size learns from the same teacher."""
+    sizes, epochs = base.sweep_train_samples, base.sweep_train_epochs or (base.epochs,) * len(base.sweep_train_samples)
+    deep = lambda n: not base.scale_deep_upto or 0 < n <= base.scale_deep_upto  # noqa: E731
+    return [dataclasses.replace(base, sweep_train_samples=(), sweep_train_epochs=(), max_train_samples=n, epochs=e,
+                                sweep_blocks=base.sweep_blocks if deep(n) else base.sweep_blocks[:1],
+                                out_dir=os.path.join(base.out_dir, size_folder(n))) for n, e in zip(sizes, epochs)]
+
+
+def scale_main(base: Config) -> int:
+    """The data-scaling sweep: the teacher once (unless --teacher_checkpoint names one), then each size's sweep
+    (resumable like any sweep), then <out_dir>/scale.md and scale.csv across the sizes."""
+    if base.sweep_train_epochs and len(base.sweep_train_epochs) != len(base.sweep_train_samples):
+        raise UserError(f"--sweep_train_epochs={list(base.sweep_train_epochs)}: one epoch count per size of "
+                        f"--sweep_train_samples={list(base.sweep_train_samples)}, or () for --epochs at every size")
+    teacher = base.teacher_checkpoint
+    if not teacher:
+        cfg = teacher_config(base)
+        if not is_complete(run_dir_of(cfg)) and run_one(cfg) != "done":
+            raise UserError(f"{run_dir_of(cfg)}: the teacher did not finish; the sizes' sweeps need it")
+        teacher = run_dir_of(cfg)
+    codes = []
+    for cfg in size_configs(base):
+        print(f"== {cfg.max_train_samples or 'all'} labeled images, {cfg.epochs} epochs: {cfg.out_dir}")
+        codes.append(main(dataclasses.replace(cfg, teacher_checkpoint=teacher)))
+    text = write_scale_report(base.out_dir)
+    print(text)
+    return max(codes)
+
+
 def main(base: Config) -> int:
+    if base.sweep_train_samples:
+        return scale_main(base)
     if torchrun.launched_by_torchrun():
         raise UserError("run_experiments.py runs under python, not torchrun: torchrun trains one run "
                         "(train.py); a sweep spreads over GPUs and nodes with --launcher=ray")

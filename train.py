@@ -34,7 +34,7 @@ from distill import needs_teacher
 from runtime import torchrun
 from runtime.epochs import train_epochs_together
 from runtime.inference import evaluate_logits, predict
-from runtime.run_dir import check_init_from, is_complete, restore_history, run_dir_of
+from runtime.run_dir import check_init_from, is_complete, remove_if_bare, restore_history, run_dir_of
 from runtime.training_run import TrainingRun
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
 from quant.students import resolve_qat_schedule
@@ -102,8 +102,13 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
         if refused is not None:
             raise refused
         todo = [i for i in range(len(cfgs)) if i not in ended]
-        if todo:
-            ended.update(_train_locked(cfgs, todo, world, device, on_epoch))
+        try:
+            if todo:
+                ended.update(_train_locked(cfgs, todo, world, device, on_epoch))
+        finally:
+            if world.main:  # a run that stopped before writing a file leaves no folder holding only .lock
+                for i in todo:
+                    remove_if_bare(run_dir_of(cfgs[i]))
     return [ended[i] for i in range(len(cfgs))]
 
 
@@ -167,7 +172,8 @@ def _train_locked(cfgs: list, todo: list, world, device, on_epoch=None) -> dict:
     if any(needs_teacher(cfgs[i]) for i in todo):
         from runtime.teacher import load_frozen_teacher
 
-        teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size)
+        teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size,
+                                            data=ds)
         if info["teacher_acc"] is None:
             info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
                                                           first.channels_last), test.labels)[1]

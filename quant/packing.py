@@ -93,7 +93,39 @@ def read_packed(path) -> tuple:
         raise UserError(f"{path}: cannot read a packed model ({str(e).splitlines()[0] if str(e) else e})") from None
     if "packing" not in meta:
         raise UserError(f"{path}: no 'packing' metadata; not a model.quant.safetensors")
-    return tensors, json.loads(meta["packing"]), meta
+    try:
+        packing = json.loads(meta["packing"])
+        why = packing_defect(packing, tensors)
+    except json.JSONDecodeError as e:
+        why = f"not JSON: {e.msg}"
+    if why:
+        raise UserError(f"{path}: damaged 'packing' metadata ({why})") from None
+    return tensors, packing, meta
+
+
+WEIGHTS_PER_BYTE = {"int8": 1, "int4": 2, "trit": 5, "sign": 8}
+
+
+def packing_defect(packing, tensors: dict):
+    """Why the 'packing' metadata does not describe the file's tensors (a codec, a shape of whole numbers, the
+    packed bytes that shape needs, one scale per output channel), or None."""
+    if not isinstance(packing, dict):
+        return f"a JSON {type(packing).__name__}, not an object"
+    for key, p in packing.items():
+        codec, shape = (p.get("codec"), p.get("shape")) if isinstance(p, dict) else (None, None)
+        if codec not in WEIGHTS_PER_BYTE:
+            return f"{key}: codec {json.dumps(codec)[:30]}, not one of {', '.join(WEIGHTS_PER_BYTE)}"
+        if not isinstance(shape, list) or not shape or not all(type(d) is int and d > 0 for d in shape):
+            return f"{key}: shape {json.dumps(shape)[:30]}, not a list of positive whole numbers"
+        packed, scale = tensors.get(key + ".packed"), tensors.get(key + ".scale")
+        if packed is None or scale is None:
+            return f"{key}: no {key}.packed and {key}.scale tensors in the file"
+        need = -(-math.prod(shape) // WEIGHTS_PER_BYTE[codec])
+        if packed.dtype != torch.uint8 or packed.dim() != 1 or packed.numel() != need:
+            return f"{key}: {shape} {codec} weights need {need} packed bytes, the file holds {packed.numel()}"
+        if scale.numel() != shape[0]:
+            return f"{key}: {scale.numel()} scales for {shape[0]} output channels"
+    return None
 
 
 def unpack_state(path) -> dict:

@@ -7,7 +7,10 @@ Deployable files (in the run directory):
                              plus per-channel scales; unpacked to fp32 at load (no low-bit kernel here,
                              so no speed claim)
     int8                     model.int8.pt2: torchao's converted int8 program, the same format as the
-                             int8 deploy variant; oneDNN int8 kernels once compiled with freezing
+                             int8 deploy variant; oneDNN int8 kernels once compiled with freezing. Written
+                             for deployment, never loaded here (torch.export.load can run code from a
+                             crafted archive): the run is rebuilt from model.int8.safetensors, the QAT
+                             graph's weights and quantization scales, converted again by quant/pt2e.py
 """
 import copy
 import dataclasses
@@ -19,13 +22,14 @@ from safetensors.torch import save as safetensors_bytes
 from data.dataset import NATIVE_SIZE
 from models.cnn_model import build_student
 from quant import EDGE_NOTE, LOWBIT_MODES
-from quant.pt2e import load_program
 from quant.table import PTQ_FILE, read_ptq
-from utils.atomic import atomic_write_json
+from utils.atomic import atomic_write_json, atomic_write_via
+from utils.checkpoint import load_weights_into, save_weights
 from utils.errors import UserError
 
 QUANT_FILE = "model.quant.safetensors"
 INT8_FILE = "model.int8.pt2"
+INT8_STATE_FILE = "model.int8.safetensors"  # what an int8 run is rebuilt from (see above)
 NO_KERNEL = "unpacked to fp32 at load: no low-bit kernel here, no speed claim"
 INT8_KERNEL = "torchao int8 program: oneDNN int8 kernels when compiled with freezing (evaluate.py --deploy=True times it)"
 
@@ -50,10 +54,44 @@ def resolve_qat_schedule(cfg):
     return dataclasses.replace(cfg, epochs=cfg.qat_epochs or cfg.epochs, lr=cfg.qat_lr or cfg.lr)
 
 
+def int8_state_path(path) -> str:
+    """The safetensors file beside an int8 program (x.pt2 -> x.safetensors) that the model is rebuilt from."""
+    return os.path.splitext(str(path))[0] + ".safetensors"
+
+
+def write_int8(prepared: torch.nn.Module, converted, cfg, path, in_channels: int):
+    """An int8 model's two files: the prepared graph's state (weights and quantization scales, safetensors)
+    and the converted program for deployment (.pt2)."""
+    from quant.pt2e import int8_program
+
+    save_weights(prepared.state_dict(), int8_state_path(path))
+    program = int8_program(converted, example_input(cfg, in_channels))
+    atomic_write_via(path, lambda f: torch.export.save(program, f))
+
+
+def rebuild_int8(cfg, path, in_channels: int, num_classes: int):
+    """The int8 program of `path` rebuilt from its state file through this project's code: the fp32 student,
+    exported and prepared as at training (QAT fake-quantize or PTQ observers), its weights and scales
+    loaded (safetensors: tensors only), converted. The .pt2 itself is not read."""
+    from quant.pt2e import Int8QAT, convert, int8_program, ptq_prepared
+
+    state = int8_state_path(path)
+    if not os.path.isfile(state):
+        raise UserError(f"{path}: no {os.path.basename(state)} beside it to rebuild the int8 model from (a run "
+                        f"made before program files stopped being loaded: they can carry pickled code); train "
+                        f"the QAT run again with --overwrite=True")
+    example = example_input(cfg, in_channels)
+    student = build_student(cfg, in_channels, num_classes).eval()
+    qat = cfg.qat == "int8"  # a QAT run's graph; otherwise the PTQ contrast of an fp32 run
+    prepared = Int8QAT(student, example) if qat else ptq_prepared(student, example)
+    load_weights_into(prepared, state, f"the int8 res{cfg.blocks} student")
+    converted = prepared.convert() if qat else convert(prepared)
+    return int8_program(converted, example)
+
+
 def qat_student(cfg, model: torch.nn.Module, in_channels: int, init_weights=None) -> torch.nn.Module:
     """The fp32 student `model` (from `init_weights` when given) turned into its QAT form for cfg.qat."""
     if init_weights:
-        from utils.checkpoint import load_weights_into
         load_weights_into(model, init_weights, f"the res{cfg.blocks} student of --init_from")
     if cfg.qat in LOWBIT_MODES:
         from quant.lowbit import to_lowbit
@@ -72,25 +110,22 @@ def export(model, cfg, run_dir: str, in_channels: int, num_classes: int) -> tupl
         from quant.packing import write_packed
         write_packed(model, path, {"qat": cfg.qat, "note": EDGE_NOTE})
     else:
-        from quant.pt2e import save_int8_program
-        save_int8_program(model.convert(), example_input(cfg, in_channels), path)
+        write_int8(model, model.convert(), cfg, path, in_channels)
     rebuilt, how = load_deployed(cfg, path, in_channels, num_classes)
     return rebuilt, {"qat": cfg.qat, "qat_layers": EDGE_NOTE, "deploy_file": os.path.basename(path),
-                     **file_bits(path, cfg.qat), "fp32_bytes": fp32_bytes, "deploy_how": how}
+                     **file_bits(path, cfg.qat, rebuilt), "fp32_bytes": fp32_bytes, "deploy_how": how}
 
 
-def file_bits(path: str, mode: str) -> dict:
-    """Bits per weight, the weights' packed bytes and the whole file's bytes, counted from the file."""
+def file_bits(path: str, mode: str, model=None) -> dict:
+    """Bits per weight, the weights' packed bytes (counted from the packed file, or from the int8 program
+    `model` rebuilt from its state) and the deployable file's bytes."""
     if mode in LOWBIT_MODES:
         from quant.packing import weight_bits
         b = weight_bits(path)
         return {"bits_per_weight": b["bits_per_weight"], "packed_bytes": b["packed_bytes"] + b["scale_bytes"],
                 "file_bytes": b["file_bytes"]}
-    program = load_program(path)
-    tensors = list(program.state_dict.values()) + list(program.constants.values())
-    ints = [t for t in tensors if t.dtype == torch.int8]
-    return {"bits_per_weight": 8.0 * sum(t.numel() * t.element_size() for t in ints) / max(1, sum(t.numel() for t in ints)),
-            "packed_bytes": sum(t.numel() * t.element_size() for t in tensors), "file_bytes": os.path.getsize(path)}
+    from quant.pt2e import int8_bits
+    return {**int8_bits(model.program), "file_bytes": os.path.getsize(path)}
 
 
 def load_deployed(cfg, path: str, in_channels: int, num_classes: int, mode: str = "") -> tuple:
@@ -105,9 +140,10 @@ def load_deployed(cfg, path: str, in_channels: int, num_classes: int, mode: str 
         except RuntimeError as e:
             raise UserError(f"{path}: does not fit the res{cfg.blocks} student ({str(e).splitlines()[0]})") from None
         return model.eval(), deploy_how(mode or cfg.qat)
-    from torchao.quantization.pt2e import allow_exported_model_train_eval
-    model = load_program(path).module()
-    allow_exported_model_train_eval(model)  # predict() calls .eval()
+    from quant.pt2e import runnable
+    program = rebuild_int8(cfg, path, in_channels, num_classes)
+    model = runnable(program)  # predict() calls .eval()
+    model.program = program  # what file_bits counts
     return model, deploy_how("int8")
 
 
@@ -127,11 +163,11 @@ def ptq_contrasts(init_dir: str, modes, evaluate, model, cfg, ds, calib) -> dict
             from quant.packing import write_packed
             write_packed(to_lowbit(copy.deepcopy(model), mode).eval(), path, {"ptq": mode, "note": EDGE_NOTE})
         else:
-            from quant.pt2e import ptq_int8, save_int8_program
-            example = example_input(cfg, ds.in_channels)
-            save_int8_program(ptq_int8(copy.deepcopy(model).eval(), example, calib), example, path)
+            from quant.pt2e import convert, ptq_prepared
+            prepared = ptq_prepared(copy.deepcopy(model).eval(), example_input(cfg, ds.in_channels), calib)
+            write_int8(prepared, convert(prepared), cfg, path, ds.in_channels)
         rebuilt, how = load_deployed(cfg, path, ds.in_channels, ds.num_classes, mode)
-        rows[mode] = {"test_acc": evaluate(rebuilt), **file_bits(path, mode), "deploy_how": how,
+        rows[mode] = {"test_acc": evaluate(rebuilt), **file_bits(path, mode, rebuilt), "deploy_how": how,
                       "how": ("torchao PT2E static int8, calibrated" if mode == "int8" else
                               "round to nearest, per-channel scales") + f"; {EDGE_NOTE}"}
         atomic_write_json(os.path.join(init_dir, PTQ_FILE), rows)

@@ -3,8 +3,8 @@ sweep, or on a cluster (`--ray_address=host:port` or RAY_ADDRESS).
 
 A task trains `runs_per_task` runs of one group (the sweep's own `run_group`: complete runs skipped,
 partial ones resumed from checkpoint.pt, a failure recorded in its summary.json) with `cpus_per_task`
-CPUs (its torch threads) and min(1, runs x gpus_per_run) GPUs, so `--gpus_per_run=0.25` packs four
-runs on a GPU. A task whose
+CPUs (its torch threads; 0: as many as a local sweep's runs use, so bf16 gives the same digits) and
+min(1, runs x gpus_per_run) GPUs, so `--gpus_per_run=0.25` packs four runs on a GPU. A task whose
 worker died (killed, out of host memory, a lost node) runs again, up to RETRIES times, and resumes
 from the last checkpoint it can see; after that its runs are recorded as failed and the sweep goes on.
 
@@ -135,6 +135,18 @@ def train_task(run_group, cfgs: list, cwd: str, threads: int, inputs=None, teach
         return statuses, out
 
 
+def task_cpus(base, role: str, most_cpus: int) -> int:
+    """The CPUs a task asks for, which are also its torch threads. The teacher's task: every CPU of the largest
+    node (every student waits for it). A student's: --cpus_per_task, or where it is 0 (not set) the threads a
+    local sweep's runs use, torch's in this driver (at most the largest node's CPUs): bf16 results depend on
+    the thread count, so the same grid gives the same numbers under either launcher."""
+    import torch
+
+    if role == "teacher":
+        return most_cpus
+    return base.cpus_per_task or max(1, min(torch.get_num_threads(), most_cpus))
+
+
 class RaySweep:
     """`with RaySweep(base, run_group) as run_groups:` then `for cfgs, result in run_groups(groups)`,
     in the order tasks finish; result is the statuses of cfgs, or the exception that ended their task."""
@@ -190,7 +202,7 @@ class RaySweep:
             if any(needs_teacher(c) and not c.teacher_checkpoint for c in cfgs):
                 teacher = self._teacher()
         # the teacher, which every student waits for, trains alone: on every CPU of the largest node
-        cpus = self.most_cpus if cfgs[0].role == "teacher" else self.base.cpus_per_task
+        cpus = task_cpus(self.base, cfgs[0].role, self.most_cpus)
         return self.task.options(num_cpus=cpus, num_gpus=min(1.0, self.gpus * len(cfgs))).remote(
             self.run_group, cfgs, os.getcwd(), cpus, inputs, teacher)
 

@@ -17,8 +17,10 @@ from models.teacher_arch import build_model
 from models.timm_models import timm_name
 from utils.atomic import read_json, read_json_object
 from utils.checkpoint import load_weights_into
-from utils.errors import UserError
-from utils.run_files import CHECKPOINT, HISTORY, SUMMARY, load_checkpoint, load_history, read_summary, write_history
+from utils.errors import UserError, first_line
+from utils.lock import LOCK_FILE
+from utils.run_files import (CHECKPOINT, HISTORY, SUMMARY, load_checkpoint, load_history, load_summary, read_summary,
+                             write_history)
 
 RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
@@ -53,6 +55,18 @@ def remove_derived(run_dir) -> None:
             os.remove(path)
 
 
+def remove_if_bare(run_dir) -> None:
+    """A run directory holding nothing but its lock file (a run that stopped before writing anything: a bad
+    timm name, an unreadable teacher) is removed, so a failed start leaves no folder behind. The caller holds
+    the lock; rmdir fails, and the folder stays, if another process put a file in it meanwhile."""
+    try:
+        if os.listdir(run_dir) == [LOCK_FILE]:
+            os.unlink(os.path.join(run_dir, LOCK_FILE))
+            os.rmdir(run_dir)
+    except OSError:
+        pass
+
+
 def is_complete(run_dir) -> bool:
     summary = read_summary(run_dir)
     return summary is not None and summary.get("status") == "complete"
@@ -78,6 +92,19 @@ def restore_history(run_dir) -> None:
         history[-1].setdefault("test_acc", summary.get("final_test_acc"))
     write_history(run_dir, history)
     print(f"{path}: unreadable; rewritten from checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
+
+
+def resume_history(run_dir, history: list) -> None:
+    """A resumed run's history.json is its checkpoint.pt's history: one that is torn, missing or an epoch
+    ahead of the checkpoint (a kill between the two writes) is rewritten from it; one line says so when it
+    could not be read."""
+    found, why = load_history(run_dir)
+    if found == history:
+        return
+    write_history(run_dir, history)
+    if found is None:
+        print(f"{os.path.join(run_dir, HISTORY)}: {'unreadable' if why else 'missing'}; rewritten from "
+              f"checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
 
 
 def model_label(cfg) -> str:
@@ -144,6 +171,9 @@ def check_init_from(cfg) -> None:
         raise UserError(f"--init_from={cfg.init_from}: no config.json there; expected a finished fp32 student's "
                         f"run directory")
     other = read_json(path)
+    if not isinstance(other, dict):
+        raise UserError(f"--init_from={cfg.init_from}: {path}: not a JSON object of config fields (found "
+                        f"{type(other).__name__})")
     if other.get("qat", "none") != "none" or other.get("role") != "student":
         raise UserError(f"--init_from={cfg.init_from}: not an fp32 student run (role {other.get('role')}, "
                         f"qat {other.get('qat', 'none')})")
@@ -151,5 +181,14 @@ def check_init_from(cfg) -> None:
     diff = [f"{k} {other.get(k)!r} (this run: {getattr(cfg, k)!r})" for k in SAME_MODEL if other.get(k) != now[k]]
     if diff:
         raise UserError(f"--init_from={cfg.init_from}: another model or dataset: {'; '.join(diff)}")
+    summary, why = load_summary(cfg.init_from)
+    if why or summary is None or summary.get("status") != "complete":  # interrupted or failed: not its weights
+        if why:
+            state = f"its {SUMMARY} is unusable: {why}"
+        elif summary is not None and summary.get("status") == "failed":
+            state = f"it failed: {first_line(summary.get('error'), 120)}"
+        else:
+            state = f"interrupted, no {SUMMARY}; finish it with --resume=True"
+        raise UserError(f"--init_from={cfg.init_from}: not a finished run ({state})")
     if run_weights_file(cfg.init_from) is None:
         raise UserError(f"--init_from={cfg.init_from}: no weights there; is the run finished?")

@@ -23,23 +23,46 @@ from pathlib import Path
 import torch
 
 from config import arch_name, config_from_dict, teacher_run_name
-from data.dataset import NATIVE_SIZE, Split
+from data.dataset import NATIVE_SIZE, Split, stratified_subset
 from distill.base import TeacherOut
 from models.features import capture
 from models.teacher_arch import build_teacher
-from runtime.inference import predict
+from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
-from utils.run_files import read_summary
+from utils.run_files import check_digest, read_summary
+
+# the teacher measured again on the student's validation images when they are its own hold-out: at most this
+# many of them (a fixed stratified subset; 512 at 28 px take the released resnet20 0.7-0.8 s of CPU time, ~0.4 s
+# on 2 free cores), refused when it scores this many points (and 3 images) below what its summary records there.
+# Weights that load but are not the run's score near chance; the same weights differ by a few flipped images on
+# another CPU's kernels, and a 512-image subset of a 50% teacher's hold-out by about 1.7 points (one sd).
+VAL_CHECK_IMAGES = 512
+VAL_DROP = 10.0
+
+
+def teacher_members(cfg) -> list:
+    """The run dirs or weights files --teacher_checkpoint names: one, or several separated by commas (an
+    ensemble: the students learn from the mean of their logits)."""
+    return [s.strip() for s in cfg.teacher_checkpoint.split(",")] if "," in cfg.teacher_checkpoint else \
+        [cfg.teacher_checkpoint]
 
 
 def resolve_teacher_path(cfg) -> tuple:
-    """(weights file, run dir or None) for cfg.teacher_checkpoint ('' = out_dir/<dataset's teacher run>)."""
+    """(weights file, run dir or None) for cfg.teacher_checkpoint ('' = out_dir/<dataset's teacher run>); for an
+    ensemble, its members' weights and run dirs, each joined by commas (each checked as one teacher is)."""
+    members = teacher_members(cfg)
+    if len(members) > 1:
+        found = [resolve_teacher_path(replace(cfg, teacher_checkpoint=m)) for m in members]
+        return ",".join(w for w, _ in found), ",".join(r or w for w, r in found)
     spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
+    if not spec:
+        raise UserError("--teacher_checkpoint: an empty member in the comma-separated list of teachers")
     if os.path.isdir(spec):
         refuse_student_run(spec, spec)
+        refuse_failed_run(spec, spec)
         weights = run_weights_file(spec)
         if weights:
             return weights, spec
@@ -47,6 +70,7 @@ def resolve_teacher_path(cfg) -> tuple:
                         f"(python train.py --role=teacher --dataset={cfg.dataset})")
     if os.path.isfile(spec):
         refuse_student_run(os.path.dirname(os.path.abspath(spec)), spec)
+        refuse_failed_run(os.path.dirname(os.path.abspath(spec)), spec)
         return spec, None
     raise UserError(f"{spec}: no teacher run or weights file; train one first "
                     f"(python train.py --role=teacher --dataset={cfg.dataset} --out_dir={cfg.out_dir}) "
@@ -67,6 +91,37 @@ def refuse_student_run(run_dir, spec) -> None:
                     f"{saved.get('method')}); the teacher is {teacher}")
 
 
+def refuse_failed_run(run_dir, spec) -> None:
+    """A teacher run whose summary.json says it failed (or its weights): one line with its error."""
+    summary = read_summary(run_dir)
+    if summary is not None and summary.get("status") == "failed":
+        raise UserError(f"teacher {spec}: its summary.json says the run failed "
+                        f"({first_line(summary.get('error') or 'no error recorded', 120)}); train the teacher "
+                        f"again or pass another --teacher_checkpoint")
+
+
+def check_on_hold_out(teacher, cfg, run_dir, saved, weights, data) -> None:
+    """The teacher's accuracy measured again on the student's validation images, when they are the teacher's
+    own hold-out (same dataset, data source and val_fraction) and its summary records its accuracy there
+    for these weights (best_model.safetensors, selected on val): one line when it is far below
+    (VAL_DROP). Catches weights that load but are not the run's where no digest does (runs finished before
+    digests were recorded, a record edited with them)."""
+    summary = read_summary(run_dir) or {}
+    recorded, val = summary.get("best_val_acc"), data.val
+    if (val is None or recorded is None or os.path.basename(weights) != "best_model.safetensors"
+            or (saved.dataset, saved.val_fraction) != (cfg.dataset, cfg.val_fraction)
+            or (summary.get("data_source"), summary.get("val_images")) != (data.source, len(val))):
+        return  # other images, or no number recorded for these weights: nothing to compare with
+    idx = stratified_subset(val.labels, min(len(val), VAL_CHECK_IMAGES), 0)
+    sub = Split(val.images[idx], val.labels[idx]).to(next(teacher.parameters()).device)
+    acc = evaluate_logits(predict(teacher, sub, data.mean, data.std, cfg.eval_batch_size, cfg.channels_last),
+                          sub.labels)[1]
+    if recorded - acc > max(VAL_DROP, 300 / len(sub)):
+        raise UserError(f"teacher {run_dir}: {acc:.2f}% on {len(sub)} validation images of its own hold-out now, "
+                        f"{recorded:.2f}% in its summary.json: {weights} is not the weights that run selected; "
+                        f"restore them or train the teacher again")
+
+
 def _trained_shape(run_dir, saved) -> tuple:
     """(image size, channels or None, classes or None) a teacher run was trained at."""
     s = read_summary(run_dir) or {}
@@ -85,11 +140,47 @@ def check_teacher_shape(run_dir, saved, image_size, in_channels: int, num_classe
                         f"or train a teacher for this data")
 
 
-def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_size: int = None) -> tuple:
+class TeacherEnsemble(torch.nn.Module):
+    """Several frozen teachers as one: the mean of their logits (multi-teacher KD's plain average). Cached
+    logits cost one forward per member and image, once."""
+
+    def __init__(self, members: list):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x).float() for m in self.members]).mean(0)
+
+
+def load_teacher_ensemble(cfg, in_channels: int, num_classes: int, device, image_size, data) -> tuple:
+    """--teacher_checkpoint=a,b,...: each member loaded and checked as a single teacher is; logit methods only."""
+    from config_rules import FEATURE_METHODS
+
+    members = teacher_members(cfg)
+    if cfg.method in FEATURE_METHODS:
+        raise UserError(f"--method={cfg.method} matches one teacher's feature maps; an ensemble "
+                        f"(--teacher_checkpoint={cfg.teacher_checkpoint}) serves the logit methods")
+    if len(set(members)) < len(members):
+        raise UserError(f"--teacher_checkpoint={cfg.teacher_checkpoint}: a member is named twice")
+    loaded = [load_frozen_teacher(replace(cfg, teacher_checkpoint=m), in_channels, num_classes, device, image_size,
+                                  data) for m in members]
+    info = {"teacher_run": ",".join(i["teacher_run"] for _, i in loaded),
+            "teacher_weights": ",".join(i["teacher_weights"] for _, i in loaded),
+            "teacher_arch": "+".join(i["teacher_arch"] for _, i in loaded), "teacher_acc": None}  # measured by the caller
+    return TeacherEnsemble([t for t, _ in loaded]).eval(), info
+
+
+def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_size: int = None,
+                        data=None) -> tuple:
     """(teacher in eval mode with requires_grad False, info dict: run, weights, arch, accuracy).
     A teacher run trained at another image size, channel or class count than `image_size`, `in_channels`,
-    `num_classes` stops with one line naming both."""
+    `num_classes` stops with one line naming both; so do weights that differ from the sha256 their run's
+    summary records, a failed run, and (given the student's Dataset `data`) a teacher far below the
+    accuracy it recorded on its validation hold-out when that is the student's too (check_on_hold_out)."""
+    if len(teacher_members(cfg)) > 1:
+        return load_teacher_ensemble(cfg, in_channels, num_classes, device, image_size, data)
     weights, run_dir = resolve_teacher_path(cfg)
+    check_digest(weights, read_summary(run_dir or os.path.dirname(os.path.abspath(weights))))
     tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0, qat="none", init_from="")
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
             "teacher_acc": None}
@@ -109,6 +200,8 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
+    if run_dir and data is not None:
+        check_on_hold_out(teacher, cfg, run_dir, saved, weights, data)
     return teacher, info
 
 
@@ -125,9 +218,12 @@ def teacher_precision_label(cfg) -> str:
 
 
 def _fingerprint(weights: str, host_images, shape: tuple, view: str) -> str:
+    """Of the teacher's weights file (an ensemble's: each member's, in order), the images, view and precision."""
     h = hashlib.blake2b(digest_size=12)
-    st = os.stat(weights)
-    h.update(f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}|{view}|{shape}".encode())
+    for w in weights.split(","):
+        st = os.stat(w)
+        h.update(f"{os.path.abspath(w)}|{st.st_size}|{st.st_mtime_ns}|".encode())
+    h.update(f"{view}|{shape}".encode())
     h.update(host_images)  # the array's buffer itself: no copy of the (up to ~1 GB) train set
     return h.hexdigest()
 
@@ -174,7 +270,7 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
     autocast = teacher_autocast(cfg, data.images.device)
     host = data.images.detach().to("cpu").contiguous().numpy()
     # beside the teacher's weights; under the student's out_dir when the teacher's folder is read-only
-    homes = [Path(info["teacher_weights"]).parent / "logits_cache", Path(cfg.out_dir) / "logits_cache"]
+    homes = [Path(info["teacher_weights"].split(",")[0]).parent / "logits_cache", Path(cfg.out_dir) / "logits_cache"]
     out = {}
     for view in views:
         key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),

@@ -15,10 +15,10 @@ from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
 from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
-                             run_weights_file)
+                             resume_history, run_weights_file)
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
-from utils.atomic import atomic_write_json
+from utils.atomic import atomic_write_json, remove_stale_temps
 from utils.checkpoint import load_weights_into, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
 from utils.errors import UserError
@@ -100,11 +100,16 @@ class TrainingRun(Trainee):
         self.generator_state = ck["rng"]["generator"]
         self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
         self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
+        if self.world.main:  # a torn history.json is never kept: the checkpoint's is the record
+            resume_history(self.dir, self.history)
         print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
 
     def begin(self, source, n_train: int, n_test: int) -> None:
         if self.world.main:
             os.makedirs(self.dir, exist_ok=True)
+            stale = remove_stale_temps(self.dir)  # this process holds the run's lock: no write of another is live
+            if stale:
+                print(f"{self.name}: removed {len(stale)} temp file(s) of an interrupted write ({', '.join(stale[:3])})")
             atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
             if self.cfg.tensorboard:
                 self.tb = EpochLog(self.dir, self.start_epoch)
@@ -221,6 +226,8 @@ class TrainingRun(Trainee):
         return {**fields, "init_from": self.cfg.init_from, "qat_test_acc": acc}
 
     def finish(self, test, n_train: int, n_val: int) -> dict:
+        from utils.run_files import DIGEST_KEY, DIGESTED_FILES, file_digests
+
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
@@ -242,7 +249,7 @@ class TrainingRun(Trainee):
             "unlabeled_images": ds.unlabeled,
             "val_images": n_val, "test_images": n_test, "data_source": ds.source, "precision": cfg.precision,
             "precision_description": self.prec.description, "device": str(self.device),
-            "hardware": hardware_name(self.device), "method": self.distiller.name,
+            "hardware": hardware_name(self.device), "threads": torch.get_num_threads(), "method": self.distiller.name,
             "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
             # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not
             "effective_batch_size": cfg.batch_size, "world_size": self.world.size,
@@ -256,6 +263,8 @@ class TrainingRun(Trainee):
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
             "teacher_logits": None, **self.teacher_info, **qat, "warnings": self.warnings, "provenance": provenance(),
+            # every weights and deployable file is written by now: whoever loads one checks it against this
+            DIGEST_KEY: file_digests(self.dir, DIGESTED_FILES),
         })
         if self.tb is not None:
             self.tb.close()

@@ -5,10 +5,13 @@
     python teachers/release.py --release checkpoints/teachers/fashion-mnist_teacher_resnet20
 
 --check measures the run's test accuracy again (its whole test split, the weights students load) and
-compares it with the number its summary.json records. --compare does that for a remade teacher and
-sets it beside the released one of the same name. --release copies a finished run's small files into
-teachers/<run name>/ (no checkpoint.pt: students need the weights, not the optimizer state) and adds a
-"release" block to its summary.json: how it is remade, the accuracy measured at release, the bytes.
+compares it with the number its summary.json records, after checking every file whose sha256 it records.
+--compare does that for a remade teacher and sets it beside the released one of the same name. --release
+copies a finished teacher run's small files into teachers/<run name>/ (no checkpoint.pt: students need the
+weights, not the optimizer state) and adds a "release" block to its summary.json: how it is remade, the
+accuracy measured at release, the bytes, the sha256 of its weights. The size is checked before anything is
+copied, and the files are copied into a temporary folder beside it that then takes its place: a refused or
+interrupted release leaves the previous one as it was.
 """
 import argparse
 import datetime
@@ -16,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,8 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.inference import evaluate_logits, predict  # noqa: E402
 from runtime.run_dir import load_run  # noqa: E402
+from utils.atomic import atomic_copy_file, read_json_object  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
-from utils.run_files import HISTORY, RELEASE_KEY, SUMMARY, read_summary, write_summary  # noqa: E402
+from utils.run_files import (DIGEST_KEY, DIGESTED_FILES, HISTORY, RELEASE_KEY, SUMMARY, check_digest,  # noqa: E402
+                             file_digests, read_summary, write_summary)
 
 HERE = Path(__file__).resolve().parent
 RELEASED_FILES = ("best_model.safetensors", "model.safetensors", "config.json", SUMMARY, HISTORY,
@@ -48,8 +54,43 @@ def summary_of(run_dir) -> dict:
     return s
 
 
+def check_digests(run_dir, summary) -> None:
+    """Every weights file whose sha256 the summary records is still that file: one line naming it otherwise."""
+    for name in DIGESTED_FILES:
+        if os.path.isfile(os.path.join(run_dir, name)):
+            check_digest(os.path.join(run_dir, name), summary)
+
+
+def teacher_summary(run_dir) -> dict:
+    """The summary of a finished teacher run (config role teacher, summary status complete): one line otherwise."""
+    s = summary_of(run_dir)
+    roles = (s.get("role"), (read_json_object(os.path.join(run_dir, "config.json")) or {}).get("role"))
+    if roles != ("teacher", "teacher"):
+        what = (f"a student run ({s.get('arch')}, {s.get('method')})" if "student" in roles
+                else f"not a teacher run (role {roles[0]!r} in its summary, {roles[1]!r} in its config.json)")
+        raise UserError(f"{run_dir}: {what}; only a teacher run (config role teacher, summary status complete) "
+                        f"is released")
+    return s
+
+
+def destination(run_dir) -> Path:
+    """teachers/<run name>/ of a run directory, which must be a folder directly in teachers/ and no released
+    teacher itself: one line otherwise."""
+    src, home = Path(run_dir).resolve(), HERE.resolve()
+    if src == home or home in src.parents:
+        raise UserError(f"--release={run_dir}: already a released teacher (in {HERE}); release the run it was "
+                        f"trained as (its summary's release.trained_at)")
+    dest = HERE / src.name
+    if src.name in ("", ".", "..") or dest.resolve().parent != home:
+        raise UserError(f"--release={run_dir}: would be released to {dest.resolve()}, not a folder in {HERE}; "
+                        f"pass the run directory itself")
+    return dest
+
+
 def check(run_dir) -> float:
-    recorded = summary_of(run_dir)["best_test_acc"]
+    s = summary_of(run_dir)
+    check_digests(run_dir, s)
+    recorded = s["best_test_acc"]
     acc, n = measured_accuracy(run_dir)
     verdict = "ok" if abs(acc - recorded) <= TOLERANCE else "MISMATCH"
     print(f"{run_dir}: {acc:.2f}% on {n:,} test images now, {recorded:.2f}% in its summary: {verdict}")
@@ -61,7 +102,7 @@ def check(run_dir) -> float:
 def compare(run_dir) -> None:
     """A remade teacher beside the released one of the same name."""
     acc = check(run_dir)
-    released = HERE / Path(run_dir).name
+    released = HERE / Path(run_dir).resolve().name
     theirs = read_summary(str(released))
     if theirs is None:
         print(f"no released teacher {released} to compare with")
@@ -72,21 +113,49 @@ def compare(run_dir) -> None:
           f"{acc - theirs['best_test_acc']:+.2f} points")
 
 
+def _swap_in(tmp: Path, dest: Path) -> None:
+    """The folder tmp becomes dest; a previous dest is moved aside first and removed only once tmp is in place."""
+    old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old") if dest.exists() else None
+    if old is not None:
+        os.rename(dest, old)
+    try:
+        os.rename(tmp, dest)
+    except BaseException:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
 def release(run_dir, note: str = "") -> Path:
-    s = summary_of(run_dir)
-    acc, n = measured_accuracy(run_dir)
-    dest = HERE / Path(run_dir).name
-    dest.mkdir(exist_ok=True)
-    for name in RELEASED_FILES:
-        if os.path.isfile(os.path.join(run_dir, name)):
-            shutil.copyfile(os.path.join(run_dir, name), dest / name)
-    size = sum((dest / n_).stat().st_size for n_ in RELEASED_FILES if (dest / n_).is_file())
-    if size > MAX_BYTES:
+    dest = destination(run_dir)
+    src = Path(run_dir).resolve()
+    s = teacher_summary(src)
+    check_digests(src, s)
+    files = [name for name in RELEASED_FILES if (src / name).is_file()]
+    size = sum((src / name).stat().st_size for name in files)
+    if size > MAX_BYTES:  # before anything is copied
         raise UserError(f"{dest}: {size:,} bytes, over the {MAX_BYTES:,} a released teacher may take")
-    s[RELEASE_KEY] = {"remade_by": REMADE_BY, "trained_at": str(Path(run_dir)), "released": str(datetime.date.today()),
-                    "test_acc_at_release": acc, "test_images": n, "bytes": size,
-                    "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
-    write_summary(dest, s)
+    acc, n = measured_accuracy(src)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=HERE))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # a folder like any other, not mkdtemp's private 0700
+        for name in files:
+            if name != SUMMARY:  # written below, with the release block
+                atomic_copy_file(src / name, tmp / name)
+        s[RELEASE_KEY] = {"remade_by": REMADE_BY,
+                          "trained_at": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
+                          "released": str(datetime.date.today()), "test_acc_at_release": acc, "test_images": n,
+                          "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
+                          "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
+        write_summary(tmp, s)
+        _swap_in(tmp, dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     print(f"released {dest}: {acc:.2f}% on {n:,} test images, {size:,} bytes")
     return dest
 

@@ -103,8 +103,8 @@ def test_each_field_is_declared_once_with_its_check_and_group():
 
 @pytest.mark.parametrize("arg,message", [
     ("--blocks=0", "--blocks=0: must be in 1..64"),
-    ("--epochs=0", "--epochs=0: must be a positive number"),
-    ("--seed=-1", "--seed=-1: must not be negative"),
+    ("--epochs=0", "--epochs=0: must be in 1..100000"),
+    ("--seed=-1", "--seed=-1: must be in 0..4294967295 (2**32 - 1: numpy's seed range)"),
     ("--random_erasing=1.5", "--random_erasing=1.5: must be in [0, 1]"),
     ("--augment=rot", "--augment=rot: allowed values are none, flip, crop+flip"),
     ("--lr=nan", "--lr=nan: must be a finite number"),

@@ -1,12 +1,20 @@
 """The teacher that ships in teachers/: small, with its provenance, trained on images the students never
 select on, and as accurate on the whole test split as its summary says."""
 import importlib.util
+import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from config import PRESETS, make_config
+from models.teacher_arch import build_teacher
+from runtime.teacher import load_frozen_teacher
 from utils.atomic import read_json_object
+from utils.checkpoint import save_weights
+from utils.errors import UserError
+from utils.run_files import DIGEST_KEY, DIGESTED_FILES, file_digests
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("release", ROOT / "teachers" / "release.py")
@@ -37,6 +45,25 @@ def test_released_teacher_is_small_and_says_where_it_came_from(run_dir):
         students = make_config([f"--preset={name}"])
         if Path(students.teacher_checkpoint).name == run_dir.name:
             assert (students.val_fraction, students.dataset) == (cfg["val_fraction"], cfg["dataset"])
+
+
+@pytest.mark.parametrize("run_dir", RELEASED, ids=lambda p: p.name)
+def test_released_teacher_records_the_sha256_of_its_weights_and_loads(run_dir):
+    s = read_json_object(str(run_dir / "summary.json"))
+    assert s["release"][DIGEST_KEY] == file_digests(run_dir, DIGESTED_FILES)
+    assert {"best_model.safetensors", "model.safetensors"} <= set(s["release"][DIGEST_KEY])
+    cfg = replace(make_config(["--preset=demo"]), teacher_checkpoint=str(run_dir))
+    load_frozen_teacher(cfg, s["in_channels"], s["num_classes"], "cpu", s["image_size"])
+
+
+def test_an_untrained_resnet20_in_a_copy_of_the_released_teacher_is_refused(tmp_path):
+    copy = tmp_path / "teacher"
+    shutil.copytree(ROOT / PRESETS["demo"]["teacher_checkpoint"], copy, ignore=shutil.ignore_patterns("logits_cache"))
+    cfg = replace(make_config(["--preset=demo"]), teacher_checkpoint=str(copy))
+    torch.manual_seed(0)
+    save_weights(build_teacher(cfg, 1, 10), copy / "best_model.safetensors")  # loads, but has learned nothing
+    with pytest.raises(UserError, match="sha256 .* differs from the .* its run's summary.json records"):
+        load_frozen_teacher(cfg, 1, 10, "cpu", 28)
 
 
 @pytest.mark.slow  # the whole test split through resnet20: demo-size

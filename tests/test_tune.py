@@ -12,6 +12,8 @@ import pytest
 import run_experiments
 import tune
 from config import RELEASED_TEACHER, make_config
+from tests.fixtures import run_script
+from tests.test_config_guards import one_line
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +87,118 @@ def test_a_bad_recipe_file_is_one_line(tmp_path):
         make_config([f"--recipe=@{bad}"])
     with pytest.raises(UserError, match="cannot read a JSON recipe"):
         make_config([f"--recipe=@{tmp_path / 'missing.json'}"])
+
+
+# ----------------------------------------------------------------------------- issue 33: a hostile user's probe
+
+BASE = [a for a in ARGS if not a.startswith("--study=")]
+
+
+def fake_training(calls: list, seconds: float = 0.0):
+    """train.main as tune.py calls it, without training: it finds the teacher as a run would, then scores
+    the trial by its temperature."""
+    from runtime.teacher import resolve_teacher_path
+
+    def main(cfg, on_epoch=None):
+        resolve_teacher_path(cfg)
+        calls.append(cfg)
+        time.sleep(seconds)
+        return {"best_val_acc": 50.0 + cfg.temperature}
+    return main
+
+
+@pytest.mark.parametrize("study", ["../x", "ABS", "a?mode=memory", "a/b", "..", "plots", "tb_hparams"])
+def test_a_study_name_is_checked_like_a_run_name(study, tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune.train, "main", fake_training(calls))
+    out = tmp_path / "out"
+    study = str(tmp_path / "elsewhere") if study == "ABS" else study
+    with pytest.raises(UserError) as e:
+        tune.main(BASE + [f"--out_dir={out}", "--trials=1", f"--study={study}"])
+    assert str(e.value).startswith(f"--study={study}: ") and ("not a path" in str(e.value)
+                                                               or "pick another" in str(e.value))
+    assert not calls and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_study_folder_that_holds_a_run_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.train, "main", fake_training([]))
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"/t is a run directory; pass another --study"):
+        tune.main(ARGS + [f"--out_dir={tmp_path}", "--trials=1"])
+
+
+@pytest.mark.parametrize("kind,says", [("text", "not an Optuna study file (SQLite)"),
+                                       ("folder", "a folder, not an Optuna study file (SQLite)"),
+                                       ("torn", "cannot open the study")])
+def test_a_study_file_that_is_no_sqlite_database_is_one_line(kind, says, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.train, "main", fake_training([]))
+    db = tmp_path / "t.db"
+    if kind == "folder":
+        db.mkdir()
+    else:
+        db.write_bytes(b"a hostile user's notes\n" * 10 if kind == "text" else b"SQLite format 3\x00" + b"\x07" * 200)
+    line = one_line(run_script("tune.py", *ARGS, f"--out_dir={tmp_path}", "--trials=1"))
+    assert line.startswith(f"error: {db}: {says}"), line
+
+
+def test_a_read_only_out_dir_is_one_line(tmp_path, monkeypatch):
+    from tests.test_reliability_runs import read_only
+
+    monkeypatch.setattr(tune.train, "main", fake_training([]))
+    out = tmp_path / "out"
+    out.mkdir()
+    with read_only(out):
+        line = one_line(run_script("tune.py", *ARGS, f"--out_dir={out}", "--trials=1"))
+    assert line.startswith(f"error: {out}: cannot write there (") and "pass a writable --out_dir" in line
+
+
+def test_without_a_teacher_the_tune_stops_before_the_first_trial(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune.train, "main", fake_training(calls))
+    args = [a for a in ARGS if not a.startswith("--teacher_checkpoint=")]
+    line = one_line(run_script("tune.py", *args, f"--out_dir={tmp_path}", "--trials=2"))
+    assert line.startswith(f"error: {tmp_path}/fashion-mnist_teacher_resnet20: no teacher run or weights file")
+    assert not calls
+    # the teacher run in --out_dir (where the sweep trains it) is the one every trial learns from
+    import shutil
+    shutil.copytree(ROOT / RELEASED_TEACHER, tmp_path / "fashion-mnist_teacher_resnet20")
+    tune.main(args + [f"--out_dir={tmp_path}", "--trials=2"])
+    assert len(calls) == 2 and all(c.teacher_checkpoint == str(tmp_path / "fashion-mnist_teacher_resnet20")
+                                   for c in calls)
+
+
+def test_trials_means_trials_in_the_study_across_processes(tmp_path, monkeypatch):
+    import multiprocessing
+
+    monkeypatch.setattr(tune.train, "main", fake_training([], seconds=0.3))
+    args = ARGS + [f"--out_dir={tmp_path}", "--trials=5"]
+    procs = [multiprocessing.get_context("fork").Process(target=tune.cli, args=(args,)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}")
+    assert len([t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]) == 5
+    assert len(study.trials) == 5
+
+
+def test_a_trial_whose_process_died_is_failed_and_not_counted(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(tune.train, "main", fake_training(calls))
+    args = ARGS + [f"--out_dir={tmp_path}", "--trials=2"]
+    tune.main(args[:-1] + ["--trials=1"])
+    study = optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}")
+    orphan = study.ask()  # as a killed tune.py leaves it: RUNNING, its process gone
+    tune.main(args)
+    states = [t.state for t in optuna.load_study(study_name="t", storage=f"sqlite:///{tmp_path / 't.db'}").trials]
+    assert states[orphan.number] == optuna.trial.TrialState.FAIL
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 2 and len(calls) == 2
+
+
+def test_the_study_file_is_the_one_named_whatever_out_dir_holds(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune.train, "main", fake_training([]))
+    out = tmp_path / "a?mode=memory {x}%41"
+    tune.main(ARGS + [f"--out_dir={out}", "--trials=1"])
+    assert (out / "t.db").is_file() and sorted(p.name for p in tmp_path.iterdir()) == [out.name]

@@ -7,6 +7,7 @@ the mode any other tool would give it (0666 minus the umask), not mkstemp's priv
 """
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,12 +19,37 @@ def _umask() -> int:
     return mask
 
 
+# the temp file beside `path` while it is written: .<name>.<mkstemp's 8 random characters>.tmp
+TEMP_SUFFIX = ".tmp"
+TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def remove_stale_temps(folder) -> list:
+    """Remove the temp files a killed atomic write left in `folder` (its own level; only names of TEMP_NAME's
+    shape) and return their names. Only for a folder whose lock the caller holds: another process's write in
+    progress has such a file too."""
+    removed = []
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return removed
+    for name in names:
+        path = os.path.join(folder, name)
+        if TEMP_NAME.fullmatch(name) and os.path.isfile(path) and not os.path.islink(path):
+            try:
+                os.unlink(path)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
+
+
 def atomic_write_to(path, write) -> str:
     """`write(tmp_path)` fills a temp file beside `path` (a library that writes to a path: safetensors,
     torch.export, onnx), which is then fsynced and moved over `path` in one step."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

@@ -14,7 +14,21 @@ from utils.errors import UserError, first_line, shorten
 
 
 def atomic_torch_save(obj, path) -> None:
-    atomic_write_via(path, lambda f: torch.save(obj, f))
+    atomic_write_via(path, lambda f: _torch_save(obj, f))
+
+
+def _torch_save(obj, f) -> None:
+    """torch.save into an open file; a full disk (or any failed write) is the OSError the write raised: torch's
+    zip writer turns it into a RuntimeError ('unexpected pos ...') that would escape as a traceback."""
+    try:
+        torch.save(obj, f)
+    except RuntimeError as e:
+        cause = e.__cause__ or e.__context__
+        while cause is not None and not isinstance(cause, OSError):
+            cause = cause.__cause__ or cause.__context__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def save_weights(model_or_state, path, metadata: dict = None) -> int:
@@ -28,16 +42,23 @@ def save_weights(model_or_state, path, metadata: dict = None) -> int:
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since 1.6
 PICKLE_PROTO = b"\x80"      # a pickle of protocol 2+, torch's legacy format among them
-SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins")  # what weights-only loading rebuilds
+# what weights-only loading rebuilds (__builtin__: builtins as pickle protocol 2, torch.save's, names it)
+SAFE_MODULES = ("torch", "collections", "numpy", "_codecs", "builtins", "__builtin__")
 
 
 def _pickle_imports(path) -> list:
-    """'module.name' of every global a pickle file imports, read with pickletools (nothing is run)."""
+    """'module.name' of every global a pickle file imports, read with pickletools (nothing is run): the file
+    itself (torch's legacy format), or the data.pkl inside torch.save's zip archive."""
     import pickletools
+    import zipfile
 
     found, strings = [], []
     try:
-        with open(path, "rb") as f:
+        with open(path, "rb") as raw:
+            zipped = zipfile.ZipFile(raw) if zipfile.is_zipfile(raw) else None
+            raw.seek(0)
+            member = next((n for n in zipped.namelist() if n.endswith("data.pkl")), None) if zipped else None
+            f = zipped.open(member) if member else raw
             for op, arg, _ in pickletools.genops(f):
                 if op.name == "GLOBAL":
                     found.append(str(arg).replace(" ", "."))
@@ -55,6 +76,9 @@ def _torch_reason(err) -> str:
     text = str(err)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    elif text.startswith("Weights only load failed"):  # torch 2.14: the reason is the paragraph after the advice
+        reasons = [p for p in text.split("\n\n")[1:] if p.strip() and "Check the documentation" not in p]
+        text = reasons[0] if reasons else text
     return first_line(text if text.strip() else err)
 
 

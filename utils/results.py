@@ -13,7 +13,7 @@ from utils.run_files import SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
-           "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "epochs_run",
+           "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
            "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
 
 
@@ -188,6 +188,10 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
     used = next((r for r in rows if r["role"] == "student" and r["status"] == "complete"
                  and r.get("teacher_acc") is not None), None)
     hw = next((r["hardware"] for r in rows if r["status"] == "complete"), "")
+    threads = sorted({r["threads"] for r in rows if r["status"] == "complete" and r.get("threads") is not None})
+    if len(threads) > 1:  # e.g. a local sweep and a Ray one in one out_dir: bf16 sums differ with the split of work
+        hw += (f"; runs here trained with different torch thread counts ({', '.join(map(str, threads))}; the "
+               f"'threads' column), so their digits are not comparable run for run")
     selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
             f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "

@@ -12,6 +12,7 @@ epoch rows, so it carries no key of its own: it belongs to the schema of its run
 import hashlib
 import json
 import os
+import re
 
 from utils.atomic import atomic_write_json, read_json
 from utils.errors import UserError
@@ -30,7 +31,7 @@ QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", 
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
     "image_size", "in_channels", "num_classes", "classes", "train_images", "unlabeled_images", "val_images",
-    "test_images", "data_source", "precision", "precision_description", "device", "hardware", "method",
+    "test_images", "data_source", "precision", "precision_description", "device", "hardware", "threads", "method",
     "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
@@ -64,7 +65,7 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "params": int, "model_bytes": int, "epochs_run": int, "blocks": int, "seed": int,
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
-                    "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict}
+                    "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int}
 
 
 def schema_defect(record: dict):
@@ -103,7 +104,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + (DIGEST_KEY,))
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + (DIGEST_KEY, "threads"))
 
 
 def failed_summary(**values) -> dict:
@@ -144,6 +145,14 @@ def read_summary(run_dir):
     not finished."""
     summary, why = load_summary(run_dir)
     return None if why else summary
+
+
+SIZE_FOLDER = re.compile(r"(n[1-9][0-9]*|all)")  # a data-scaling sweep's folder per labeled size (size_folder)
+
+
+def size_folder(n: int) -> str:
+    """The folder of one labeled size's sweep under a data-scaling sweep's out_dir: n<N>, or all for 0."""
+    return f"n{n}" if n else "all"
 
 
 def sha256_file(path) -> str:

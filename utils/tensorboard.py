@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 
 from utils.atomic import atomic_update_text
 
@@ -39,6 +40,21 @@ def _writer_class():
     return SummaryWriter
 
 
+def _writable(log_dir: str) -> bool:
+    """Whether event files can be written in `log_dir` (made if needed); else one warning line and False:
+    TensorBoard is optional, so a tb/ that is a file or read-only turns it off for the run (its writer thread
+    would print a traceback at every write) and the run goes on."""
+    try:
+        os.makedirs(log_dir, exist_ok=True)
+        tempfile.TemporaryFile(dir=log_dir).close()
+        return True
+    except OSError as e:
+        why = "a file, not a folder" if os.path.exists(log_dir) and not os.path.isdir(log_dir) else e.strerror or e
+        print(f"warning: {log_dir}: cannot write TensorBoard events there ({why}); TensorBoard is off for this run",
+              file=sys.stderr)
+        return False
+
+
 class EpochLog:
     """One run's event stream in <run dir>/tb, opened at `first_epoch` (0-based; > 0 when resumed)."""
 
@@ -46,7 +62,7 @@ class EpochLog:
         log_dir = os.path.join(run_dir, "tb")
         if not first_epoch:  # a fresh start: the old run's events would interleave with the new ones
             shutil.rmtree(log_dir, ignore_errors=True)
-        writer = _writer_class()
+        writer = _writer_class() if _writable(log_dir) else None
         self.writer = writer(log_dir, purge_step=first_epoch + 1 if first_epoch else None) if writer else None
 
     def epoch(self, row: dict) -> None:

@@ -1,0 +1,68 @@
+"""--sweep_train_samples: labeled data as an axis of the sweep (one sweep per size, its own folder), the
+scale table with gains paired per seed, the gain-vs-data plot, and the resume of a partly finished sweep."""
+import csv
+
+import pytest
+
+import plot_experiment_results
+import run_experiments
+from config import make_config
+from tests.fixtures import run_script
+from utils.errors import UserError
+
+
+def _base(out, **kw):
+    return make_config(["--preset=smoke", "--seeds=2", "--val_fraction=0.1", "--sweep_blocks=[1,2]",
+                        "--sweep_precisions=[fp32]", "--sweep_train_samples=[96,192]",
+                        "--sweep_train_epochs=[2,1]", "--scale_deep_upto=100"], out_dir=str(out), **kw)
+
+
+def test_each_size_gets_its_own_sweep_and_epochs():
+    sizes = run_experiments.size_configs(_base("/tmp/x"))
+    assert [(c.max_train_samples, c.epochs, c.sweep_blocks) for c in sizes] == [(96, 2, (1, 2)), (192, 1, (1,))]
+    assert [c.out_dir for c in sizes] == ["/tmp/x/n96", "/tmp/x/n192"]
+    assert all(not c.sweep_train_samples for c in sizes)  # a size's sweep is a plain sweep
+    whole = run_experiments.size_configs(make_config(["--sweep_train_samples=[0]"], out_dir="o"))
+    assert whole[0].out_dir == "o/all" and whole[0].max_train_samples == 0
+
+
+def test_epochs_per_size_must_match_the_sizes(tmp_path):
+    with pytest.raises(UserError, match=r"one epoch count per size"):
+        run_experiments.main(_base(tmp_path, sweep_train_epochs=(2,)))
+    assert not any(tmp_path.iterdir())  # refused before anything trains
+
+
+@pytest.mark.slow  # a smoke teacher and 10 smoke students: ~40 s on 2 cores
+def test_scale_sweep_writes_paired_table_and_plot_and_resumes(tmp_path):
+    out = tmp_path / "scale"
+    assert run_experiments.main(_base(out)) == 0
+    rows = list(csv.DictReader(open(out / "scale.csv")))
+    # res1 at both sizes, res2 only up to --scale_deep_upto: 3 cells x 2 seeds, each paired with its own control
+    # (the hold-out comes from the whole training split: every size trains on all its labeled images)
+    assert sorted({(r["labeled_images"], r["student"]) for r in rows}) == [("192", "res1"), ("96", "res1"),
+                                                                          ("96", "res2")]
+    assert len(rows) == 6 and sorted({r["seed"] for r in rows}) == ["0", "1"]
+    for r in rows:
+        assert float(r["gain"]) == pytest.approx(float(r["distilled_acc"]) - float(r["ce_acc"]), abs=1e-3)
+    md = (out / "scale.md").read_text()
+    assert "| 96 | res2 | kd |" in md and "| 192 | res1 | kd |" in md
+    assert (out / "n96" / "results.md").is_file() and (out / "n192" / "results.md").is_file()
+    assert plot_experiment_results.main(str(out)) == 0
+    assert (out / "plots" / "kd_gain_vs_data.png").stat().st_size > 10_000
+    assert (out / "n96" / "plots" / "kd_gain.png").is_file()
+
+    # a sweep killed during the second size: what finished stays as it is, the rest is trained again
+    done = {p: p.read_bytes() for p in (out / "n96").rglob("*") if p.is_file() and p.suffix == ".safetensors"}
+    lost = next((out / "n192").glob("*_kd_s1"))
+    (lost / "summary.json").unlink()
+    (out / "scale.csv").unlink()
+    assert run_experiments.main(_base(out)) == 0
+    assert {p: p.read_bytes() for p in done} == done
+    assert (lost / "summary.json").is_file()
+    assert len(list(csv.DictReader(open(out / "scale.csv")))) == 6
+
+
+def test_bad_epochs_list_is_one_line_from_the_command_line(tmp_path):
+    r = run_script("run_experiments.py", "--preset=smoke", "--sweep_train_samples=[96,192]",
+                   "--sweep_train_epochs=[1]", f"--out_dir={tmp_path}")
+    assert r.returncode == 2 and "one epoch count per size" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,86 @@
+"""Several teachers as one (--teacher_checkpoint=a,b): the students learn from the mean of the members' logits,
+each member checked as a single teacher is, logits cached once per member and image; feature methods and a
+member named twice are one line. Tiny idx data, two smoke teachers of 1 epoch: seconds."""
+import json
+import shutil
+
+import pytest
+import torch
+
+import train
+from config import make_config
+from data.dataset import load_dataset
+from runtime.teacher import TeacherEnsemble, load_frozen_teacher
+from tests.fixtures import make_fashion_mnist_idx
+from utils.errors import UserError
+
+TEACHER = "fashion-mnist_teacher_seed12"
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    data = make_fashion_mnist_idx(tmp_path_factory.mktemp("fmnist"), n_train=120, n_test=40)
+    out = tmp_path_factory.mktemp("teachers")
+    members = []
+    for seed in (0, 1):
+        train.main(make_config(_args(data, out / f"t{seed}", "--role=teacher", f"--seed={seed}")))
+        members.append(out / f"t{seed}" / TEACHER)
+    return data, members
+
+
+def _args(data, out, *extra) -> list:
+    return ["--preset=smoke", f"--data_dir={data}", f"--out_dir={out}", "--batch_size=32", "--val_fraction=0.2",
+            *extra]
+
+
+def test_the_ensemble_is_the_mean_of_its_members_logits(setup):
+    data, (a, b) = setup
+    cfg = make_config(_args(data, "/tmp/unused", f"--teacher_checkpoint={a},{b}"))
+    ds = load_dataset(cfg)
+    ensemble, info = load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, torch.device("cpu"), ds.image_size,
+                                         data=ds)
+    assert isinstance(ensemble, TeacherEnsemble) and len(ensemble.members) == 2
+    assert info["teacher_run"] == f"{a},{b}" and info["teacher_acc"] is None  # measured by train.py on test
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        members = [load_frozen_teacher(make_config(_args(data, "/tmp/unused", f"--teacher_checkpoint={m}")),
+                                       1, 10, torch.device("cpu"), 28)[0](x) for m in (a, b)]
+        assert torch.allclose(ensemble(x), (members[0] + members[1]) / 2, atol=1e-5)
+    assert not any(p.requires_grad for p in ensemble.parameters())
+
+
+def test_a_student_learns_from_an_ensemble_and_records_it(setup, tmp_path):
+    data, (a, b) = setup
+    summary = train.main(make_config(_args(data, tmp_path, "--blocks=1", "--method=kd", "--augment=flip",
+                                           f"--teacher_checkpoint={a},{b}")))
+    assert summary["teacher_run"] == f"{a},{b}" and summary["teacher_arch"] == "seed12+seed12"
+    assert 0 <= summary["teacher_acc"] <= 100  # the ensemble's own accuracy on the test split
+    caches = list((a / "logits_cache").glob("*.safetensors"))
+    assert caches  # one cache of the ensemble's logits per view, beside the first member
+    again = train.main(make_config(_args(data, tmp_path, "--blocks=1", "--method=kd", "--augment=flip", "--run_name=again",
+                                         f"--teacher_checkpoint={a},{b}")))
+    assert sorted((a / "logits_cache").glob("*.safetensors")) == sorted(caches)  # reused, not computed again
+    assert again["best_test_acc"] == summary["best_test_acc"]
+
+
+@pytest.mark.parametrize("extra, match", [("--method=at", "matches one teacher's feature maps"),
+                                          ("twice", "a member is named twice"),
+                                          ("missing", "no teacher run or weights file")])
+def test_what_an_ensemble_cannot_be_is_one_line(setup, tmp_path, extra, match):
+    data, (a, b) = setup
+    members = {"twice": f"{a},{a}", "missing": f"{a},{tmp_path / 'nothing'}"}.get(extra, f"{a},{b}")
+    cfg = make_config(_args(data, tmp_path, "--blocks=1", f"--teacher_checkpoint={members}",
+                            *([extra] if extra.startswith("--") else [])))
+    with pytest.raises(UserError, match=match):
+        train.main(cfg)
+
+
+def test_a_changed_member_is_caught_by_its_own_digest(setup, tmp_path):
+    data, (a, b) = setup
+    spoilt = tmp_path / TEACHER
+    shutil.copytree(b, spoilt, ignore=shutil.ignore_patterns("logits_cache"))
+    weights = spoilt / "best_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-7])
+    assert "sha256" in json.loads((spoilt / "summary.json").read_text())
+    with pytest.raises(UserError, match="differs from the"):
+        train.main(make_config(_args(data, tmp_path, "--blocks=1", f"--teacher_checkpoint={a},{spoilt}")))

@@ -1,0 +1,211 @@
+"""A teacher is what its record says (issue 33): a finished run records the sha256 of its weights, a teacher
+whose weights differ from that record, whose run failed, or whose weights score far below the validation
+accuracy it recorded is refused with one line; teachers/release.py releases only finished teacher runs,
+only into teachers/<run name>/, checks the size first and swaps the folder in whole.
+Tiny idx data (120 train images, 24 held out), 1 epoch, the smoke teacher: seconds per run."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from config import make_config
+from data.dataset import load_dataset
+from models.teacher_arch import build_teacher
+from runtime.teacher import load_frozen_teacher
+from tests.fixtures import make_fashion_mnist_idx
+from tests.test_reliability import one_line_exit
+from utils.atomic import read_json_object
+from utils.checkpoint import save_weights
+from utils.errors import UserError
+from utils.run_files import DIGEST_KEY, DIGESTED_FILES, failed_summary, file_digests, read_summary, write_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = "fashion-mnist_teacher_seed12"
+spec = importlib.util.spec_from_file_location("release", ROOT / "teachers" / "release.py")
+release = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(release)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_fashion_mnist_idx(tmp_path_factory.mktemp("fmnist"), n_train=120, n_test=40)
+
+
+def args(data, out, *extra) -> list:
+    return ["--preset=smoke", f"--data_dir={data}", f"--out_dir={out}", "--batch_size=32", "--val_fraction=0.2",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def teacher(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher_out")
+    train.main(make_config(args(data, out, "--role=teacher")))
+    return out / TEACHER
+
+
+@pytest.fixture
+def copy(teacher, tmp_path):
+    """A copy of the finished teacher run, under a folder of the same name, to spoil."""
+    dest = tmp_path / "copy" / TEACHER
+    shutil.copytree(teacher, dest, ignore=shutil.ignore_patterns("logits_cache"))
+    return dest
+
+
+def untrained_weights(run_dir: Path, name: str = "best_model.safetensors") -> None:
+    """The run's architecture, freshly initialised, saved over its weights file (loads, but is wrong)."""
+    cfg = make_config([f"--{k}={v}" for k, v in read_json_object(str(run_dir / "config.json")).items()
+                       if k in ("teacher_arch", "teacher_width", "dataset")])
+    torch.manual_seed(123)
+    save_weights(build_teacher(cfg, 1, 10), run_dir / name)
+
+
+def student(data, out, teacher_spec, *extra) -> list:
+    return args(data, out, "--blocks=1", f"--teacher_checkpoint={teacher_spec}", *extra)
+
+
+# ----------------------------------------------------------------------------- digests
+
+def test_a_finished_run_records_the_sha256_of_its_weights(teacher):
+    recorded = read_summary(teacher)[DIGEST_KEY]
+    assert set(recorded) == {"best_model.safetensors", "model.safetensors"}
+    assert recorded == file_digests(teacher, DIGESTED_FILES)
+
+
+@pytest.mark.parametrize("how", ["truncated", "untrained", "swapped"])
+def test_a_changed_teacher_weights_file_is_one_line(how, data, copy, tmp_path, capsys):
+    weights = copy / "best_model.safetensors"
+    if how == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif how == "untrained":
+        untrained_weights(copy)
+    else:  # another run's weights of the same architecture
+        other = tmp_path / "other"
+        train.main(make_config(args(data, other, "--role=teacher", "--seed=1", "--epochs=1")))
+        shutil.copyfile(other / TEACHER / "best_model.safetensors", weights)
+    for spec in (copy, weights):
+        line = one_line_exit(train.cli, student(data, tmp_path / "s", spec), capsys)
+        assert str(weights) in line and "sha256" in line and "its run's summary.json records" in line, line
+    assert not (tmp_path / "s").exists() or not list((tmp_path / "s").rglob("summary.json"))
+
+
+def test_release_check_catches_changed_weights(copy, capsys):
+    untrained_weights(copy, "model.safetensors")  # not the file students load: --check still sees it
+    line = one_line_exit(release.cli, ["--check", str(copy)], capsys)
+    assert str(copy / "model.safetensors") in line and "sha256" in line, line
+
+
+def test_a_run_without_digests_still_loads_as_a_teacher(data, copy):
+    s = read_summary(copy)
+    del s[DIGEST_KEY]
+    write_summary(copy, s)  # as every run finished before digests were recorded
+    cfg = make_config(student(data, copy.parent, copy))
+    teacher, info = load_frozen_teacher(cfg, 1, 10, "cpu", 28)
+    assert info["teacher_weights"] == str(copy / "best_model.safetensors")
+
+
+def test_a_failed_teacher_run_is_refused(data, copy, tmp_path, capsys):
+    write_summary(copy, failed_summary(error="RuntimeError: out of memory", run_name=TEACHER, role="teacher",
+                                       dataset="fashion-mnist", blocks=None, arch="seed12", precision="fp32",
+                                       method="ce", seed=0))
+    for spec in (copy, copy / "best_model.safetensors"):
+        line = one_line_exit(train.cli, student(data, tmp_path / "s", spec), capsys)
+        assert "failed" in line and "RuntimeError: out of memory" in line and str(copy) in line, line
+
+
+# ----------------------------------------------------------------------------- measured on the hold-out
+
+def test_a_teacher_far_below_its_recorded_val_accuracy_is_refused(data, copy):
+    s = read_summary(copy)
+    del s[DIGEST_KEY]  # an older run, or a record edited with its weights: no digest to catch it
+    s["best_val_acc"] = 100.0
+    write_summary(copy, s)
+    untrained_weights(copy)
+    cfg = make_config(student(data, copy.parent, copy))
+    ds = load_dataset(cfg)
+    with pytest.raises(UserError) as e:
+        load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, "cpu", ds.image_size, data=ds)
+    line = str(e.value)
+    assert "\n" not in line and str(copy) in line and "100.00% in its summary.json" in line, line
+    assert "24 validation images" in line, line
+
+
+def test_a_genuine_teacher_measures_its_recorded_val_accuracy(data, teacher, tmp_path):
+    cfg = make_config(student(data, tmp_path, teacher))
+    ds = load_dataset(cfg)
+    teacher_model, info = load_frozen_teacher(cfg, ds.in_channels, ds.num_classes, "cpu", ds.image_size, data=ds)
+    assert info["teacher_acc"] == read_summary(teacher)["best_test_acc"]
+
+
+# ----------------------------------------------------------------------------- release
+
+@pytest.fixture
+def teachers(tmp_path, monkeypatch):
+    """release.py's teachers/ folder, redirected to a temporary one (room for the smoke teacher's 15 MB)."""
+    home = tmp_path / "teachers"
+    home.mkdir()
+    monkeypatch.setattr(release, "HERE", home)
+    monkeypatch.setattr(release, "MAX_BYTES", 10 * release.MAX_BYTES)
+    return home
+
+
+def test_a_release_records_digests_and_loads_as_a_teacher(data, teacher, teachers, tmp_path, capsys):
+    dest = release.release(str(teacher))
+    assert dest == teachers / TEACHER
+    s = read_summary(dest)
+    assert s["release"][DIGEST_KEY] == file_digests(dest, DIGESTED_FILES) == read_summary(teacher)[DIGEST_KEY]
+    assert sorted(p.name for p in teachers.iterdir()) == [TEACHER]  # no temporary folder left
+    load_frozen_teacher(make_config(student(data, tmp_path, dest)), 1, 10, "cpu", 28)
+
+
+def test_a_release_never_leaves_teachers(teacher, teachers, tmp_path, capsys):
+    (teacher / "tb").mkdir(exist_ok=True)
+    outside = sorted(p.name for p in tmp_path.iterdir())
+    dest = release.release(f"{teacher}/tb/..")
+    assert dest == teachers / TEACHER and (dest / "summary.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == outside  # nothing written beside teachers/
+    line = one_line_exit(release.cli, ["--release", str(dest)], capsys)  # a released teacher onto itself
+    assert "already a released teacher" in line, line
+
+
+def test_a_student_run_is_not_released(data, teacher, teachers, tmp_path, capsys):
+    train.main(make_config(args(data, tmp_path / "runs", "--blocks=1", "--method=ce")))
+    run = tmp_path / "runs" / "fashion-mnist_res1_b32_fp32_ce_s0"
+    line = one_line_exit(release.cli, ["--release", str(run)], capsys)
+    assert "student run" in line and "only a teacher run" in line, line
+    assert list(teachers.iterdir()) == []
+
+
+def _files(folder: Path) -> dict:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def test_a_refused_release_leaves_the_previous_release_intact(copy, teachers, monkeypatch, capsys):
+    dest = release.release(str(copy))
+    before = _files(dest)
+    (copy / "training_summary.txt").write_text("a retrained teacher\n" * 1000)
+    monkeypatch.setattr(release, "MAX_BYTES", sum(len(b) for b in before.values()))
+    line = one_line_exit(release.cli, ["--release", str(copy)], capsys)
+    assert "over the" in line and "a released teacher may take" in line, line
+    assert _files(dest) == before and sorted(p.name for p in teachers.iterdir()) == [TEACHER]
+
+
+def test_an_interrupted_release_leaves_the_previous_release_intact(copy, teachers, monkeypatch):
+    dest = release.release(str(copy))
+    before = _files(dest)
+    (copy / "training_summary.txt").write_text("a retrained teacher\n")
+    real, copied = shutil.copyfile, []
+
+    def copy_then_stop(src, dst, **kw):  # killed while copying the last file
+        copied.append(Path(src).name)
+        if copied[-1] == "training_summary.txt":
+            raise KeyboardInterrupt
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copyfile", copy_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        release.release(str(copy))
+    assert "best_model.safetensors" in copied
+    assert _files(dest) == before and sorted(p.name for p in teachers.iterdir()) == [TEACHER]
