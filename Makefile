@@ -3,13 +3,14 @@
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 32 minutes on 2 cores)
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
-# make teacher : set-up, data, then train the released Fashion-MNIST teacher again (about an hour on 2 cores)
+# make teacher : set-up, data, then train the stronger released teacher (resnet32) again (about 70 min on 2 cores)
+# make teacher20 : the same for the demo's released resnet20 teacher (about an hour on 2 cores)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo qat reduced scale teacher test clean
+.PHONY: setup data demo qat reduced scale teacher teacher20 test clean
 
 setup: $(VENV)/.installed
 
@@ -46,9 +47,10 @@ reduced: setup data
 	$(BIN)/python run_experiments.py --preset=transfer
 	$(BIN)/python plot_experiment_results.py --preset=reduced
 
-# the data-scaling experiment: a sweep per labeled size in checkpoints/scale/n<N>/ (resumable), then scale.md and
-# plots/kd_gain_vs_data.png across the sizes
+# the data-scaling experiment: the transfer set at 2,000 labels (into n2000/), then a sweep per labeled size in
+# checkpoints/scale/n<N>/ (resumable; n2000's finished runs are reused), scale.md and plots/kd_gain_vs_data.png
 scale: setup data
+	$(BIN)/python run_experiments.py --preset=scale-transfer
 	$(BIN)/python run_experiments.py --preset=scale
 	$(BIN)/python plot_experiment_results.py --preset=scale
 
@@ -56,6 +58,10 @@ scale: setup data
 # then measured and set beside the released one
 teacher: setup data
 	$(BIN)/python train.py --preset=teacher --resume=True
+	$(BIN)/python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32
+
+teacher20: setup data
+	$(BIN)/python train.py --preset=teacher20 --resume=True
 	$(BIN)/python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet20
 
 test: setup data

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check, ready for the day a GPU is lent: on one H100/H200 in at most about 10 minutes it runs
-#   full         the largest slice of --preset=full that fits (wrn16_4 teacher and students, 1 seed)
+#   full         the largest slice of --preset=full that fits (the data-scaling protocol: released teacher,
+#                res4 and res8 at 8,000 labeled images and the whole split, CE, KD and DKD, 1 seed)
 #   bench_train  one KD run vs the student's compute floor, on the device
 #   bench_sweep  the demo's grid on the device, eager, then with --cuda_graphs=True
 # and writes everything under OUT: each step's log, its JSON, and steps.jsonl (step, exit code, seconds).
@@ -21,14 +22,14 @@ cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 : > "$OUT/steps.jsonl"
 if [ "$SIZE" = tiny ]; then  # seconds on a CPU: every step and file, no meaningful number
-  FULL=(--teacher_arch=resnet20 --teacher_epochs=1 --epochs=1 --max_train_samples=256 --max_test_samples=128
+  FULL=(--sweep_train_samples=[256] --sweep_train_epochs=[1] --max_test_samples=128
         --val_fraction=0.01 --seeds=1 --sweep_blocks=[2] --sweep_methods=[kd] --batch_size=64)
   TRAIN=(--images=256 --test_images=128 --epochs=1 --teacher_width=4)
   SWEEP=(--override=--max_train_samples=256 --override=--max_test_samples=128 --override=--epochs=1
          --override=--sweep_blocks=[2] --override=--seeds=1 --override=--teacher_width=4)
   LIMIT=180
 elif [ "$SIZE" = full ]; then  # budget on one H100/H200: full ~5 min, each bench ~1-2 min
-  FULL=(--teacher_epochs=20 --epochs=15 --seeds=1 --sweep_blocks=[4,8] --sweep_methods=[kd,dkd])
+  FULL=(--seeds=1 --sweep_blocks=[4,8] --sweep_train_samples=[8000,0] --sweep_train_epochs=[20,10])
   TRAIN=(--images=20000 --test_images=2000 --epochs=3)
   SWEEP=()
   LIMIT=330
@@ -58,5 +59,5 @@ for mode in eager graphs; do
     --override=--device="$DEVICE" --override=--data_dir="$DATA" --override=--cuda_graphs=$graphs \
     --override=--tensorboard=False --json="$OUT/bench_sweep_$mode.json"
 done
-cp -r "$OUT/full/results.md" "$OUT/full_results.md" 2>/dev/null || true
+cp -r "$OUT/full/scale.md" "$OUT/full_results.md" 2>/dev/null || true
 ! grep -q '"exit_code": [1-9]' "$OUT/steps.jsonl"

@@ -19,8 +19,8 @@ from utils.atomic import read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import UserError, first_line
 from utils.lock import LOCK_FILE
-from utils.run_files import (CHECKPOINT, HISTORY, SUMMARY, load_checkpoint, load_history, load_summary, read_summary,
-                             write_history)
+from utils.run_files import (CHECKPOINT, HISTORY, SUMMARY, check_digest, load_checkpoint, load_history, load_summary,
+                             read_summary, write_history)
 
 RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
@@ -135,7 +135,8 @@ def check_resumable(cfg, run_dir) -> None:
 
 def load_run(run_dir: str, overrides: dict = None):
     """(config, model in eval mode on CPU, dataset, weights path) of a finished run directory; a QAT run's model
-    is rebuilt from its deployable file (model.quant.safetensors unpacked to fp32, or model.int8.pt2).
+    is rebuilt from its deployable file (model.quant.safetensors unpacked to fp32, or the int8 program's state,
+    model.int8.safetensors). Every file read is checked against the sha256 its summary records.
     `overrides` may change only fields of scope run, eval and deploy (data_dir, device, batch sizes, ...)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run={run_dir}: no such run directory")
@@ -149,10 +150,13 @@ def load_run(run_dir: str, overrides: dict = None):
     path = run_weights_file(run_dir)
     if path is None:
         raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
+    summary = read_summary(run_dir)
+    check_digest(path, summary)  # each file read is the one the run recorded (runs made before digests: unchecked)
     ds = load_dataset(cfg)
     if cfg.qat != "none":  # a quantized student is what its deployable file holds, rebuilt from it alone
-        from quant.students import deploy_file, load_deployed
+        from quant.students import deploy_file, int8_state_path, load_deployed
         path = os.path.join(run_dir, deploy_file(cfg.qat))
+        check_digest(int8_state_path(path) if cfg.qat == "int8" else path, summary)
         return cfg, load_deployed(cfg, path, ds.in_channels, ds.num_classes)[0], ds, path
     # the run's own weights replace any it started from: no ImageNet or student_weights file is read again
     model = build_model(dataclasses.replace(cfg, teacher_pretrained=False, student_weights=""), ds.in_channels,

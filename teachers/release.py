@@ -128,7 +128,7 @@ def _swap_in(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def release(run_dir, note: str = "") -> Path:
+def release(run_dir, note: str = "", remade_by: str = REMADE_BY) -> Path:
     dest = destination(run_dir)
     src = Path(run_dir).resolve()
     s = teacher_summary(src)
@@ -146,7 +146,7 @@ def release(run_dir, note: str = "") -> Path:
         for name in files:
             if name != SUMMARY:  # written below, with the release block
                 atomic_copy_file(src / name, tmp / name)
-        s[RELEASE_KEY] = {"remade_by": REMADE_BY,
+        s[RELEASE_KEY] = {"remade_by": remade_by,
                           "trained_at": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
                           "released": str(datetime.date.today()), "test_acc_at_release": acc, "test_images": n,
                           "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
@@ -168,13 +168,14 @@ def cli(argv=None):
     g.add_argument("--compare", metavar="RUN_DIR")
     g.add_argument("--release", metavar="RUN_DIR")
     p.add_argument("--note", default="", help="with --release: what the summary alone does not say")
+    p.add_argument("--remade_by", default=REMADE_BY, help="with --release: the command that trains it again")
     a = p.parse_args(argv)
     if a.check:
         check(a.check)
     elif a.compare:
         compare(a.compare)
     else:
-        release(a.release, a.note)
+        release(a.release, a.note, a.remade_by)
 
 
 if __name__ == "__main__":

@@ -66,3 +66,16 @@ def test_bad_epochs_list_is_one_line_from_the_command_line(tmp_path):
     r = run_script("run_experiments.py", "--preset=smoke", "--sweep_train_samples=[96,192]",
                    "--sweep_train_epochs=[1]", f"--out_dir={tmp_path}")
     assert r.returncode == 2 and "one epoch count per size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_make_scale_presets_share_their_controls():
+    """make scale: res4 at every size, res8 up to 8,000; the transfer set's runs land in n2000/ beside the very
+    CE controls the 2,000-image size trains (the same run directories, so each is trained once)."""
+    sizes = run_experiments.size_configs(make_config(["--preset=scale"]))
+    assert [(c.max_train_samples, c.sweep_blocks) for c in sizes] == [(500, (4, 8)), (2000, (4, 8)), (8000, (4, 8)),
+                                                                      (0, (4,))]
+    transfer = run_experiments.grid(make_config(["--preset=scale-transfer"]))
+    n2000 = run_experiments.grid(sizes[1])
+    controls = {run_experiments.run_dir_of(c) for c in transfer if c.method == "ce"}
+    assert controls and controls <= {run_experiments.run_dir_of(c) for c in n2000 if c.method == "ce"}
+    assert {c.unlabeled_samples for c in transfer if c.method != "ce"} == {60000 - 1200 - 2000}

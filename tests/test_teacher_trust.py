@@ -91,6 +91,14 @@ def test_a_changed_teacher_weights_file_is_one_line(how, data, copy, tmp_path, c
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").rglob("summary.json"))
 
 
+def test_evaluate_refuses_a_run_whose_weights_changed_after_it_finished(data, copy, capsys):
+    import evaluate
+
+    untrained_weights(copy)  # a teacher run is a run like any other: evaluate.py reads its best_model
+    line = one_line_exit(evaluate.cli, [f"--run={copy}", f"--data_dir={data}"], capsys)
+    assert str(copy / "best_model.safetensors") in line and "sha256" in line, line
+
+
 def test_release_check_catches_changed_weights(copy, capsys):
     untrained_weights(copy, "model.safetensors")  # not the file students load: --check still sees it
     line = one_line_exit(release.cli, ["--check", str(copy)], capsys)
