@@ -31,7 +31,8 @@ from config import RECIPES, Config, config_to_dict, default_run_name, make_confi
 from runtime import torchrun
 from runtime.run_dir import is_complete, model_arch, model_blocks, run_dir_of
 from utils.atomic import atomic_write_json
-from utils.device import resolve_auto, resolve_device
+from runtime.auto_precision import resolve_auto
+from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.results import collect_results, results_text, selection_acc, write_results

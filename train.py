@@ -38,7 +38,7 @@ from runtime.run_dir import check_init_from, is_complete, remove_if_bare, restor
 from runtime.training_run import TrainingRun
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
 from quant.students import resolve_qat_schedule
-from utils.device import resolve_auto
+from runtime.auto_precision import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
 from utils.run_files import read_summary
@@ -80,7 +80,7 @@ def train_runs(cfgs: list, on_epoch=None) -> list:
     if len({group_key(c) for c in cfgs}) > 1:
         raise ValueError("train_runs: these runs do not share their data, seed and teacher (GROUP_FIELDS)")
     world, device = torchrun.start(cfgs[0].device)  # one process, or this rank of a torchrun job
-    cfgs = [resolve_auto(c, device) for c in cfgs]  # --precision=auto: bf16 where the hardware has the units
+    cfgs = [resolve_auto(c, device) for c in cfgs]  # --precision=auto: bf16 where measured faster
     cfgs = [resolve_qat_schedule(c) for c in cfgs]  # a QAT run: --qat_epochs at --qat_lr
     if world.size > 1 and len(cfgs) > 1:
         raise UserError("under torchrun train.py trains one run; a sweep's runs go to run_experiments.py "

@@ -1,42 +1,100 @@
-"""--precision=auto: bf16 where the hardware has native bf16 units (detected from the CPU's flags), fp32
-elsewhere, and every run says which and why."""
+"""--precision=auto and --teacher_precision=auto: fp32 where the hardware has no native bf16 units (from the
+CPU's flags); where it has them, bf16 only if a measured step of the run's own model is at least 10% faster,
+the measurement cached per CPU, torch, threads, model and batch; every run says what was measured."""
+import json
+
 import pytest
 import torch
 
 import run_experiments
 import train
 from config import make_config
+from runtime import auto_precision
 from utils import device as device_mod
 from utils.device import resolve_auto_precision
 
 CPU = torch.device("cpu")
 
 
-@pytest.mark.parametrize("flags,expected", [
-    (["avx2"], ("fp32", "auto: no native bf16 units (avx2)")),
-    (["avx2", "avx512f", "avx512_bf16"], ("bf16", "auto: AVX512-BF16")),
-    (["avx2", "avx512f", "avx512_bf16", "amx_bf16"], ("bf16", "auto: AMX")),
-])
-def test_auto_follows_the_cpu_flags(monkeypatch, flags, expected):
-    monkeypatch.setattr(device_mod, "cpu_flags", lambda: flags)
-    assert resolve_auto_precision("auto", CPU) == expected
+@pytest.fixture
+def timed(monkeypatch, tmp_path):
+    """Mocked timings: {(role, bf16): seconds per step}; the calls are recorded; the cache in tmp_path (never the
+    data_dir's real one, which must hold real measurements)."""
+    speeds, calls = {}, []
+    monkeypatch.setattr(auto_precision, "cache_path", lambda cfg: str(tmp_path / "cache" / auto_precision.CACHE_FILE))
+
+    def fake(cfg, role, bf16):
+        calls.append((role, bf16))
+        return speeds[(role, bf16)]
+
+    monkeypatch.setattr(auto_precision, "time_step", fake)
+    monkeypatch.setattr(device_mod, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    return speeds, calls
+
+
+def test_without_bf16_units_auto_is_fp32_unmeasured(monkeypatch):
+    monkeypatch.setattr(device_mod, "cpu_flags", lambda: ["avx2"])
+    monkeypatch.setattr(auto_precision, "time_step", lambda *a: pytest.fail("measured on a CPU without bf16 units"))
+    assert resolve_auto_precision("auto", CPU) == ("fp32", "auto: no native bf16 units (avx2)")
+    assert auto_precision.choose(make_config(["--preset=smoke"]), "student", CPU)[0] == "fp32"
     assert resolve_auto_precision("fp8", CPU) == ("fp8", "")  # an explicit precision is kept
 
 
-@pytest.mark.parametrize("flags,name", [(["amx_bf16"], "bf16"), (["avx2"], "fp32")])
-def test_the_sweep_names_what_auto_chose(monkeypatch, flags, name):
-    monkeypatch.setattr(device_mod, "cpu_flags", lambda: flags)
+@pytest.mark.parametrize("fp32, bf16, expected, says", [
+    (1.0, 0.6, "bf16", "measured 1.67x the speed of fp32"),
+    (1.0, 0.95, "fp32", "only 1.05x faster, under the 1.10x margin"),
+    (1.0, 1.33, "fp32", "measured 1.33x slower"),  # a Xeon without AMX: bf16 has units and is slower
+])
+def test_auto_picks_what_it_measured_faster(timed, tmp_path, fp32, bf16, expected, says):
+    speeds, calls = timed
+    speeds.update({("student", False): fp32, ("student", True): bf16})
+    cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}"])
+    precision, note = auto_precision.choose(cfg, "student", CPU)
+    assert precision == expected and says in note and "AVX512-BF16" in note
+    assert len(calls) == 2 * auto_precision.ROUNDS  # interleaved rounds of both precisions
+
+
+def test_the_measurement_is_cached_per_cpu_torch_model_and_batch(timed, tmp_path):
+    speeds, calls = timed
+    speeds.update({("student", False): 1.0, ("student", True): 0.5})
+    cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2"])
+    first = auto_precision.choose(cfg, "student", CPU)
+    n = len(calls)
+    assert auto_precision.choose(cfg, "student", CPU) == first and len(calls) == n  # read back, not timed again
+    cache = json.loads((tmp_path / "cache" / auto_precision.CACHE_FILE).read_text())
+    (key,) = cache
+    assert "family" in key and torch.__version__ in key and "res2" in key and "batch 64" in key
+    auto_precision.choose(make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2", "--batch_size=32"]),
+                          "student", CPU)
+    assert len(calls) > n  # another batch: measured anew
+    (tmp_path / "cache" / auto_precision.CACHE_FILE).write_text("not json")  # a torn cache: measured again
+    assert auto_precision.choose(cfg, "student", CPU) == first
+
+
+def test_a_real_measurement_times_both_precisions(tmp_path):
+    cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=1", "--batch_size=8"])
+    m = auto_precision.measure(cfg, "student")
+    assert m["fp32_seconds"] > 0 and m["bf16_seconds"] > 0
+    assert auto_precision.measure(cfg, "teacher")["bf16_seconds"] > 0
+
+
+@pytest.mark.parametrize("faster", [True, False])
+def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
+    speeds, _ = timed
+    speeds.update({("student", False): 1.0, ("student", True): 0.5 if faster else 2.0})
     runs = run_experiments.grid(make_config(["--preset=smoke", "--device=cpu", "--sweep_blocks=[2]",
-                                             "--sweep_precisions=[fp32,auto]", "--sweep_methods=[kd]"]))
+                                             f"--data_dir={tmp_path}", "--sweep_precisions=[fp32,auto]",
+                                             "--sweep_methods=[kd]"]))
     kd = [c for c in runs if c.method == "kd"]
-    assert [c.precision for c in kd] == (["fp32", "bf16"] if name == "bf16" else ["fp32"])  # no duplicate
-    if name == "bf16":
-        assert kd[1].precision_note == "auto: AMX" and "_bf16_kd_" in run_experiments.default_run_name(kd[1])
+    assert [c.precision for c in kd] == (["fp32", "bf16"] if faster else ["fp32"])  # no duplicate
+    if faster:
+        assert "auto: bf16" in kd[1].precision_note and "_bf16_kd_" in run_experiments.default_run_name(kd[1])
 
 
-def test_a_run_records_autos_choice(monkeypatch, tmp_path):
-    monkeypatch.setattr(device_mod, "cpu_flags", lambda: ["avx512_bf16"])
+def test_a_run_records_autos_choice(timed, tmp_path):
+    speeds, _ = timed
+    speeds.update({("student", False): 1.0, ("student", True): 1.33})
     s = train.main(make_config(["--preset=smoke", "--device=cpu", "--blocks=2", "--method=ce", "--precision=auto",
                                 "--max_train_samples=128", f"--out_dir={tmp_path}"]))
-    assert s["precision"] == "bf16" and "_bf16_" in s["run_name"]
-    assert "autocast bfloat16" in s["precision_description"] and "auto: AVX512-BF16" in s["precision_description"]
+    assert s["precision"] == "fp32" and "_fp32_" in s["run_name"]
+    assert "auto: fp32 (bf16 training step measured 1.33x slower" in s["precision_description"]

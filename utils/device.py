@@ -1,7 +1,5 @@
 """The machine: which device a run uses, what hardware it is, which CPU features it has, and
 bitsandbytes imported quietly. Every summary and benchmark names the hardware through here."""
-import dataclasses
-
 import torch
 
 from utils.errors import UserError
@@ -38,6 +36,12 @@ def hardware_name(device: torch.device) -> str:
     return f"{_cpuinfo_field('model name') or 'CPU'}, {torch.get_num_threads()} threads"
 
 
+def cpu_identity() -> str:
+    """The CPU's model name, family and model number: two machines sold under one name may differ in family."""
+    return f"{_cpuinfo_field('model name') or 'CPU'} (family {_cpuinfo_field('cpu family')}, model " \
+           f"{_cpuinfo_field('model')})"
+
+
 def cpu_flags() -> list:
     """The ISA extensions of ISA_FLAGS this CPU has (from /proc/cpuinfo; [] where unknown)."""
     have = set((_cpuinfo_field("flags") or "").split())
@@ -57,8 +61,9 @@ def native_bf16(device: torch.device) -> str:
 
 
 def resolve_auto_precision(name: str, device: torch.device) -> tuple:
-    """(precision, note) for --precision / --teacher_precision: `auto` becomes bf16 where the hardware has
-    native bf16 units and fp32 elsewhere, and the note says which and why; other names pass through."""
+    """(precision, note) for --precision / --teacher_precision by the hardware alone: `auto` becomes bf16 where
+    it has native bf16 units and fp32 elsewhere; other names pass through. On a CPU with such units the
+    runtime measures instead (runtime/auto_precision.py): a flag is not a speed."""
     if name != "auto":
         return name, ""
     units = native_bf16(device)
@@ -66,18 +71,6 @@ def resolve_auto_precision(name: str, device: torch.device) -> tuple:
         return "bf16", f"auto: {units}"
     isa = "; ".join(cpu_flags()[:2]) if device.type == "cpu" else device.type
     return "fp32", f"auto: no native bf16 units ({isa or 'unknown CPU'})"
-
-
-def resolve_auto(cfg, device: torch.device):
-    """The config with --precision=auto and --teacher_precision=auto resolved for `device`; the note,
-    shown in the run's summary and precision description, says what auto chose and why."""
-    precision, note = resolve_auto_precision(cfg.precision, device)
-    teacher, teacher_note = resolve_auto_precision(cfg.teacher_precision, device)
-    if (precision, teacher) == (cfg.precision, cfg.teacher_precision):
-        return cfg
-    note = note or (f"teacher forward {teacher_note}" if teacher_note else "")
-    return dataclasses.replace(cfg, precision=precision, teacher_precision=teacher,
-                               precision_note="; ".join(n for n in (cfg.precision_note, note) if n))
 
 
 # oneDNN's AVX2/AVX-512 kernel for the weight gradient of a strided 1x1 convolution in channels_last

@@ -1,0 +1,135 @@
+"""--precision=auto and --teacher_precision=auto, decided by measuring, not by a CPU flag.
+
+A flag is not a speed: on an Intel Xeon without AMX (AVX512-BF16 present) bf16 trained res4 1.33x slower
+than fp32; on an AMD EPYC Zen 5 a resnet32 step ran 1.7x faster in bf16. So on a CPU with native bf16
+units, auto times a few steps of the run's own model at its own batch in fp32 and in bf16 (a training step
+for --precision, the teacher's forward for --teacher_precision), interleaved, and picks bf16 only where it
+is at least MARGIN faster. The measurement is cached in <data_dir>/cache/auto_precision.json, keyed by the
+CPU model, torch version, thread count, model and batch, so later runs do not pay for it again. A CPU
+without bf16 units gets fp32 without measuring (bf16 is emulated there); a GPU keeps the capability rule
+(sm_80+). The run's summary says what was measured, e.g. "auto: fp32 (bf16 measured 1.33x slower)".
+"""
+import dataclasses
+import os
+import time
+from contextlib import nullcontext
+
+import torch
+
+from data.dataset import NATIVE_SIZE
+from utils.atomic import atomic_write_json, read_json_object
+from utils.device import cpu_identity, native_bf16, resolve_auto_precision
+
+MARGIN = 1.10  # bf16 must beat fp32 by 10% to be worth its rounding
+WARMUP, STEPS, ROUNDS = 2, 3, 2  # per precision and round: the median step of STEPS after WARMUP
+CACHE_FILE = "auto_precision.json"
+CHANNELS = {"fashion-mnist": 1}  # others are RGB
+CLASSES = {"cifar100": 100, "intel": 6}  # others 10 (an image folder's count only changes the last layer)
+
+
+def model_shape(cfg) -> tuple:
+    """(channels, classes, image size) of cfg's data, from the dataset's name alone (no data is loaded)."""
+    return (CHANNELS.get(cfg.dataset, 3), CLASSES.get(cfg.dataset, 10),
+            cfg.image_size or NATIVE_SIZE.get(cfg.dataset, 32))
+
+
+def cache_key(cfg, role: str) -> str:
+    cpu = cpu_identity()
+    model = (f"{cfg.teacher_arch} width {cfg.teacher_width}" if role == "teacher" else
+             cfg.student_arch or f"res{cfg.blocks} width {cfg.width} fc {cfg.fc_layers}")
+    batch = cfg.eval_batch_size if role == "teacher" else cfg.batch_size
+    return (f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads | {role} {model} | batch {batch}"
+            f" | {model_shape(cfg)} | channels_last {cfg.channels_last}")
+
+
+def time_step(cfg, role: str, bf16: bool) -> float:
+    """Median seconds of one step of the run's model in fp32 or bf16 autocast: a training step (forward,
+    backward, SGD) for a student, a forward without gradients for the teacher's."""
+    from models.teacher_arch import build_model
+
+    channels, classes, size = model_shape(cfg)
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(cfg, role=role, teacher_pretrained=False, student_weights=""),
+                        channels, classes)
+    batch = cfg.eval_batch_size if role == "teacher" else cfg.batch_size
+    x, y = torch.randn(batch, channels, size, size), torch.randint(0, classes, (batch,))
+    if cfg.channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    cast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else nullcontext
+
+    def step():
+        if role == "teacher":
+            with torch.no_grad(), cast():
+                model.eval()(x)
+            return
+        with cast():
+            loss = torch.nn.functional.cross_entropy(model.train()(x).float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times = []
+    for i in range(WARMUP + STEPS):
+        t = time.perf_counter()
+        step()
+        if i >= WARMUP:
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def measure(cfg, role: str) -> dict:
+    """Seconds per step in fp32 and bf16, the best of ROUNDS interleaved rounds (the machine may be noisy)."""
+    fp32, bf16 = [], []
+    for _ in range(ROUNDS):
+        fp32.append(time_step(cfg, role, False))
+        bf16.append(time_step(cfg, role, True))
+    return {"fp32_seconds": min(fp32), "bf16_seconds": min(bf16)}
+
+
+def cache_path(cfg) -> str:
+    return os.path.join(cfg.data_dir, "cache", CACHE_FILE)
+
+
+def measured(cfg, role: str) -> dict:
+    """This machine's measurement for cfg's model, from the cache or timed now (and cached where it can be)."""
+    path, key = cache_path(cfg), cache_key(cfg, role)
+    cache = (read_json_object(path) if os.path.isfile(path) else None) or {}
+    found = cache.get(key)
+    if isinstance(found, dict) and all(isinstance(found.get(k), float) and found[k] > 0
+                                       for k in ("fp32_seconds", "bf16_seconds")):
+        return found
+    found = measure(cfg, role)
+    try:
+        atomic_write_json(path, {**cache, key: found})
+    except OSError:  # a read-only data_dir: measured again next time, nothing lost
+        pass
+    return found
+
+
+def choose(cfg, role: str, device: torch.device) -> tuple:
+    """(precision, note) for auto in `role` (student: --precision, teacher: --teacher_precision)."""
+    units = native_bf16(device)
+    if device.type != "cpu" or not units:
+        return resolve_auto_precision("auto", device)
+    m = measured(cfg, role)
+    speed = m["fp32_seconds"] / m["bf16_seconds"]
+    what = "training step" if role == "student" else "teacher forward"
+    if speed >= MARGIN:
+        return "bf16", f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on this CPU, {units})"
+    how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"
+    return "fp32", f"auto: fp32 (bf16 {what} measured {how} on this CPU, {units})"
+
+
+def resolve_auto(cfg, device: torch.device):
+    """The config with --precision=auto and --teacher_precision=auto resolved for `device` by measurement; the
+    note, shown in the run's summary and precision description, says what auto chose and why."""
+    precision, note = choose(cfg, "student", device) if cfg.precision == "auto" else (cfg.precision, "")
+    teacher, t_note = (choose(cfg, "teacher", device) if cfg.teacher_precision == "auto"
+                       else (cfg.teacher_precision, ""))
+    if (precision, teacher) == (cfg.precision, cfg.teacher_precision):
+        return cfg
+    note = note or (f"teacher forward {t_note}" if t_note else "")
+    return dataclasses.replace(cfg, precision=precision, teacher_precision=teacher,
+                               precision_note="; ".join(n for n in (cfg.precision_note, note) if n))
+
