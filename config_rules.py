@@ -40,6 +40,9 @@ def check(cfg) -> None:
     if cfg.first_seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--first_seed={cfg.first_seed} --seeds={cfg.seeds}: the last seed, "
                         f"{cfg.first_seed + cfg.seeds - 1}, is past {MAX_SEED} (2**32 - 1: numpy's seed range)")
+    if cfg.role == "student" and cfg.method in FEATURE_METHODS and "," in cfg.teacher_checkpoint:
+        raise UserError(f"--method={cfg.method} matches one teacher's feature maps; an ensemble "
+                        f"(--teacher_checkpoint={cfg.teacher_checkpoint}) serves the logit methods")
     if cfg.role == "student" and cfg.method == "dkd" and cfg.mixup > 0:
         raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
     if cfg.unlabeled_samples:

@@ -277,9 +277,12 @@ def scale_main(base: Config) -> int:
     if base.sweep_train_epochs and len(base.sweep_train_epochs) != len(base.sweep_train_samples):
         raise UserError(f"--sweep_train_epochs={list(base.sweep_train_epochs)}: one epoch count per size of "
                         f"--sweep_train_samples={list(base.sweep_train_samples)}, or () for --epochs at every size")
+    if len(set(base.sweep_train_samples)) < len(base.sweep_train_samples):
+        raise UserError(f"--sweep_train_samples={list(base.sweep_train_samples)}: a size named twice (one folder "
+                        f"per size)")
     teacher = base.teacher_checkpoint
-    if not teacher:
-        cfg = teacher_config(base)
+    if not teacher:  # on the whole training split unless --teacher_train_samples says otherwise
+        cfg = teacher_config(dataclasses.replace(base, max_train_samples=0))
         if not is_complete(run_dir_of(cfg)) and run_one(cfg) != "done":
             raise UserError(f"{run_dir_of(cfg)}: the teacher did not finish; the sizes' sweeps need it")
         teacher = run_dir_of(cfg)

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import torch
 
 from data.dataset import NATIVE_SIZE
+from runtime.inference import CPU_EVAL_PIXELS
 from utils.atomic import atomic_write_json, read_json_object
 from utils.device import cpu_identity, native_bf16, resolve_auto_precision
 
@@ -33,25 +34,49 @@ def model_shape(cfg) -> tuple:
             cfg.image_size or NATIVE_SIZE.get(cfg.dataset, 32))
 
 
+def timed_config(cfg, role: str):
+    """The config whose model auto times: the run's own (role "train": a student, or a teacher run), or the
+    frozen teacher it learns from (role "teacher": the arch and width its checkpoint's config.json records,
+    the first member's for an ensemble), with the fields only a student may carry cleared."""
+    if role == "train":
+        return cfg
+    first = cfg.teacher_checkpoint.split(",")[0].strip()
+    path = os.path.join(first, "config.json") if first and os.path.isdir(first) else ""
+    saved = (read_json_object(path) if path and os.path.isfile(path) else None) or {}
+    arch = saved.get("teacher_arch") if isinstance(saved.get("teacher_arch"), str) else cfg.teacher_arch
+    width = saved.get("teacher_width") if isinstance(saved.get("teacher_width"), int) else cfg.teacher_width
+    return dataclasses.replace(cfg, role="teacher", teacher_arch=arch, teacher_width=width, teacher_pretrained=False,
+                               unlabeled_samples=0, qat="none", init_from="", student_weights="")
+
+
+def timed_batch(cfg, role: str) -> int:
+    """A training step's batch, or the batch predict() evaluates a teacher at on a CPU (capped in pixels)."""
+    if role == "train":
+        return cfg.batch_size
+    size = model_shape(cfg)[2]
+    return max(1, min(cfg.eval_batch_size, CPU_EVAL_PIXELS // (size * size)))
+
+
 def cache_key(cfg, role: str) -> str:
     cpu = cpu_identity()
-    model = (f"{cfg.teacher_arch} width {cfg.teacher_width}" if role == "teacher" else
-             cfg.student_arch or f"res{cfg.blocks} width {cfg.width} fc {cfg.fc_layers}")
-    batch = cfg.eval_batch_size if role == "teacher" else cfg.batch_size
-    return (f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads | {role} {model} | batch {batch}"
+    t = timed_config(cfg, role)
+    model = (f"{t.role} {t.teacher_arch} width {t.teacher_width}" if t.role == "teacher" else
+             f"student {t.student_arch or f'res{t.blocks} width {t.width} fc {t.fc_layers}'}")
+    return (f"{cpu} | torch {torch.__version__} | {torch.get_num_threads()} threads | "
+            f"{'forward' if role == 'teacher' else 'train'} {model} | batch {timed_batch(cfg, role)}"
             f" | {model_shape(cfg)} | channels_last {cfg.channels_last}")
 
 
 def time_step(cfg, role: str, bf16: bool) -> float:
-    """Median seconds of one step of the run's model in fp32 or bf16 autocast: a training step (forward,
-    backward, SGD) for a student, a forward without gradients for the teacher's."""
+    """Median seconds of one step of the timed model (timed_config) in fp32 or bf16 autocast: a training step
+    (forward, backward, SGD) of the run's own model, or a forward without gradients of its teacher."""
     from models.teacher_arch import build_model
 
     channels, classes, size = model_shape(cfg)
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(cfg, role=role, teacher_pretrained=False, student_weights=""),
-                        channels, classes)
-    batch = cfg.eval_batch_size if role == "teacher" else cfg.batch_size
+    t = timed_config(cfg, role)
+    model = build_model(dataclasses.replace(t, teacher_pretrained=False, student_weights=""), channels, classes)
+    batch = timed_batch(cfg, role)
     x, y = torch.randn(batch, channels, size, size), torch.randint(0, classes, (batch,))
     if cfg.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
@@ -108,13 +133,13 @@ def measured(cfg, role: str) -> dict:
 
 
 def choose(cfg, role: str, device: torch.device) -> tuple:
-    """(precision, note) for auto in `role` (student: --precision, teacher: --teacher_precision)."""
+    """(precision, note) for auto in `role` (train: --precision, teacher: --teacher_precision)."""
     units = native_bf16(device)
     if device.type != "cpu" or not units:
         return resolve_auto_precision("auto", device)
     m = measured(cfg, role)
     speed = m["fp32_seconds"] / m["bf16_seconds"]
-    what = "training step" if role == "student" else "teacher forward"
+    what = "training step" if role == "train" else "teacher forward"
     if speed >= MARGIN:
         return "bf16", f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on this CPU, {units})"
     how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"
@@ -124,7 +149,7 @@ def choose(cfg, role: str, device: torch.device) -> tuple:
 def resolve_auto(cfg, device: torch.device):
     """The config with --precision=auto and --teacher_precision=auto resolved for `device` by measurement; the
     note, shown in the run's summary and precision description, says what auto chose and why."""
-    precision, note = choose(cfg, "student", device) if cfg.precision == "auto" else (cfg.precision, "")
+    precision, note = choose(cfg, "train", device) if cfg.precision == "auto" else (cfg.precision, "")
     teacher, t_note = (choose(cfg, "teacher", device) if cfg.teacher_precision == "auto"
                        else (cfg.teacher_precision, ""))
     if (precision, teacher) == (cfg.precision, cfg.teacher_precision):

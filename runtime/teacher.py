@@ -45,9 +45,15 @@ VAL_DROP = 10.0
 
 def teacher_members(cfg) -> list:
     """The run dirs or weights files --teacher_checkpoint names: one, or several separated by commas (an
-    ensemble: the students learn from the mean of their logits)."""
-    return [s.strip() for s in cfg.teacher_checkpoint.split(",")] if "," in cfg.teacher_checkpoint else \
-        [cfg.teacher_checkpoint]
+    ensemble: the students learn from the mean of their logits). An empty member is one line: it would
+    otherwise stand for the default teacher in out_dir."""
+    if "," not in cfg.teacher_checkpoint:
+        return [cfg.teacher_checkpoint]
+    members = [s.strip() for s in cfg.teacher_checkpoint.split(",")]
+    if not all(members):
+        raise UserError(f"--teacher_checkpoint={cfg.teacher_checkpoint}: an empty member in the comma-separated "
+                        f"list of teachers")
+    return members
 
 
 def resolve_teacher_path(cfg) -> tuple:
@@ -58,8 +64,6 @@ def resolve_teacher_path(cfg) -> tuple:
         found = [resolve_teacher_path(replace(cfg, teacher_checkpoint=m)) for m in members]
         return ",".join(w for w, _ in found), ",".join(r or w for w, r in found)
     spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
-    if not spec:
-        raise UserError("--teacher_checkpoint: an empty member in the comma-separated list of teachers")
     if os.path.isdir(spec):
         refuse_student_run(spec, spec)
         refuse_failed_run(spec, spec)
@@ -160,8 +164,10 @@ def load_teacher_ensemble(cfg, in_channels: int, num_classes: int, device, image
     if cfg.method in FEATURE_METHODS:
         raise UserError(f"--method={cfg.method} matches one teacher's feature maps; an ensemble "
                         f"(--teacher_checkpoint={cfg.teacher_checkpoint}) serves the logit methods")
-    if len(set(members)) < len(members):
-        raise UserError(f"--teacher_checkpoint={cfg.teacher_checkpoint}: a member is named twice")
+    weights = [os.path.realpath(resolve_teacher_path(replace(cfg, teacher_checkpoint=m))[0]) for m in members]
+    if len(set(weights)) < len(weights):
+        raise UserError(f"--teacher_checkpoint={cfg.teacher_checkpoint}: a member is named twice (the same "
+                        f"weights file)")
     loaded = [load_frozen_teacher(replace(cfg, teacher_checkpoint=m), in_channels, num_classes, device, image_size,
                                   data) for m in members]
     info = {"teacher_run": ",".join(i["teacher_run"] for _, i in loaded),

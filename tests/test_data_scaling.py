@@ -79,3 +79,29 @@ def test_make_scale_presets_share_their_controls():
     controls = {run_experiments.run_dir_of(c) for c in transfer if c.method == "ce"}
     assert controls and controls <= {run_experiments.run_dir_of(c) for c in n2000 if c.method == "ce"}
     assert {c.unlabeled_samples for c in transfer if c.method != "ce"} == {60000 - 1200 - 2000}
+
+
+def test_a_size_named_twice_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="a size named twice"):
+        run_experiments.main(_base(tmp_path, sweep_train_samples=(96, 96), sweep_train_epochs=(1, 2)))
+
+
+def test_quantized_students_stay_out_of_the_scale_table(tmp_path):
+    import json
+
+    from utils.scale_report import scale_rows
+
+    def run(name, method, seed, acc, qat=None):
+        d = tmp_path / "n100" / name
+        d.mkdir(parents=True)
+        s = {"schema": 1, "status": "complete", "run_name": name, "role": "student", "blocks": 4,
+             "method": method, "precision": "fp32", "seed": seed, "best_test_acc": acc, "train_images": 100,
+             **({"qat": qat} if qat else {})}
+        (d / "summary.json").write_text(json.dumps(s))
+
+    run("ce0", "ce", 0, 80.0)
+    run("kd0", "kd", 0, 82.0)
+    run("qce0", "ce", 0, 50.0, qat="ternary")
+    run("qkd0", "kd", 0, 55.0, qat="ternary")
+    (row,) = scale_rows(str(tmp_path))
+    assert row["ce"] == [80.0] and row["distilled"] == [82.0] and row["gain"] == [2.0]

@@ -36,7 +36,7 @@ def test_without_bf16_units_auto_is_fp32_unmeasured(monkeypatch):
     monkeypatch.setattr(device_mod, "cpu_flags", lambda: ["avx2"])
     monkeypatch.setattr(auto_precision, "time_step", lambda *a: pytest.fail("measured on a CPU without bf16 units"))
     assert resolve_auto_precision("auto", CPU) == ("fp32", "auto: no native bf16 units (avx2)")
-    assert auto_precision.choose(make_config(["--preset=smoke"]), "student", CPU)[0] == "fp32"
+    assert auto_precision.choose(make_config(["--preset=smoke"]), "train", CPU)[0] == "fp32"
     assert resolve_auto_precision("fp8", CPU) == ("fp8", "")  # an explicit precision is kept
 
 
@@ -47,33 +47,46 @@ def test_without_bf16_units_auto_is_fp32_unmeasured(monkeypatch):
 ])
 def test_auto_picks_what_it_measured_faster(timed, tmp_path, fp32, bf16, expected, says):
     speeds, calls = timed
-    speeds.update({("student", False): fp32, ("student", True): bf16})
+    speeds.update({("train", False): fp32, ("train", True): bf16})
     cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}"])
-    precision, note = auto_precision.choose(cfg, "student", CPU)
+    precision, note = auto_precision.choose(cfg, "train", CPU)
     assert precision == expected and says in note and "AVX512-BF16" in note
     assert len(calls) == 2 * auto_precision.ROUNDS  # interleaved rounds of both precisions
 
 
 def test_the_measurement_is_cached_per_cpu_torch_model_and_batch(timed, tmp_path):
     speeds, calls = timed
-    speeds.update({("student", False): 1.0, ("student", True): 0.5})
+    speeds.update({("train", False): 1.0, ("train", True): 0.5})
     cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2"])
-    first = auto_precision.choose(cfg, "student", CPU)
+    first = auto_precision.choose(cfg, "train", CPU)
     n = len(calls)
-    assert auto_precision.choose(cfg, "student", CPU) == first and len(calls) == n  # read back, not timed again
+    assert auto_precision.choose(cfg, "train", CPU) == first and len(calls) == n  # read back, not timed again
     cache = json.loads((tmp_path / "cache" / auto_precision.CACHE_FILE).read_text())
     (key,) = cache
     assert "family" in key and torch.__version__ in key and "res2" in key and "batch 64" in key
+    assert auto_precision.cache_key(make_config(["--preset=smoke", "--role=teacher", "--teacher_arch=resnet20"]),
+                                    "train").count("resnet20") == 1  # a teacher run times itself
     auto_precision.choose(make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2", "--batch_size=32"]),
-                          "student", CPU)
+                          "train", CPU)
     assert len(calls) > n  # another batch: measured anew
     (tmp_path / "cache" / auto_precision.CACHE_FILE).write_text("not json")  # a torn cache: measured again
-    assert auto_precision.choose(cfg, "student", CPU) == first
+    assert auto_precision.choose(cfg, "train", CPU) == first
+
+
+def test_the_teacher_timed_is_the_checkpoints_own_and_a_student_only_field_is_dropped(tmp_path):
+    from config import RELEASED_TEACHER
+
+    cfg = make_config(["--preset=transfer", "--teacher_precision=auto", "--blocks=4"])
+    t = auto_precision.timed_config(cfg, "teacher")
+    assert (t.role, t.teacher_arch, t.unlabeled_samples, t.qat) == ("teacher", "resnet20", 0, "none")
+    assert cfg.teacher_checkpoint == RELEASED_TEACHER
+    assert "forward teacher resnet20" in auto_precision.cache_key(cfg, "teacher")
+    assert auto_precision.timed_batch(make_config(["--image_size=150"]), "teacher") < 16  # predict()'s CPU cap
 
 
 def test_a_real_measurement_times_both_precisions(tmp_path):
     cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=1", "--batch_size=8"])
-    m = auto_precision.measure(cfg, "student")
+    m = auto_precision.measure(cfg, "train")
     assert m["fp32_seconds"] > 0 and m["bf16_seconds"] > 0
     assert auto_precision.measure(cfg, "teacher")["bf16_seconds"] > 0
 
@@ -81,7 +94,7 @@ def test_a_real_measurement_times_both_precisions(tmp_path):
 @pytest.mark.parametrize("faster", [True, False])
 def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
     speeds, _ = timed
-    speeds.update({("student", False): 1.0, ("student", True): 0.5 if faster else 2.0})
+    speeds.update({("train", False): 1.0, ("train", True): 0.5 if faster else 2.0})
     runs = run_experiments.grid(make_config(["--preset=smoke", "--device=cpu", "--sweep_blocks=[2]",
                                              f"--data_dir={tmp_path}", "--sweep_precisions=[fp32,auto]",
                                              "--sweep_methods=[kd]"]))
@@ -93,7 +106,7 @@ def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
 
 def test_a_run_records_autos_choice(timed, tmp_path):
     speeds, _ = timed
-    speeds.update({("student", False): 1.0, ("student", True): 1.33})
+    speeds.update({("train", False): 1.0, ("train", True): 1.33})
     s = train.main(make_config(["--preset=smoke", "--device=cpu", "--blocks=2", "--method=ce", "--precision=auto",
                                 "--max_train_samples=128", f"--out_dir={tmp_path}"]))
     assert s["precision"] == "fp32" and "_fp32_" in s["run_name"]

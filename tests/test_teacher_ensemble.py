@@ -63,8 +63,7 @@ def test_a_student_learns_from_an_ensemble_and_records_it(setup, tmp_path):
     assert again["best_test_acc"] == summary["best_test_acc"]
 
 
-@pytest.mark.parametrize("extra, match", [("--method=at", "matches one teacher's feature maps"),
-                                          ("twice", "a member is named twice"),
+@pytest.mark.parametrize("extra, match", [("twice", "a member is named twice"),
                                           ("missing", "no teacher run or weights file")])
 def test_what_an_ensemble_cannot_be_is_one_line(setup, tmp_path, extra, match):
     data, (a, b) = setup
@@ -84,3 +83,16 @@ def test_a_changed_member_is_caught_by_its_own_digest(setup, tmp_path):
     assert "sha256" in json.loads((spoilt / "summary.json").read_text())
     with pytest.raises(UserError, match="differs from the"):
         train.main(make_config(_args(data, tmp_path, "--blocks=1", f"--teacher_checkpoint={a},{spoilt}")))
+
+
+@pytest.mark.parametrize("spec", ["{a},", "{a},,{b}", "{a},{a}/", "{a},{a}/best_model.safetensors"])
+def test_an_empty_or_repeated_member_never_stands_for_another_teacher(setup, tmp_path, spec):
+    data, (a, b) = setup
+    cfg = make_config(_args(data, tmp_path, "--blocks=1", f"--teacher_checkpoint={spec.format(a=a, b=b)}"))
+    with pytest.raises(UserError, match="an empty member|named twice"):
+        train.main(cfg)
+
+
+def test_a_feature_method_with_an_ensemble_is_refused_before_anything_loads():
+    with pytest.raises(UserError, match="matches one teacher's feature maps"):
+        make_config(["--method=fitnet", "--teacher_checkpoint=a,b"])

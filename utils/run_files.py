@@ -170,8 +170,9 @@ def file_digests(run_dir, names) -> dict:
 
 def recorded_digests(summary) -> dict:
     """The digests a summary records: its own DIGEST_KEY, else a released teacher's (release.sha256)."""
-    summary = summary or {}
-    found = summary.get(DIGEST_KEY) or (summary.get(RELEASE_KEY) or {}).get(DIGEST_KEY) or {}
+    summary = summary if isinstance(summary, dict) else {}
+    release = summary.get(RELEASE_KEY) if isinstance(summary.get(RELEASE_KEY), dict) else {}
+    found = summary.get(DIGEST_KEY) or release.get(DIGEST_KEY) or {}
     return found if isinstance(found, dict) else {}
 
 

@@ -9,7 +9,7 @@ import os
 from utils.atomic import atomic_update_text
 from utils.errors import UserError
 from utils.plots.data import group_students, load_runs, teacher_of
-from utils.results import fmt_gains, fmt_ms, student_label, student_order
+from utils.results import fmt_gains, fmt_ms, quantized, student_label, student_order
 from utils.run_files import SIZE_FOLDER
 
 CSV_COLUMNS = ["labeled_images", "folder", "student", "method", "precision", "seed", "ce_acc", "distilled_acc",
@@ -28,6 +28,7 @@ def size_points(out_dir: str) -> list:
             runs, _ = load_runs(path)
         except UserError:  # nothing finished there yet
             continue
+        runs = [r for r in runs if not quantized(r.summary)]  # QAT students have their own table (quant/table.py)
         sizes = [r.get("train_images") for r in runs if not r.is_teacher and isinstance(r.get("train_images"), int)]
         if sizes:
             points.append((max(sizes), name, runs))
