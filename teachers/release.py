@@ -1,7 +1,7 @@
 """Released teachers: check a teacher run against its summary, and release one into teachers/.
 
     python teachers/release.py --check teachers/fashion-mnist_teacher_resnet20
-    python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet20   # after make teacher
+    python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32   # after make teacher
     python teachers/release.py --release checkpoints/teachers/fashion-mnist_teacher_resnet20
 
 --check measures the run's test accuracy again (its whole test split, the weights students load) and
