@@ -151,11 +151,16 @@ def int8_bits(program: torch.export.ExportedProgram) -> dict:
             "packed_bytes": sum(t.numel() * t.element_size() for t in tensors)}
 
 
-def save_int8_program(quantized: torch.fx.GraphModule, example: torch.Tensor, path):
-    """A converted q/dq graph -> an exported program on disk (atomic) -> loaded back from the file this
-    process has just written (deploy from the artifact, not from memory)."""
+def write_int8_program(quantized: torch.fx.GraphModule, example: torch.Tensor, path) -> str:
+    """A converted q/dq graph -> an exported program on disk (atomic); its path."""
     program = int8_program(quantized, example)
-    path = atomic_write_via(path, lambda f: torch.export.save(program, f))
+    return atomic_write_via(path, lambda f: torch.export.save(program, f))
+
+
+def save_int8_program(quantized: torch.fx.GraphModule, example: torch.Tensor, path):
+    """write_int8_program, then loaded back from the file this process has just written (deploy from the
+    artifact, not from memory)."""
+    path = write_int8_program(quantized, example, path)
     return path, load_program(path).module()
 
 

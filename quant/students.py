@@ -23,7 +23,7 @@ from data.dataset import NATIVE_SIZE
 from models.cnn_model import build_student
 from quant import EDGE_NOTE, LOWBIT_MODES
 from quant.table import PTQ_FILE, read_ptq
-from utils.atomic import atomic_write_json, atomic_write_via
+from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
 from utils.errors import UserError
 
@@ -62,11 +62,10 @@ def int8_state_path(path) -> str:
 def write_int8(prepared: torch.nn.Module, converted, cfg, path, in_channels: int):
     """An int8 model's two files: the prepared graph's state (weights and quantization scales, safetensors)
     and the converted program for deployment (.pt2)."""
-    from quant.pt2e import int8_program
+    from quant.pt2e import write_int8_program
 
     save_weights(prepared.state_dict(), int8_state_path(path))
-    program = int8_program(converted, example_input(cfg, in_channels))
-    atomic_write_via(path, lambda f: torch.export.save(program, f))
+    write_int8_program(converted, example_input(cfg, in_channels), path)
 
 
 def rebuild_int8(cfg, path, in_channels: int, num_classes: int):

@@ -25,8 +25,8 @@ from utils.errors import UserError
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
-from utils.run_files import (CHECKPOINT, complete_summary, load_checkpoint, save_checkpoint, write_history,
-                             write_summary)
+from utils.run_files import (CHECKPOINT, DIGEST_KEY, DIGESTED_FILES, complete_summary, file_digests, load_checkpoint,
+                             save_checkpoint, write_history, write_summary)
 from utils.tensorboard import EpochLog
 
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
@@ -226,8 +226,6 @@ class TrainingRun(Trainee):
         return {**fields, "init_from": self.cfg.init_from, "qat_test_acc": acc}
 
     def finish(self, test, n_train: int, n_val: int) -> dict:
-        from utils.run_files import DIGEST_KEY, DIGESTED_FILES, file_digests
-
         cfg, ds, history = self.cfg, self.ds, self.history
         if not history:
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
