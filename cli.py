@@ -294,8 +294,8 @@ def default_run_name(cfg) -> str:
     """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid and seed."""
     if cfg.run_name:
         return cfg.run_name
-    if cfg.role == "teacher":
-        return teacher_run_name(cfg)
+    if cfg.role == "teacher":  # a further seed is an ensemble's further member (make teacher trains two)
+        return teacher_run_name(cfg) + (f"_s{cfg.seed}" if cfg.seed else "")
     unlabeled = f"_u{cfg.unlabeled_samples}" if cfg.unlabeled_samples else ""
     qat = f"_q{cfg.qat}" if getattr(cfg, "qat", "none") != "none" else ""
     return (f"{cfg.dataset}_{student_name(cfg)}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}{qat}"

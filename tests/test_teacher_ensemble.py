@@ -24,7 +24,7 @@ def setup(tmp_path_factory):
     members = []
     for seed in (0, 1):
         train.main(make_config(_args(data, out / f"t{seed}", "--role=teacher", f"--seed={seed}")))
-        members.append(out / f"t{seed}" / TEACHER)
+        members.append(out / f"t{seed}" / (TEACHER + (f"_s{seed}" if seed else "")))
     return data, members
 
 
@@ -96,3 +96,12 @@ def test_an_empty_or_repeated_member_never_stands_for_another_teacher(setup, tmp
 def test_a_feature_method_with_an_ensemble_is_refused_before_anything_loads():
     with pytest.raises(UserError, match="matches one teacher's feature maps"):
         make_config(["--method=fitnet", "--teacher_checkpoint=a,b"])
+
+
+def test_a_teacher_of_another_seed_is_a_member_of_its_own_name():
+    """make teacher trains two members; seed 0 keeps the released name, others get _s<seed>."""
+    from config import default_run_name, make_config
+    assert default_run_name(make_config(role="teacher", teacher_arch="resnet32")) == "fashion-mnist_teacher_resnet32"
+    assert (default_run_name(make_config(role="teacher", teacher_arch="resnet32", seed=1))
+            == "fashion-mnist_teacher_resnet32_s1")
+    assert default_run_name(make_config(seed=1)).endswith("_s1")  # a student's name is unchanged

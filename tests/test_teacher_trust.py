@@ -84,7 +84,7 @@ def test_a_changed_teacher_weights_file_is_one_line(how, data, copy, tmp_path, c
     else:  # another run's weights of the same architecture
         other = tmp_path / "other"
         train.main(make_config(args(data, other, "--role=teacher", "--seed=1", "--epochs=1")))
-        shutil.copyfile(other / TEACHER / "best_model.safetensors", weights)
+        shutil.copyfile(other / f"{TEACHER}_s1" / "best_model.safetensors", weights)
     for spec in (copy, weights):
         line = one_line_exit(train.cli, student(data, tmp_path / "s", spec), capsys)
         assert str(weights) in line and "sha256" in line and "its run's summary.json records" in line, line
