@@ -1,10 +1,11 @@
+# Measured times of each target: docs/config.md#presets (from presets.MEASURED, the one place they are stated)
 # make demo : set-up, data, then the main job (the distillation sweep at demo size) on Fashion-MNIST
 # make test : set-up, data, then the test suite
-# make reduced : set-up, data, then the reduced experiment and its transfer-set rows (about 32 minutes on 2 cores)
+# make reduced : set-up, data, then the reduced experiment and its transfer-set rows
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
-# make teacher : set-up, data, then train the stronger released teacher (resnet32) again (about 70 min on 2 cores)
-# make teacher20 : the same for the demo's released resnet20 teacher (about an hour on 2 cores)
+# make teacher : set-up, data, then train the stronger released teacher (resnet32) again
+# make teacher20 : the same for the demo's released resnet20 teacher
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 
 from presets import PRESETS, RECIPES
 from utils.errors import HelpRequested, UserError
+from utils.run_files import CONFIG, QAT_PART, STUDENT_RUN_NAME, TEACHER_RUN_NAME, TEACHER_SEED_PART, UNLABELED_PART
 
 
 class Check(NamedTuple):
@@ -149,7 +150,7 @@ def config_from_dict(schema, d: dict, source: str = ""):
     """Rebuild a `schema` dataclass from config.json (`source`, named in errors); fields this version does not
     know are ignored. A file that is no object, or a value of the wrong type or range, is one line naming the
     file and the field: the file's fault, not a flag's."""
-    where = source or "config.json"
+    where = source or CONFIG
     if not isinstance(d, dict):
         raise UserError(f"{where}: not a JSON object of config fields (found {type(d).__name__})")
     names = {f.name for f in dataclasses.fields(schema)}
@@ -286,17 +287,22 @@ def student_name(cfg) -> str:
     return arch_name(cfg.student_arch) if cfg.student_arch else f"res{cfg.blocks}"
 
 
-def teacher_run_name(cfg) -> str:
-    return f"{cfg.dataset}_teacher_{arch_name(cfg.teacher_arch)}"
+def teacher_run_name(cfg, seed: int = 0) -> str:
+    """The teacher's run directory (utils/run_files.TEACHER_RUN_NAME); a seed other than 0 is an ensemble's
+    further member (make teacher trains two)."""
+    return TEACHER_RUN_NAME.format(dataset=cfg.dataset, arch=arch_name(cfg.teacher_arch),
+                                   seed=TEACHER_SEED_PART.format(seed) if seed else "")
 
 
 def default_run_name(cfg) -> str:
-    """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid and seed."""
+    """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid and seed (the pattern:
+    utils/run_files.STUDENT_RUN_NAME)."""
     if cfg.run_name:
         return cfg.run_name
-    if cfg.role == "teacher":  # a further seed is an ensemble's further member (make teacher trains two)
-        return teacher_run_name(cfg) + (f"_s{cfg.seed}" if cfg.seed else "")
-    unlabeled = f"_u{cfg.unlabeled_samples}" if cfg.unlabeled_samples else ""
-    qat = f"_q{cfg.qat}" if getattr(cfg, "qat", "none") != "none" else ""
-    return (f"{cfg.dataset}_{student_name(cfg)}_b{cfg.batch_size}_{cfg.precision}_{cfg.method}{unlabeled}{qat}"
-            f"_s{cfg.seed}")
+    if cfg.role == "teacher":
+        return teacher_run_name(cfg, cfg.seed)
+    qat = getattr(cfg, "qat", "none")
+    return STUDENT_RUN_NAME.format(
+        dataset=cfg.dataset, student=student_name(cfg), batch_size=cfg.batch_size, precision=cfg.precision,
+        method=cfg.method, unlabeled=UNLABELED_PART.format(cfg.unlabeled_samples) if cfg.unlabeled_samples else "",
+        qat=QAT_PART.format(qat) if qat != "none" else "", seed=cfg.seed)

@@ -1,11 +1,12 @@
-"""Every knob of the project in one frozen dataclass, each field declared once (default, type, scope, methods,
-check, group, doc): cli.py makes validation, --help, the sweep's groups and docs/config.md from it and parses
-`--field=value` (re-exported here). A run gets its own `Config` (`make_config` / `dataclasses.replace`)."""
+"""Every knob of the project in one frozen dataclass, each field declared once (default, type, scope, check, group,
+doc; which fields are a method's: the method table, utils/names.py): cli.py makes validation, --help, groups and
+docs/config.md from it and parses `--field=value` (re-exported). A run gets its own `Config` (`make_config`)."""
 from __future__ import annotations
 
 import dataclasses
 import functools
 import re
+import types
 from dataclasses import dataclass
 from typing import Optional
 
@@ -16,7 +17,7 @@ from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NA
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
                  teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
-from utils.names import METHOD_LOOKS, PRECISION_LOOKS, QAT_MODES
+from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, PRECISION_LOOKS, QAT_MODES, hparam_methods
 
 DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
@@ -26,7 +27,7 @@ TIMM_PREFIX = "timm:"  # timm:<name>: any timm model by name, as a teacher or a 
 TIMM_PATTERN = re.compile(r"timm:[A-Za-z0-9_.-]+$")  # the name itself is checked against timm when the model is built
 TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS, "timm:<name>")
 PRECISIONS = tuple(PRECISION_LOOKS)  # utils/names.py: one table of names, their order, labels and plot styles
-METHODS = tuple(METHOD_LOOKS)  # the same table; distill.DISTILLERS registers a Distiller for each
+METHODS = tuple(m.name for m in METHOD_TABLE)  # the method table (utils/names.py); distill.DISTILLERS: their classes
 from config_rules import MAX_SEED, NO_TEACHER_METHODS  # noqa: E402,F401 (re-exported)
 DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
@@ -92,37 +93,32 @@ class Config:
         "of it, .pth/.pt/.safetensors); \"\" = the hub cache")
     teacher_checkpoint: str = _train("", group=True, doc="run dir or weights file of the trained teacher; \"\" = "
         "out_dir/<dataset's teacher run>")
-    method: str = _learn("kd", one_of(*METHODS), section="distillation", doc="ce (no teacher: the control) | kd "
-        "(Hinton) | dkd (Decoupled KD) | fitnet (hints) | at (attention transfer) | fm (function matching) | pl (CE "
-        "with the teacher's argmax as the labels of unlabeled images: the transfer set's control)")
-    temperature: float = _train(4.0, must(lambda v: v > 0, "> 0 (the softmax temperature T; 1-20 is usual)"),
-        methods=("kd", "dkd"), doc="softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)")
-    alpha: float = _train(0.1, must(lambda v: 0 <= v <= 1, "in [0, 1] (kd: the weight of the cross-entropy term)"),
-        methods=("kd",), doc="kd: weight of the cross-entropy term (mdistiller's CE_WEIGHT 0.1; the old default here "
-        "was 0.5)")
-    kd_weight: float = _train(0.9, NON_NEGATIVE, methods=("kd",), doc="kd: weight of the T^2-scaled KL term "
-        "(mdistiller's KD_WEIGHT 0.9)")
-    kd_logit_std: bool = _train(False, methods=("kd",), doc="kd: z-score both logits before the softmax (Sun et al. "
+    method: str = _learn(DEFAULT_METHOD, one_of(*METHODS), section="distillation", doc=METHOD_DOC)
+    temperature: float = _learn(4.0, must(lambda v: v > 0, "> 0 (the softmax temperature T; 1-20 is usual)"),
+        doc="softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)")
+    alpha: float = _learn(0.1, must(lambda v: 0 <= v <= 1, "in [0, 1] (kd: the weight of the cross-entropy term)"),
+        doc="kd: weight of the cross-entropy term (mdistiller's CE_WEIGHT 0.1; the old default here was 0.5)")
+    kd_weight: float = _learn(0.9, NON_NEGATIVE, doc="kd: weight of the T^2-scaled KL term (mdistiller's KD_WEIGHT "
+        "0.9)")
+    kd_logit_std: bool = _learn(False, doc="kd: z-score both logits before the softmax (Sun et al. "
         "2024; their recipe: T=2, kd_weight=9)")
-    dkd_alpha: float = _train(1.0, NON_NEGATIVE, methods=("dkd",), doc="dkd: weight of TCKD (Zhao et al. 2022 use "
-        "1.0); CE weighs 1.0")
-    dkd_beta: float = _train(8.0, NON_NEGATIVE, methods=("dkd",), doc="dkd: weight of NCKD (Zhao et al. use 8.0 on "
-        "CIFAR-100)")
-    dkd_beta_per_depth: tuple = _train((), BETA_PER_DEPTH, methods=("dkd",), doc="dkd: [[blocks, beta], ...] "
+    dkd_alpha: float = _learn(1.0, NON_NEGATIVE, doc="dkd: weight of TCKD (Zhao et al. 2022 use 1.0); CE weighs 1.0")
+    dkd_beta: float = _learn(8.0, NON_NEGATIVE, doc="dkd: weight of NCKD (Zhao et al. use 8.0 on CIFAR-100)")
+    dkd_beta_per_depth: tuple = _learn((), BETA_PER_DEPTH, doc="dkd: [[blocks, beta], ...] "
         "overriding dkd_beta for those depths")
-    dkd_warmup: float = _train(20 / 240, UNIT_INTERVAL, methods=("dkd",), doc="dkd: share of the run over which the "
+    dkd_warmup: float = _learn(20 / 240, UNIT_INTERVAL, doc="dkd: share of the run over which the "
         "DKD weight ramps up linearly (the paper: 20 of 240 epochs)")
-    fitnet_weight: float = _train(100.0, NON_NEGATIVE, methods=("fitnet",), doc="fitnet: weight of the hint MSE "
+    fitnet_weight: float = _learn(100.0, NON_NEGATIVE, doc="fitnet: weight of the hint MSE "
         "(mdistiller's CIFAR FEAT_WEIGHT); CE weighs 1.0")
-    fitnet_stage: int = _train(-1, must(lambda v: v >= -1, "-1 (the middle stage) or a stage index from 0"),
-        methods=("fitnet",), doc="fitnet: which student stage gives the hint (0-based; -1 = the middle one)")
-    at_weight: float = _train(1000.0, NON_NEGATIVE, methods=("at",), doc="at: weight of the attention-map loss "
+    fitnet_stage: int = _learn(-1, must(lambda v: v >= -1, "-1 (the middle stage) or a stage index from 0"),
+        doc="fitnet: which student stage gives the hint (0-based; -1 = the middle one)")
+    at_weight: float = _learn(1000.0, NON_NEGATIVE, doc="at: weight of the attention-map loss "
         "(mdistiller's CIFAR value); CE weighs 1.0")
-    at_p: float = _train(2.0, POSITIVE, methods=("at",), doc="at: attention map = mean over channels of |A|^p "
+    at_p: float = _learn(2.0, POSITIVE, doc="at: attention map = mean over channels of |A|^p "
         "(Zagoruyko & Komodakis 2017 use p=2)")
-    fm_temperature: float = _train(1.0, POSITIVE, methods=("fm",), doc="fm: softmax temperature of function matching's "
+    fm_temperature: float = _learn(1.0, POSITIVE, doc="fm: softmax temperature of function matching's "
         "KL (Beyer et al. 2022 use 1)")
-    fm_mixup: float = _train(1.0, NON_NEGATIVE, methods=("fm",), doc="fm: mixup Beta(a, a) of the one view teacher and "
+    fm_mixup: float = _learn(1.0, NON_NEGATIVE, doc="fm: mixup Beta(a, a) of the one view teacher and "
         "student share (Beyer et al.: mixup + crops)")
     teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
@@ -188,8 +184,8 @@ class Config:
         section="run_experiments.py", doc="student depths in the sweep")
     sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"), each_of(*PRECISIONS, "auto"), doc="precisions of the "
         "distilled students")
-    sweep_methods: tuple = _sweep(("kd",), each_of(*METHODS), doc="distillation methods; a ce control per depth is "
-        "always added")
+    sweep_methods: tuple = _sweep((DEFAULT_METHOD,), each_of(*METHODS), doc="distillation methods; a ce control "
+        "per depth is always added")
     seeds: int = _sweep(1, POSITIVE, doc="seeds first_seed..first_seed+seeds-1 per grid point")
     first_seed: int = _sweep(0, SEED, doc="the sweep's first seed (choose settings on seeds the reported table "
         "does not use, e.g. 100)")
@@ -235,6 +231,10 @@ class Config:
     def group_fields(cls) -> tuple:
         """What students must share to be trained together on the same batches: the fields declared group=True."""
         return tuple(f.name for f in dataclasses.fields(cls) if f.metadata["group"])
+
+
+for _f in dataclasses.fields(Config):  # a method's hyper-parameters name their methods: the method table lists them
+    _f.metadata = types.MappingProxyType({**_f.metadata, "methods": hparam_methods(_f.name)})
 
 
 def make_config(argv: list = None, **fields) -> Config:

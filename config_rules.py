@@ -3,22 +3,18 @@ one line naming the flags. A single field's own check is declared with the field
 import re
 
 from utils.errors import UserError
-from utils.lock import TABLE_LOCK_FILE
-from utils.run_files import SIZE_FOLDER
-from utils.tensorboard import HPARAMS_DIR
+from utils.names import METHODS
+from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 
-NO_TEACHER_METHODS = ("ce",)  # methods that train without a teacher (distill.DISTILLERS' uses_teacher False)
-FEATURE_METHODS = ("fitnet", "at")  # methods that match intermediate feature maps
+# from the method table (utils/names.py): methods that train without a teacher, methods that match feature maps
+NO_TEACHER_METHODS = tuple(name for name, m in METHODS.items() if not m.teacher)
+FEATURE_METHODS = tuple(name for name, m in METHODS.items() if m.features)
+LOGIT_METHODS = tuple(name for name in METHODS if name not in FEATURE_METHODS)  # the rest: logits alone
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState (Optuna's samplers) takes 0..2**32-1; torch takes up to 2**64-1
-# what the sweep writes in out_dir beside its run directories (utils/tensorboard.py, plot_experiment_results.py,
-# runtime/teacher.py, utils/results.py, utils/lock.py, utils/scale_report.py; a data-scaling sweep's size folders:
-# utils/run_files.SIZE_FOLDER): a run of such a name would be written over, or deleted with, the sweep's own files.
-# Compared case-folded: macOS and Windows file systems fold case
-OUT_DIR_NAMES = {HPARAMS_DIR: "its TensorBoard hparams table, rebuilt whole by every sweep",
-                 "tb_hparams.json": "what its TensorBoard hparams table shows", "plots": "its figures",
-                 "logits_cache": "the teacher-logit cache of a read-only teacher", "results.csv": "its table",
-                 "results.md": "its table", TABLE_LOCK_FILE: "its table's lock", "scale.md": "its data-scaling table",
-                 "scale.csv": "its data-scaling table"}
+# what the sweep writes in out_dir beside its run directories (utils/run_files.SWEEP_FILES; a data-scaling sweep's
+# size folders: utils/run_files.SIZE_FOLDER): a run of such a name would be written over, or deleted with, the
+# sweep's own files. Compared case-folded: macOS and Windows file systems fold case
+OUT_DIR_NAMES = {name.lower(): what for name, (what, _) in SWEEP_FILES.items()}
 STUDY_FILE = re.compile(r".*\.(db|db-journal|db-wal|db-shm|best\.json)$", re.IGNORECASE)  # tune.py's, in out_dir
 
 
@@ -34,17 +30,31 @@ def check_out_dir_name(flag: str, name: str) -> None:
                         f"out_dir; pick another --{flag}")
 
 
+def either(names) -> str:
+    """"a, b or c": methods named in a message."""
+    names = list(names)
+    return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else "".join(names)
+
+
+def check_method(cfg) -> None:
+    """A student's method against the run: its own refusals (the method table's `refuses`), and a feature
+    method's one teacher."""
+    for name, why in METHODS[cfg.method].refuses.items():
+        if getattr(cfg, name):
+            raise UserError(f"--method={cfg.method} with --{name}: {why}")
+    if cfg.method in FEATURE_METHODS and "," in cfg.teacher_checkpoint:
+        raise UserError(f"--method={cfg.method} matches one teacher's feature maps; an ensemble "
+                        f"(--teacher_checkpoint={cfg.teacher_checkpoint}) serves the logit methods")
+
+
 def check(cfg) -> None:
     if cfg.run_name:
         check_out_dir_name("run_name", cfg.run_name)
     if cfg.first_seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--first_seed={cfg.first_seed} --seeds={cfg.seeds}: the last seed, "
                         f"{cfg.first_seed + cfg.seeds - 1}, is past {MAX_SEED} (2**32 - 1: numpy's seed range)")
-    if cfg.role == "student" and cfg.method in FEATURE_METHODS and "," in cfg.teacher_checkpoint:
-        raise UserError(f"--method={cfg.method} matches one teacher's feature maps; an ensemble "
-                        f"(--teacher_checkpoint={cfg.teacher_checkpoint}) serves the logit methods")
-    if cfg.role == "student" and cfg.method == "dkd" and cfg.mixup > 0:
-        raise UserError("--method=dkd with --mixup: DKD's target/non-target split needs one true class per image")
+    if cfg.role == "student":
+        check_method(cfg)
     if cfg.unlabeled_samples:
         check_transfer_set(cfg)
     if cfg.student_weights and not cfg.student_arch:
@@ -61,7 +71,8 @@ def check_transfer_set(cfg) -> None:
         raise UserError(f"{flag}: a teacher trains on labeled images only; unlabeled images are for students")
     if cfg.method in NO_TEACHER_METHODS:
         raise UserError(f"{flag}: --method={cfg.method} has no teacher, and unlabeled images are seen only "
-                        f"through the teacher's outputs; use kd, dkd, fm or pl (pseudo-labels)")
+                        f"through the teacher's outputs; use "
+                        f"{either(m for m in LOGIT_METHODS if m not in NO_TEACHER_METHODS)}")
     if cfg.mixup > 0:
         raise UserError(f"{flag} with --mixup={cfg.mixup}: mixup blends labels, and unlabeled images have "
                         f"none (fm's own mixup, --fm_mixup, needs no labels)")
@@ -88,7 +99,8 @@ def check_qat(cfg) -> None:
                         f"--precision=fp32")
     if cfg.qat == "int8" and cfg.method in FEATURE_METHODS:
         raise UserError(f"{flag} with --method={cfg.method}: int8 QAT trains an exported graph, which has no "
-                        f"intermediate feature maps to match; use kd, dkd, fm, pl or ce, or --qat=int4 and below")
+                        f"intermediate feature maps to match; use {either(LOGIT_METHODS)}, "
+                        f"or --qat=int4 and below")
 
 
 def check_command_line(cfg) -> None:

@@ -23,6 +23,7 @@ from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
 from utils.plots.style import plot_confusion_matrix
+from utils.run_files import CONFUSION_MATRIX, EVALUATION, PREDICTIONS
 
 
 @contextmanager
@@ -61,9 +62,9 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
     print(f"{'class':>16} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for r in report:
         print(f"{r['class']:>16} {r['precision']:9.2f} {r['recall']:7.2f} {r['f1']:6.2f} {r['support']:7d}")
-    with saving(run_dir, "evaluation.json"):
-        atomic_write_json(os.path.join(run_dir, "evaluation.json"), result)
-        plot_confusion_matrix(cm.numpy(), ds.classes, os.path.join(run_dir, "confusion_matrix.png"),
+    with saving(run_dir, EVALUATION):
+        atomic_write_json(os.path.join(run_dir, EVALUATION), result)
+        plot_confusion_matrix(cm.numpy(), ds.classes, os.path.join(run_dir, CONFUSION_MATRIX),
                               f"{os.path.basename(os.path.normpath(run_dir))}: test accuracy {acc:.2f}%")
     return result
 
@@ -78,8 +79,8 @@ def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
     w.writerow(["path", "predicted_class", "confidence"])
     for p, conf, c in zip(paths, *prob.max(1)):
         w.writerow([p, ds.classes[c], f"{conf.item():.4f}"])
-    out = os.path.join(run_dir, "predictions.csv")
-    with saving(run_dir, "predictions.csv"):
+    out = os.path.join(run_dir, PREDICTIONS)
+    with saving(run_dir, PREDICTIONS):
         atomic_write_bytes(out, buf.getvalue().encode())
     print(f"{len(paths)} predictions -> {out}")
     return out

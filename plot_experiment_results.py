@@ -32,6 +32,7 @@ from utils.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain,
 from utils.plots.style import plot_confusion_matrix
 from quant.table import plot_qat, qat_points
 from utils.results import quantized, selection_acc
+from utils.run_files import DEPLOY_JSON, PLOTS_DIR
 
 
 def plot_best_confusion(runs: list, path: str):
@@ -94,7 +95,7 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
         if name == "qat_accuracy_vs_bytes" and not written:
             continue  # no quantized student in this sweep
         if name == "deploy" and not written:
-            print("skipped deploy plots: no deploy.json with a measured variant "
+            print(f"skipped deploy plots: no {DEPLOY_JSON} with a measured variant "
                   "(run the sweep with --deploy=True)")
         for path in (written if isinstance(written, list) else [written] if written else []):
             print(f"wrote {path}")
@@ -115,7 +116,7 @@ def plot_scale(out_dir: str) -> int:
         return failures
     hardware = sorted({r.get("hardware") for _, _, runs in points for r in runs if r.get("hardware")})
     note = f"{', '.join(f'{n:,}' for n, _, _ in points)} labeled images | trained on {'; '.join(hardware) or '?'}"
-    print(f"wrote {plot_kd_gain_vs_data(rows, os.path.join(out_dir, 'plots', 'kd_gain_vs_data.png'), note)}")
+    print(f"wrote {plot_kd_gain_vs_data(rows, os.path.join(out_dir, PLOTS_DIR, 'kd_gain_vs_data.png'), note)}")
     return failures
 
 
@@ -127,7 +128,7 @@ def main(out_dir: str) -> int:
     runs, failed = load_runs(out_dir)
     if failed:
         print(f"left out {len(failed)} failed run(s): {', '.join(failed)}")
-    plots_dir = os.path.join(out_dir, "plots")
+    plots_dir = os.path.join(out_dir, PLOTS_DIR)
     datasets = by_dataset(runs)
     failures = 0
     for dataset, ds_runs in datasets.items():

@@ -1,8 +1,10 @@
 """Named sizes and recipes: `--preset=NAME` sets a run's size and protocol (smoke for the tests, the
 released teacher, the CPU demo, the reduced experiment and its transfer set, the full GPU run);
 `--recipe=NAME` applies a recipe from the literature after it. Plain dicts of config fields (config.py
-checks them like any override); config.py imports this module, never the reverse.
+checks them like any override); config.py imports this module, never the reverse. MEASURED: each make target's
+measured wall time, the one place a run time is stated.
 """
+from typing import NamedTuple, Optional
 
 # Named recipes from the literature: `--recipe=<name>` applies one after the preset and before the other
 # overrides; the sweep's teacher run takes `teacher_recipe`. Each says where its numbers come from.
@@ -48,6 +50,14 @@ CPU_PROTOCOL = dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size"
 # teacher, a resnet32 at 95.21% (teachers/fashion-mnist_teacher_resnet32, `make teacher`)
 SCALE_PROTOCOL = {**CPU_PROTOCOL, "teacher_arch": "resnet32", "teacher_checkpoint": STRONG_TEACHER}
 
+
+class Measured(NamedTuple):
+    """A make target's measured wall time (MEASURED below)."""
+    wall: Optional[str]  # e.g. "10 min 53 s"; None: not timed end to end
+    what: str  # what the time covers
+    machine: str
+    commit: str
+
 PRESETS = {
     # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
     "smoke": dict(max_train_samples=256, max_test_samples=128, epochs=1, batch_size=64,
@@ -55,7 +65,7 @@ PRESETS = {
     # the demo's released teacher, `make teacher20` (teachers/fashion-mnist_teacher_resnet20): a resnet20 on the whole
     # Fashion-MNIST training split less the fixed 2% validation hold-out the demo and reduced students select
     # on, with the teacher recipe at batch 256 (lr 0.2, the linear-scaling rule from 0.1 at 128; ~1.3x the
-    # images/s of batch 128 on a 2-core CPU) for 36 epochs, which fits about an hour on 2 cores
+    # images/s of batch 128 on a 2-core CPU) for 36 epochs (its time: MEASURED below)
     "teacher20": dict(**{**RECIPES["teacher-sgd"], "batch_size": 256, "lr": 0.2}, role="teacher",
                       teacher_arch="resnet20", epochs=36, val_fraction=0.02, out_dir="checkpoints/teachers"),
     # the stronger released teacher, `make teacher` (teachers/fashion-mnist_teacher_resnet32): the same data and
@@ -64,7 +74,7 @@ PRESETS = {
     "teacher": dict(**{**RECIPES["teacher-sgd"], "batch_size": 256, "lr": 0.2}, role="teacher",
                     teacher_arch="resnet32", epochs=90, precision="bf16", val_fraction=0.02,
                     out_dir="checkpoints/teachers"),
-    # the CPU demo `make demo` (10.9 minutes from a fresh clone on a 2-core AMD EPYC): the CPU protocol above
+    # the CPU demo `make demo` (its time: MEASURED below): the CPU protocol above
     "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
     # `make qat`: the demo's students (the same runs: it reuses checkpoints/demo), then per depth and seed the
     # fp32 KD student quantized after training (PTQ) and fine-tuned on each weight grid with and without its
@@ -89,12 +99,31 @@ PRESETS = {
     "scale-transfer": dict(**{**SCALE_PROTOCOL, "sweep_blocks": (4,), "sweep_methods": ("kd", "pl"),
                               "max_train_samples": 2000, "epochs": 30}, unlabeled_samples=56800, transfer_epochs=10,
                            out_dir="checkpoints/scale/n2000"),
-    # the demo's protocol on 5 new seeds (3-7), about 17 minutes on 2 cores;
+    # the demo's protocol on 5 new seeds (3-7);
     # `make reduced` then adds the transfer-set rows (--preset=transfer, same out_dir)
     "reduced": dict(**{**CPU_PROTOCOL, "seeds": 5}, first_seed=3, out_dir="checkpoints/reduced"),
-    # the transfer set beside the reduced experiment's runs (about 7.5 minutes): the same 500 labeled images
+    # the transfer set beside the reduced experiment's runs: the same 500 labeled images
     # plus 4,500 the student sees only through the teacher, for 4 epochs (the control's images x epochs:
     # 40 on 500), KD and the pseudo-label control, seeds 3-5; the CE controls are the reduced experiment's
     "transfer": dict(**{**CPU_PROTOCOL, "sweep_methods": ("kd", "pl")}, unlabeled_samples=4500, transfer_epochs=4,
                      first_seed=3, out_dir="checkpoints/reduced"),
+}
+
+# Every run time a user is told, stated once: the make target's wall time as measured, with its machine and the
+# commit. README, the Makefile and the presets' comments link here (docs/config.md#presets renders it); a new
+# measurement replaces its row. A target not yet timed end to end says so (`wall` None).
+MEASURED = {
+    "demo": Measured("10 min 53 s", "make demo from a fresh clone, venv set-up included (the sweep: 9 min 18 s)",
+                     "2-core AMD EPYC Zen 4, no GPU", "285820e"),
+    "reduced": Measured("24 min 33 s", "make reduced after make demo in the same clone (the reduced sweep 16 min "
+                        "40 s, the transfer-set rows 7 min 31 s)", "2-core AMD EPYC Zen 4, no GPU", "285820e"),
+    "qat": Measured("60 min 40 s", "make qat after make demo (its students reused)",
+                    "2-core AMD EPYC Zen 4, no GPU", "570dfc2"),
+    "teacher20": Measured("60 min 5 s", "make teacher20 from a fresh clone, set-up included (58.1 min training, "
+                          "15 of them beside test runs)", "2-core AMD EPYC Zen 4, no GPU", "4541171"),
+    "teacher": Measured("about 66 min", "one resnet32 member alone: 90 epochs at 41.5-47 s (the released run's "
+                        "summary says 92.6 min: it shared the cores)", "2-core AMD EPYC Zen 5, no GPU", "3ae952f"),
+    "scale": Measured(None, "not yet timed end to end; per size: 500 x 40 about 1 min a seed group, 2,000 x 30 "
+                      "1.5, 8,000 x 20 3, the whole split 5.5 a seed (docs/results.md)",
+                      "2-core AMD EPYC Zen 5, no GPU", "3ae952f"),
 }

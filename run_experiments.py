@@ -35,8 +35,9 @@ from runtime.auto_precision import resolve_auto
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
+from utils.names import CONTROL, DEFAULT_METHOD
 from utils.results import collect_results, results_text, selection_acc, write_results
-from utils.run_files import CorruptCheckpoint, failed_summary, read_summary, size_folder, write_summary
+from utils.run_files import CONFIG, CorruptCheckpoint, failed_summary, read_summary, size_folder, write_summary
 from utils.scale_report import write_scale_report
 from utils.tensorboard import write_hparams
 
@@ -45,7 +46,7 @@ def teacher_config(base: Config) -> Config:
     """The sweep's teacher run: the students' settings, then teacher_recipe's, then the teacher_* fields."""
     recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
     cfg = dataclasses.replace(base, **recipe)
-    return dataclasses.replace(cfg, role="teacher", method="ce", precision="fp32", seed=0, run_name="",
+    return dataclasses.replace(cfg, role="teacher", method=CONTROL, precision="fp32", seed=0, run_name="",
                                unlabeled_samples=0, resume=True, qat="none", init_from="",
                                optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
@@ -56,7 +57,7 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
     """One student of the grid. The CE control never takes the transfer set (it has no teacher to label it)."""
     # fp8 runs keep optimizer state in 8 bits too (bitsandbytes Adam8bit), as the original repo intended
     opt = "adam8bit" if precision == "fp8" and base.optimizer == "adam" else base.optimizer
-    note, unlabeled = "", 0 if method == "ce" else base.unlabeled_samples
+    note, unlabeled = "", 0 if method == CONTROL else base.unlabeled_samples
     epochs, warmup = base.epochs, base.warmup_epochs
     if unlabeled and base.transfer_epochs:  # the warm-up keeps its share of the run
         epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
@@ -76,7 +77,7 @@ def grid(base: Config) -> list:
     # a timm student (--student_arch) has no depth to sweep: one student per seed and method
     for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
         for seed in range(base.first_seed, base.first_seed + base.seeds):
-            runs.append(student_config(base, blocks, "fp32", "ce", seed))
+            runs.append(student_config(base, blocks, "fp32", CONTROL, seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
     runs += qat_runs(base)
@@ -90,7 +91,7 @@ def qat_runs(base: Config) -> list:
     """--sweep_qat: per depth, seed and grid a QAT-CE and a QAT-KD run (KD: the first sweep method), both
     started from that seed's fp32 student of the first sweep method (added when the grid lacks it)."""
     runs = []
-    method = base.sweep_methods[0] if base.sweep_methods else "kd"
+    method = base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
     for blocks in base.sweep_blocks if base.sweep_qat else ():
         for seed in range(base.first_seed, base.first_seed + base.seeds):
             init = student_config(base, blocks, "fp32", method, seed)
@@ -99,7 +100,7 @@ def qat_runs(base: Config) -> list:
                 runs += [dataclasses.replace(student_config(base, blocks, "fp32", m, seed), qat=mode,
                                              init_from=run_dir_of(init), optimizer=init.optimizer,
                                              qat_epochs=base.qat_epochs, qat_lr=base.qat_lr)
-                         for m in ("ce", method)]
+                         for m in (CONTROL, method)]
     return runs
 
 
@@ -110,10 +111,10 @@ def record_failure(cfg: Config, err: BaseException) -> str:
         write_summary(run_dir, failed_summary(
             error=message, run_name=default_run_name(cfg), role=cfg.role, dataset=cfg.dataset,
             blocks=model_blocks(cfg), arch=model_arch(cfg), precision=cfg.precision,
-            method=cfg.method if cfg.role == "student" else "ce", seed=cfg.seed,
+            method=cfg.method if cfg.role == "student" else CONTROL, seed=cfg.seed,
             **({"qat": cfg.qat} if cfg.qat != "none" else {})))
-        if not os.path.isfile(os.path.join(run_dir, "config.json")):
-            atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+        if not os.path.isfile(os.path.join(run_dir, CONFIG)):
+            atomic_write_json(os.path.join(run_dir, CONFIG), config_to_dict(cfg))
     except OSError as e:
         message += f" (not recorded in summary.json: {e.strerror or e})"
     return message

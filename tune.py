@@ -32,25 +32,15 @@ from config_rules import check_out_dir_name
 from utils.atomic import atomic_write_json
 from utils.errors import HelpRequested, UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, run_lock
+from utils.names import hparam_methods, method_space
+from utils.run_files import CONFIG
 
 TUNE_FIRST_SEED = 100  # tuning seeds start here; the presets' tables use seeds below it
 TUNE_TEST_SAMPLES = 256  # train.py tests every run at its end; tuning never reads it, so it is kept small
 
-# What each field may take while tuned: (low, high, log scale). The ranges span the literature's values:
-# T 1-8 (Hinton et al. 2015 use 2-20; mdistiller 4), DKD's beta 0.5-16 (Zhao et al. 2022: 1-8),
-# AT's weight around mdistiller's 1000, FitNet's around its 100.
-SPACE = {
-    "temperature": (1.0, 8.0, True),
-    "alpha": (0.0, 1.0, False),
-    "kd_weight": (0.1, 10.0, True),
-    "dkd_alpha": (0.25, 4.0, True),
-    "dkd_beta": (0.5, 16.0, True),
-    "at_weight": (10.0, 1e4, True),
-    "fitnet_weight": (1.0, 1e3, True),
-    "fm_temperature": (0.5, 8.0, True),
-    "lr": (1e-3, 0.5, True),
-    "weight_decay": (1e-5, 1e-2, True),
-}
+# What each field may take while tuned: (low, high, log scale). A method's fields and their ranges are in its
+# entry of the method table (utils/names.py), with the literature they span; the optimizer's, for every method, here.
+SPACE = {**method_space(), "lr": (1e-3, 0.5, True), "weight_decay": (1e-5, 1e-2, True)}
 TUNE_FLAGS = {"trials": 20, "params": "", "tune_seeds": 1, "study": ""}
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
 
@@ -75,12 +65,12 @@ def check_params(cfg: Config, names: list) -> None:
     if not names:
         raise UserError(f"--params: name the fields to tune, e.g. --params=temperature,kd_weight,alpha "
                         f"(tunable: {', '.join(SPACE)})")
-    methods = {f.name: f.metadata["methods"] for f in dataclasses.fields(Config)}
     for name in names:
         if name not in SPACE:
             raise UserError(f"--params={name}: not tunable here; tunable: {', '.join(SPACE)}")
-        if methods[name] and cfg.method not in methods[name]:
-            raise UserError(f"--params={name}: a hyper-parameter of {', '.join(methods[name])}, "
+        methods = hparam_methods(name)
+        if methods and cfg.method not in methods:
+            raise UserError(f"--params={name}: a hyper-parameter of {', '.join(methods)}, "
                             f"not of --method={cfg.method}")
     if cfg.role != "student":
         raise UserError("tune.py tunes students (--role=student)")
@@ -98,7 +88,7 @@ def check_study(name: str, out_dir: str) -> None:
     than the one named), no name the sweep writes there, no run's folder."""
     check_field("study", str, name, PLAIN_NAME)
     check_out_dir_name("study", name)
-    if os.path.isfile(os.path.join(out_dir, name, "config.json")):
+    if os.path.isfile(os.path.join(out_dir, name, CONFIG)):
         raise UserError(f"--study={name}: {os.path.join(out_dir, name)} is a run directory; pass another --study")
 
 

@@ -22,7 +22,7 @@ from data.sources import FASHION_CLASSES, find_fashion
 from models.teacher_arch import build_teacher
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
-from utils.run_files import write_summary
+from utils.run_files import BEST_WEIGHTS, CONFIG, write_summary
 from tests.fixtures import INTEL_CLASSES, make_intel_folder, scene_image
 
 
@@ -91,8 +91,8 @@ def make_teacher_run(root: Path, data: BenchData, teacher_width: int, seed: int)
     torch.manual_seed(seed + 1000)
     teacher = build_teacher(cfg, data.channels, len(data.classes))
     root.mkdir(parents=True, exist_ok=True)
-    save_weights(teacher, root / "best_model.safetensors", {"note": "random init for the speed benchmark"})
-    atomic_write_json(root / "config.json", config_to_dict(cfg))
+    save_weights(teacher, root / BEST_WEIGHTS, {"note": "random init for the speed benchmark"})
+    atomic_write_json(root / CONFIG, config_to_dict(cfg))
     return root, teacher
 
 
@@ -121,5 +121,5 @@ def load_teacher(run_dir: Path, data: BenchData, teacher_width: int):
     """The same teacher weights as a plain seed12 module (NCHW, as the original ran it)."""
     cfg = make_config(role="teacher", teacher_arch="seed12", teacher_width=teacher_width)
     teacher = build_teacher(cfg, data.channels, len(data.classes))
-    load_weights_into(teacher, run_dir / "best_model.safetensors", "the benchmark's seed12 teacher")
+    load_weights_into(teacher, run_dir / BEST_WEIGHTS, "the benchmark's seed12 teacher")
     return teacher

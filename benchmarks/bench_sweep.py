@@ -42,7 +42,8 @@ from models.cnn_model import build_student  # noqa: E402
 from models.teacher_arch import build_teacher  # noqa: E402
 from utils.atomic import atomic_write_json  # noqa: E402
 from utils.checkpoint import load_weights_into  # noqa: E402
-from utils.run_files import read_summary  # noqa: E402
+from utils.names import CONTROL  # noqa: E402
+from utils.run_files import BEST_WEIGHTS, read_summary  # noqa: E402
 
 TARGET_OVER_ORIGINAL = 2.0  # issue 13: the sweep >= 2x the grid trained the original way, on this CPU
 TARGET_OVER_FLOORS = 1.10  # ... and within 10% of the sum of its students' eager floors
@@ -90,9 +91,9 @@ def run_original(base, students: list, trees: dict, teacher_dir: Path) -> dict:
         torch.manual_seed(cfg.seed)
         student = build_student(cfg, data.channels, len(data.classes))
         teacher = None
-        if cfg.method != "ce":
+        if cfg.method != CONTROL:
             teacher = build_teacher(dataclasses.replace(base, role="teacher", unlabeled_samples=0), data.channels, len(data.classes))
-            load_weights_into(teacher, teacher_dir / "best_model.safetensors", "the sweep's teacher")
+            load_weights_into(teacher, teacher_dir / BEST_WEIGHTS, "the sweep's teacher")
         r = run_reference(student, teacher, data.train_root, data.test_root, size=28, mean=mean, std=std,
                           mode=data.mode, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                           temperature=cfg.temperature, alpha=cfg.alpha, device="cpu", workers=0, seed=cfg.seed,

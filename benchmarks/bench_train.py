@@ -164,10 +164,11 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, ove
     teacher_dir = bench_data.fresh_copy(teacher_src, work / tag / "teacher")
     out_dir = work / tag / "runs"
     cfg = make_config(
+        ["--recipe=hinton-kd"],  # the reference loop's method, KD; its weights below
         dataset=data.dataset, data_dir=str(data.data_dir), image_size=data.size, max_train_samples=data.max_train,
         max_test_samples=data.max_test, augment=args.augment, num_workers=args.workers, role="student",
         blocks=args.blocks, teacher_arch="seed12", teacher_width=args.teacher_width,
-        teacher_checkpoint=str(teacher_dir), method="kd", temperature=args.temperature, alpha=args.alpha,
+        teacher_checkpoint=str(teacher_dir), temperature=args.temperature, alpha=args.alpha,
         kd_weight=1.0 - args.alpha,  # the reference loop mixes CE and KD convexly
         teacher_logits="cache", precision="fp32", optimizer="adam", lr=args.lr, schedule="none",
         epochs=args.epochs, patience=0, batch_size=args.batch_size, seed=args.seed, device=args.device,

@@ -18,6 +18,7 @@ from quant.students import deploy_how
 from runtime.run_dir import load_run, run_weights_file
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into
+from utils.run_files import DEPLOY_QAT
 
 
 def time_quantized_run(run_dir: str, cfg, model, ds, weights: str, repeats: int) -> dict:
@@ -41,7 +42,7 @@ def time_quantized_run(run_dir: str, cfg, model, ds, weights: str, repeats: int)
                              for name, (ms, ips) in times.items()}
         for name, (ms, ips) in times.items():
             print(f"{name}: {ms:.3f} ms at batch 1 (median of {repeats}), {ips:,.0f} images/s at batch 64")
-    atomic_write_json(os.path.join(run_dir, "deploy_qat.json"), result)
+    atomic_write_json(os.path.join(run_dir, DEPLOY_QAT), result)
     return result
 
 

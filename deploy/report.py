@@ -2,6 +2,7 @@
 import os
 
 from utils.atomic import read_json
+from utils.run_files import DEPLOY_JSON
 
 # The bar for an int8 student, as ratios to fp32 eager measured in the same process.
 TARGET_SPEEDUP_B64 = 2.5  # x fp32 eager throughput at batch 64, at least
@@ -43,7 +44,7 @@ def find_teacher_deploy(run_dir: str, summary: dict, teacher_dir_name: str):
         candidates.append(summary["teacher_run"])
     candidates.append(os.path.join(os.path.dirname(os.path.normpath(run_dir)), teacher_dir_name))
     for c in candidates:
-        path = os.path.join(c, "deploy.json")
+        path = os.path.join(c, DEPLOY_JSON)
         if os.path.isdir(c) and os.path.isfile(path) and os.path.abspath(c) != os.path.abspath(run_dir):
             return read_json(path)
     return None
@@ -112,5 +113,5 @@ def render(result: dict, teacher: dict = None) -> str:
     sentence = teacher_sentence(result, teacher) if result["role"] == "student" else None
     lines += ["", sentence if sentence else
               ("This is the teacher run." if result["role"] == "teacher" else
-               "No teacher deploy.json found (deploy the teacher run first for a student-vs-teacher comparison).")]
+               f"No teacher {DEPLOY_JSON} found (deploy the teacher run first for a student-vs-teacher comparison).")]
     return "\n".join(lines) + "\n"

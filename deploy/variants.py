@@ -24,7 +24,7 @@ from runtime.run_dir import load_run, run_weights_file
 from utils.atomic import atomic_write_json, atomic_write_text, read_json
 from utils.checkpoint import save_weights
 from utils.errors import UserError
-from utils.run_files import read_summary
+from utils.run_files import CONFIG, DEPLOY_DIR, DEPLOY_JSON, DEPLOY_MD, read_summary
 
 DEFAULT_REPEATS = Config.deploy_repeats  # timed batch-1 calls per variant (tests pass fewer)
 
@@ -91,7 +91,7 @@ def _check_model(model, x: torch.Tensor, num_classes: int, run_dir: str) -> None
         with torch.inference_mode():
             y = model(x)
     except RuntimeError as e:
-        raise UserError(f"{run_dir}: the model built from config.json cannot take the dataset's images "
+        raise UserError(f"{run_dir}: the model built from {CONFIG} cannot take the dataset's images "
                         f"{tuple(x.shape[1:])} ({first_line(e, 160)})")
     if y.shape[-1] != num_classes:
         raise UserError(f"{run_dir}: the model has {y.shape[-1]} outputs but the dataset has {num_classes} classes")
@@ -149,7 +149,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     x1, _ = next(measure.batches(ds.test.images[:1], ds.mean, ds.std, cfg.channels_last, batch=1))
     x64, _ = next(measure.batches(ds.test.images[:measure.TIMING_BATCH], ds.mean, ds.std, cfg.channels_last))
     _check_model(model, x1, ds.num_classes, run_dir)
-    ctx = BuildContext(model, calib, x64, os.path.join(run_dir, "deploy"), cfg.channels_last, compile)
+    ctx = BuildContext(model, calib, x64, os.path.join(run_dir, DEPLOY_DIR), cfg.channels_last, compile)
     load_before = os.getloadavg()[0]
     built = [_build(n, ctx, x1, ds.num_classes) for n in names]
     ok = [v for v in built if v.status == "ok"]
@@ -185,8 +185,8 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     result["targets"] = report.targets(result)
     teacher = report.find_teacher_deploy(run_dir, summary, teacher_run_name(cfg)) if cfg.role == "student" else None
     text = report.render(result, teacher)
-    atomic_write_json(os.path.join(run_dir, "deploy.json"), result)  # only now: never half-written
-    atomic_write_text(os.path.join(run_dir, "deploy.md"), text)
+    atomic_write_json(os.path.join(run_dir, DEPLOY_JSON), result)  # only now: never half-written
+    atomic_write_text(os.path.join(run_dir, DEPLOY_MD), text)
     print(text)
     return result
 
@@ -194,7 +194,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
 def deploy_run_dir(run_dir: str, base_cfg, **kw) -> dict:
     """deploy_run for a run directory (the sweep). Skips when deploy.json is newer than the weights."""
     weights = run_weights_file(run_dir)
-    out = os.path.join(run_dir, "deploy.json")
+    out = os.path.join(run_dir, DEPLOY_JSON)
     if weights and os.path.isfile(out) and os.path.getmtime(out) > os.path.getmtime(weights):
         return read_json(out)
     # the sweep's data location, device and deploy settings; the run's own config.json fixes the rest

@@ -1,32 +1,21 @@
-"""How a student learns from a teacher. One file per method, each a pure loss function plus a thin
-Distiller; the registry below maps config.METHODS to them (a test pins the two together)."""
-from distill.at import AttentionTransfer
-from distill.base import Distiller, TeacherOut  # noqa: F401
-from distill.ce import CE
-from distill.dkd import DKD
-from distill.fitnet import FitNet
-from distill.fm import FunctionMatching
-from distill.kd import KD
-from distill.pl import PseudoLabels
+"""How a student learns from a teacher. One file per method, distill/<name>.py, each a pure loss function plus a
+thin Distiller; the method table (utils/names.py) names each one's Distiller class, and DISTILLERS is built
+from it, in table order."""
+import importlib
 
-DISTILLERS = {
-    "ce": CE,
-    "kd": KD,
-    "dkd": DKD,
-    "fitnet": FitNet,
-    "at": AttentionTransfer,
-    "fm": FunctionMatching,
-    "pl": PseudoLabels,
-}
+from distill.base import Distiller, TeacherOut  # noqa: F401
+from utils.names import CONTROL, METHODS
+
+DISTILLERS = {name: getattr(importlib.import_module(f"distill.{name}"), m.distiller) for name, m in METHODS.items()}
 
 
 def method_of(cfg) -> str:
-    """The method a run learns with: cfg.method for a student, always CE for a teacher run."""
-    return "ce" if cfg.role == "teacher" else cfg.method
+    """The method a run learns with: cfg.method for a student, always the CE control for a teacher run."""
+    return CONTROL if cfg.role == "teacher" else cfg.method
 
 
 def needs_teacher(cfg) -> bool:
-    return DISTILLERS[method_of(cfg)].uses_teacher
+    return METHODS[method_of(cfg)].teacher
 
 
 def build_distiller(cfg, student, teacher=None, input_shape=None) -> Distiller:

@@ -4,6 +4,7 @@ flattened and L2-normalized) matches the teacher's; plus cross-entropy (mdistill
 import torch.nn.functional as F
 
 from distill.base import Distiller
+from distill.ce import CE_TERM
 from models.features import capture, feature_stages, same_size_pairs, to_common_size
 
 
@@ -39,4 +40,4 @@ class AttentionTransfer(Distiller):
             logits = self.student(x)
         s_maps = [maps[n].float() for n in self.student_layers]
         t_maps = [teacher_out.features[n] for n in self.teacher_layers]
-        return logits, {"ce": self.ce(logits.float(), y), "at": self.weight * at_loss(s_maps, t_maps, self.p)}
+        return logits, {CE_TERM: self.ce(logits.float(), y), "at": self.weight * at_loss(s_maps, t_maps, self.p)}

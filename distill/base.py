@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import method_hparams
+from utils.names import METHODS
 
 
 @dataclass
@@ -33,9 +34,14 @@ def labeled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.
 
 
 class Distiller(nn.Module):
-    name = ""  # the method's name in config.METHODS and in the registry
-    uses_teacher = True  # False: the CE control, no teacher is loaded
+    name = ""  # the method's name: its entry in the method table (utils/names.py)
+    uses_teacher = True  # the table's `teacher`, set on each subclass it names (False: no teacher is loaded)
     teacher_layers: tuple = ()  # teacher modules whose outputs forward_train needs (feature methods)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.name in METHODS:
+            cls.uses_teacher = METHODS[cls.name].teacher
 
     def __init__(self, student: nn.Module, cfg, teacher: Optional[nn.Module] = None,
                  input_shape: Optional[tuple] = None):

@@ -4,14 +4,15 @@ import torch.nn.functional as F
 
 from distill.base import Distiller
 
+CE_TERM = "ce"  # the cross-entropy term's name in every method's terms (history.json: train_ce)
+
 
 def ce_loss(student_logits, targets, ce=F.cross_entropy) -> dict:
-    return {"ce": ce(student_logits, targets)}
+    return {CE_TERM: ce(student_logits, targets)}
 
 
 class CE(Distiller):
     name = "ce"
-    uses_teacher = False
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from distill.base import Distiller
+from distill.ce import CE_TERM
 from distill.pl import pseudo_label_targets
 
 
@@ -53,4 +54,4 @@ class DKD(Distiller):
         # an unlabeled image (a transfer set's, label -1) splits target / non-target at the teacher's argmax
         target = pseudo_label_targets(y, teacher_out.logits) if self.transfer else y
         terms = dkd_loss(s, teacher_out.logits, target, self.alpha, self.beta, self.temperature)
-        return logits, {"ce": self.ce(s, y), **{k: warm * v for k, v in terms.items()}}
+        return logits, {CE_TERM: self.ce(s, y), **{k: warm * v for k, v in terms.items()}}

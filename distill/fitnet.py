@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill.base import Distiller
+from distill.ce import CE_TERM
 from models.features import capture, feature_stages, nearest_stage, to_common_size
 from utils.errors import UserError
 
@@ -43,5 +44,5 @@ class FitNet(Distiller):
         with capture(self.student, [self.hint_from.name]) as maps:
             logits = self.student(x)
         adapted = self.adapter(maps[self.hint_from.name]).float()
-        return logits, {"ce": self.ce(logits.float(), y),
+        return logits, {CE_TERM: self.ce(logits.float(), y),
                         "hint": self.weight * hint_loss(adapted, teacher_out.features[self.hint_to.name])}

@@ -11,6 +11,7 @@ their scale; their recipe uses T=2 and kd_weight=9).
 import torch.nn.functional as F
 
 from distill.base import Distiller
+from distill.ce import CE_TERM
 
 
 def standardize(logits, eps: float = 1e-7):
@@ -32,7 +33,7 @@ def kd_loss(student_logits, teacher_logits, targets, temperature: float, alpha: 
     """alpha * CE + kd_weight * soft_kl. `targets`: class indices, or soft targets (mixup); `ce` the
     cross-entropy to use (Distiller.ce skips a transfer set's unlabeled images)."""
     s, te = (standardize(student_logits), standardize(teacher_logits)) if logit_std else (student_logits, teacher_logits)
-    return {"ce": alpha * ce(student_logits, targets), "kd": kd_weight * soft_kl(s, te, temperature)}
+    return {CE_TERM: alpha * ce(student_logits, targets), "kd": kd_weight * soft_kl(s, te, temperature)}
 
 
 class KD(Distiller):

@@ -6,6 +6,7 @@ Without unlabeled images it is the CE control (with a teacher loaded for nothing
 import torch
 
 from distill.base import Distiller
+from distill.ce import CE_TERM
 
 
 def pseudo_label_targets(targets: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -18,4 +19,4 @@ class PseudoLabels(Distiller):
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
-        return logits, {"ce": self.ce(logits.float(), pseudo_label_targets(y, teacher_out.logits))}
+        return logits, {CE_TERM: self.ce(logits.float(), pseudo_label_targets(y, teacher_out.logits))}

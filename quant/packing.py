@@ -22,6 +22,7 @@ from safetensors import safe_open
 
 from utils.checkpoint import save_weights
 from utils.errors import UserError
+from utils.run_files import QUANT_FILE
 
 
 def pack(ints: torch.Tensor, codec: str) -> torch.Tensor:
@@ -92,7 +93,7 @@ def read_packed(path) -> tuple:
     except (OSError, Exception) as e:  # noqa: BLE001 - safetensors raises its own error types
         raise UserError(f"{path}: cannot read a packed model ({str(e).splitlines()[0] if str(e) else e})") from None
     if "packing" not in meta:
-        raise UserError(f"{path}: no 'packing' metadata; not a model.quant.safetensors")
+        raise UserError(f"{path}: no 'packing' metadata; not a {QUANT_FILE}")
     try:
         packing = json.loads(meta["packing"])
         why = packing_defect(packing, tensors)

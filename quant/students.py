@@ -22,14 +22,12 @@ from safetensors.torch import save as safetensors_bytes
 from data.dataset import NATIVE_SIZE
 from models.cnn_model import build_student
 from quant import EDGE_NOTE, LOWBIT_MODES
-from quant.table import PTQ_FILE, read_ptq
+from quant.table import read_ptq
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
 from utils.errors import UserError
+from utils.run_files import INT8_FILE, PTQ_DIR, PTQ_FILE, QUANT_FILE
 
-QUANT_FILE = "model.quant.safetensors"
-INT8_FILE = "model.int8.pt2"
-INT8_STATE_FILE = "model.int8.safetensors"  # what an int8 run is rebuilt from (see above)
 NO_KERNEL = "unpacked to fp32 at load: no low-bit kernel here, no speed claim"
 INT8_KERNEL = "torchao int8 program: oneDNN int8 kernels when compiled with freezing (evaluate.py --deploy=True times it)"
 
@@ -151,7 +149,7 @@ def ptq_contrasts(init_dir: str, modes, evaluate, model, cfg, ds, calib) -> dict
     nearest on the same grids as QAT (int8: torchao PT2E static, calibrated). Writes <init_dir>/ptq/<file>
     and <init_dir>/ptq.json; returns {mode: row}. `evaluate(model) -> test accuracy` measures each rebuilt file."""
     rows = read_ptq(init_dir)
-    out_dir = os.path.join(init_dir, "ptq")
+    out_dir = os.path.join(init_dir, PTQ_DIR)
     os.makedirs(out_dir, exist_ok=True)
     for mode in modes:
         if mode in rows:

@@ -7,12 +7,11 @@ import sys
 
 from quant import QAT_MODES
 from utils.atomic import read_json_object
+from utils.names import CONTROL, DEFAULT_METHOD
 from utils.results import fmt_gains, fmt_ms, mean_std, quantized
+from utils.run_files import PTQ_FILE, QUANT_FILE
 
 SERIES = ("PTQ", "QAT-CE", "QAT-KD")
-
-
-PTQ_FILE = "ptq.json"  # in an fp32 student's run directory: its post-training quantized contrasts (quant/students.py)
 
 
 # the fields of a ptq.json row the table computes with, and their types (bool is no number here)
@@ -45,16 +44,16 @@ def qat_points(items: list) -> tuple:
     done = [(s, d) for s, d in items if s.get("role") == "student" and s.get("status") == "complete"
             and isinstance(s.get("blocks"), int)]
     qat = [(s, d) for s, d in done if quantized(s)]
-    kd_method = next((s["method"] for s, _ in qat if s.get("method") != "ce"), "kd")
+    kd_method = next((s["method"] for s, _ in qat if s.get("method") != CONTROL), DEFAULT_METHOD)
     out = {}
     for s, d in done if qat else []:
         mode, seed = s.get("qat") or "none", s.get("seed")
         if mode != "none":
-            series = {"ce": "QAT-CE", kd_method: "QAT-KD"}.get(s.get("method"))
+            series = {CONTROL: "QAT-CE", kd_method: "QAT-KD"}.get(s.get("method"))
             if series:
                 out.setdefault((s["blocks"], mode, series), {})[seed] = {
                     "acc": s.get("qat_test_acc"), "bytes": s.get("file_bytes"), "bits": s.get("bits_per_weight")}
-        elif s.get("precision") == "fp32" and s.get("method") in ("ce", kd_method):
+        elif s.get("precision") == "fp32" and s.get("method") in (CONTROL, kd_method):
             out.setdefault((s["blocks"], "fp32", f"fp32 {s['method'].upper()}"), {})[seed] = {
                 "acc": s.get("best_test_acc"), "bytes": s.get("model_bytes"), "bits": 32.0}
             for m, r in (read_ptq(d) if s.get("method") == kd_method else {}).items():
@@ -79,7 +78,7 @@ def qat_table(pts: dict, kd_method: str) -> str:
         f"Every QAT run starts from the same seed's fp32 {kd_method} student and fine-tunes on the weight grid "
         f"(straight-through estimator); QAT-CE has no teacher, QAT-KD distils from it. PTQ rounds that same "
         f"fp32 student to the grid without training. Accuracy is measured on the test split with the model "
-        f"rebuilt from its deployable file (model.quant.safetensors unpacked to fp32, or the int8 program), "
+        f"rebuilt from its deployable file ({QUANT_FILE} unpacked to fp32, or the int8 program), "
         f"at the selected epoch (as above); bytes and bits per weight are counted from that file. The first conv "
         f"and the last linear keep 8-bit weights; below int8 activations stay fp32. Gains are paired per seed.",
         "",

@@ -20,6 +20,7 @@ from data.dataset import NATIVE_SIZE
 from runtime.inference import CPU_EVAL_PIXELS
 from utils.atomic import atomic_write_json, read_json_object
 from utils.device import cpu_identity, native_bf16, resolve_auto_precision
+from utils.run_files import CONFIG
 
 MARGIN = 1.10  # bf16 must beat fp32 by 10% to be worth its rounding
 WARMUP, STEPS, ROUNDS = 2, 3, 2  # per precision and round: the median step of STEPS after WARMUP
@@ -41,7 +42,7 @@ def timed_config(cfg, role: str):
     if role == "train":
         return cfg
     first = cfg.teacher_checkpoint.split(",")[0].strip()
-    path = os.path.join(first, "config.json") if first and os.path.isdir(first) else ""
+    path = os.path.join(first, CONFIG) if first and os.path.isdir(first) else ""
     saved = (read_json_object(path) if path and os.path.isfile(path) else None) or {}
     arch = saved.get("teacher_arch") if isinstance(saved.get("teacher_arch"), str) else cfg.teacher_arch
     width = saved.get("teacher_width") if isinstance(saved.get("teacher_width"), int) else cfg.teacher_width

@@ -31,7 +31,7 @@ from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.errors import UserError
 from utils.lock import RunLocked, run_lock
 from utils.reports import write_training_summary
-from utils.run_files import SUMMARY, read_summary, write_summary
+from utils.run_files import CONFIG, SUMMARY, TRAINING_SUMMARY, read_summary, write_summary
 
 RETRIES = 2  # runs of a task again after its worker died; each resumes from the last checkpoint.pt it sees
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,8 +97,8 @@ def write_run_dir(run_dir: str, files: dict) -> None:
 def _unstage(run_dir: str, cfg, stage: str) -> None:
     """Make the files of a run trained under `stage` read as if trained in cfg.out_dir: config.json is
     the driver's config, and summary paths under the stage point into out_dir."""
-    if os.path.isfile(os.path.join(run_dir, "config.json")):
-        atomic_write_json(os.path.join(run_dir, "config.json"), config_to_dict(cfg))
+    if os.path.isfile(os.path.join(run_dir, CONFIG)):
+        atomic_write_json(os.path.join(run_dir, CONFIG), config_to_dict(cfg))
     summary = read_summary(run_dir)
     if summary is None or summary.get("status") != "complete":
         return
@@ -106,7 +106,7 @@ def _unstage(run_dir: str, cfg, stage: str) -> None:
         value = summary.get(key)
         if isinstance(value, str) and Path(value).is_relative_to(stage):
             summary[key] = os.path.join(cfg.out_dir, os.path.relpath(value, stage))
-    write_training_summary(os.path.join(run_dir, "training_summary.txt"), summary)
+    write_training_summary(os.path.join(run_dir, TRAINING_SUMMARY), summary)
     write_summary(run_dir, summary)
 
 
@@ -191,7 +191,7 @@ class RaySweep:
         """The teacher run's files in the object store, put there once and shared by every task."""
         if self._teacher_files is None:
             teacher_dir = os.path.join(self.base.out_dir, teacher_run_name(self.base))
-            files = _read_run_dir(teacher_dir, ("config.json", SUMMARY, *RUN_WEIGHTS))
+            files = _read_run_dir(teacher_dir, (CONFIG, SUMMARY, *RUN_WEIGHTS))
             self._teacher_files = self.ray.put({teacher_run_name(self.base): files})
         return self._teacher_files
 

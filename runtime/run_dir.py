@@ -4,8 +4,9 @@ deploy/ and run_experiments.py all ask here; nothing here imports the training l
 
 A run directory (out_dir/run_name/) can be re-read without the code that wrote it:
 model.safetensors, best_model.safetensors, checkpoint.pt (weights-only loadable), history.json,
-config.json, summary.json (status "complete" marks a finished run), training_summary.txt. The record
-files' format (summary.json, history.json, checkpoint.pt: keys and schema) is utils/run_files.py's.
+config.json, summary.json (status "complete" marks a finished run), training_summary.txt. Their names and
+the record files' format (summary.json, history.json, checkpoint.pt: keys and schema) are utils/run_files.py's;
+RUN_WEIGHTS, DERIVED_FILES, is_complete and run_weights_file are re-exported from there.
 """
 import dataclasses
 import os
@@ -18,11 +19,11 @@ from models.timm_models import timm_name
 from utils.atomic import read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import UserError, first_line
-from utils.lock import LOCK_FILE
-from utils.run_files import (CHECKPOINT, HISTORY, SUMMARY, check_digest, load_checkpoint, load_history, load_summary,
-                             read_summary, write_history)
+from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DERIVED_FILES, FINAL_WEIGHTS, HISTORY, LOCK_FILE,
+                             SUMMARY, check_digest, load_checkpoint, load_history, load_summary, read_summary,
+                             run_weights_file, write_history)
+from utils.run_files import RUN_WEIGHTS, is_complete  # noqa: F401 (re-exported)
 
-RUN_WEIGHTS = ("best_model.safetensors", "model.safetensors")  # preferred first
 # what evaluate.py may change about a finished run: where and how it runs, evaluation and deployment
 RUN_OVERRIDABLE = fields_in_scope("run", "eval", "deploy")
 # what must match between a QAT run and the fp32 run it starts from (--init_from): its weights must fit
@@ -30,22 +31,8 @@ SAME_MODEL = ("dataset", "image_size", "blocks", "width", "fc_layers", "student_
 
 
 def run_dir_of(cfg) -> str:
+    """out_dir/<run name>: the run's own --run_name, else its default name (utils/run_files.STUDENT_RUN_NAME)."""
     return os.path.join(cfg.out_dir, default_run_name(cfg))
-
-
-def run_weights_file(run_dir):
-    """The weights a finished run is used by: best_model.safetensors, else model.safetensors; None if neither."""
-    for name in RUN_WEIGHTS:
-        path = os.path.join(run_dir, name)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-# files made from a run's weights (summary.json, evaluate.py, deploy): a fresh start removes them with the
-# weights they describe
-DERIVED_FILES = (SUMMARY, "evaluation.json", "confusion_matrix.png", "predictions.csv", "deploy.json",
-                 "deploy.md")
 
 
 def remove_derived(run_dir) -> None:
@@ -67,11 +54,6 @@ def remove_if_bare(run_dir) -> None:
         pass
 
 
-def is_complete(run_dir) -> bool:
-    summary = read_summary(run_dir)
-    return summary is not None and summary.get("status") == "complete"
-
-
 def restore_history(run_dir) -> None:
     """A finished run whose history.json is unreadable gets it back from checkpoint.pt, with the test
     accuracies of the selected and the last epoch from summary.json (they are measured after the last
@@ -91,7 +73,7 @@ def restore_history(run_dir) -> None:
     if history:
         history[-1].setdefault("test_acc", summary.get("final_test_acc"))
     write_history(run_dir, history)
-    print(f"{path}: unreadable; rewritten from checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
+    print(f"{path}: unreadable; rewritten from {CHECKPOINT} ({len(history)} epochs)", file=sys.stderr)
 
 
 def resume_history(run_dir, history: list) -> None:
@@ -104,7 +86,7 @@ def resume_history(run_dir, history: list) -> None:
     write_history(run_dir, history)
     if found is None:
         print(f"{os.path.join(run_dir, HISTORY)}: {'unreadable' if why else 'missing'}; rewritten from "
-              f"checkpoint.pt ({len(history)} epochs)", file=sys.stderr)
+              f"{CHECKPOINT} ({len(history)} epochs)", file=sys.stderr)
 
 
 def model_label(cfg) -> str:
@@ -125,7 +107,7 @@ def model_blocks(cfg):
 
 def check_resumable(cfg, run_dir) -> None:
     """A run resumes only with the same values of every field that changes what it learns (scope train)."""
-    saved = read_json_object(os.path.join(run_dir, "config.json")) or {}
+    saved = read_json_object(os.path.join(run_dir, CONFIG)) or {}
     now = config_to_dict(cfg)
     diff = [k for k in fields_in_scope("train") if k in saved and saved[k] != now[k]]
     if diff:
@@ -140,16 +122,16 @@ def load_run(run_dir: str, overrides: dict = None):
     `overrides` may change only fields of scope run, eval and deploy (data_dir, device, batch sizes, ...)."""
     if not os.path.isdir(run_dir):
         raise UserError(f"--run={run_dir}: no such run directory")
-    path = os.path.join(run_dir, "config.json")
+    path = os.path.join(run_dir, CONFIG)
     cfg = config_from_dict(read_json(path), path)
     bad = set(overrides or {}) - set(RUN_OVERRIDABLE)
     if bad:
-        raise UserError(f"--{sorted(bad)[0]}: fixed by the run's config.json; evaluate.py takes only "
+        raise UserError(f"--{sorted(bad)[0]}: fixed by the run's {CONFIG}; evaluate.py takes only "
                         f"--run and {', '.join('--' + k for k in sorted(RUN_OVERRIDABLE) if k != 'run')}")
     cfg = dataclasses.replace(cfg, **(overrides or {}))
     path = run_weights_file(run_dir)
     if path is None:
-        raise UserError(f"{run_dir}: no best_model.safetensors or model.safetensors; is the run finished?")
+        raise UserError(f"{run_dir}: no {BEST_WEIGHTS} or {FINAL_WEIGHTS}; is the run finished?")
     summary = read_summary(run_dir)
     check_digest(path, summary)  # each file read is the one the run recorded (runs made before digests: unchecked)
     ds = load_dataset(cfg)
@@ -170,9 +152,9 @@ def check_init_from(cfg) -> None:
     (config_rules.check_qat has checked the flags themselves). The weights it loads: run_weights_file."""
     if cfg.qat == "none" or not cfg.init_from:
         return
-    path = os.path.join(cfg.init_from, "config.json")
+    path = os.path.join(cfg.init_from, CONFIG)
     if not os.path.isfile(path):
-        raise UserError(f"--init_from={cfg.init_from}: no config.json there; expected a finished fp32 student's "
+        raise UserError(f"--init_from={cfg.init_from}: no {CONFIG} there; expected a finished fp32 student's "
                         f"run directory")
     other = read_json(path)
     if not isinstance(other, dict):

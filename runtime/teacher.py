@@ -32,7 +32,8 @@ from runtime.run_dir import run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
-from utils.run_files import check_digest, read_summary
+from utils.run_files import (BEST_WEIGHTS, CONFIG, LOGITS_CACHE, SUMMARY, TEACHER_RUN_NAME, check_digest,
+                             read_summary)
 
 # the teacher measured again on the student's validation images when they are its own hold-out: at most this
 # many of them (a fixed stratified subset; 512 at 28 px take the released resnet20 0.7-0.8 s of CPU time, ~0.4 s
@@ -70,7 +71,7 @@ def resolve_teacher_path(cfg) -> tuple:
         weights = run_weights_file(spec)
         if weights:
             return weights, spec
-        raise UserError(f"{spec}: teacher run has no best_model.safetensors; train it first "
+        raise UserError(f"{spec}: teacher run has no {BEST_WEIGHTS}; train it first "
                         f"(python train.py --role=teacher --dataset={cfg.dataset})")
     if os.path.isfile(spec):
         refuse_student_run(os.path.dirname(os.path.abspath(spec)), spec)
@@ -83,13 +84,13 @@ def resolve_teacher_path(cfg) -> tuple:
 
 def refuse_student_run(run_dir, spec) -> None:
     """A student run (or its weights) given as the teacher: say so, and where its teacher is."""
-    saved = read_json_object(os.path.join(run_dir, "config.json"))
+    saved = read_json_object(os.path.join(run_dir, CONFIG))
     if saved is None or saved.get("role") != "student":
         return
     summary = read_summary(run_dir) or {}
     teacher = summary.get("teacher_run") or saved.get("teacher_checkpoint") or os.path.join(
         saved.get("out_dir", os.path.dirname(run_dir)),
-        f"{saved.get('dataset')}_teacher_{arch_name(str(saved.get('teacher_arch')))}")
+        TEACHER_RUN_NAME.format(dataset=saved.get("dataset"), arch=arch_name(str(saved.get("teacher_arch"))), seed=""))
     student = arch_name(saved["student_arch"]) if saved.get("student_arch") else f"res{saved.get('blocks')}"
     raise UserError(f"--teacher_checkpoint={spec}: this is a student run ({student}, "
                     f"{saved.get('method')}); the teacher is {teacher}")
@@ -99,7 +100,7 @@ def refuse_failed_run(run_dir, spec) -> None:
     """A teacher run whose summary.json says it failed (or its weights): one line with its error."""
     summary = read_summary(run_dir)
     if summary is not None and summary.get("status") == "failed":
-        raise UserError(f"teacher {spec}: its summary.json says the run failed "
+        raise UserError(f"teacher {spec}: its {SUMMARY} says the run failed "
                         f"({first_line(summary.get('error') or 'no error recorded', 120)}); train the teacher "
                         f"again or pass another --teacher_checkpoint")
 
@@ -112,7 +113,7 @@ def check_on_hold_out(teacher, cfg, run_dir, saved, weights, data) -> None:
     digests were recorded, a record edited with them)."""
     summary = read_summary(run_dir) or {}
     recorded, val = summary.get("best_val_acc"), data.val
-    if (val is None or recorded is None or os.path.basename(weights) != "best_model.safetensors"
+    if (val is None or recorded is None or os.path.basename(weights) != BEST_WEIGHTS
             or (saved.dataset, saved.val_fraction) != (cfg.dataset, cfg.val_fraction)
             or (summary.get("data_source"), summary.get("val_images")) != (data.source, len(val))):
         return  # other images, or no number recorded for these weights: nothing to compare with
@@ -122,7 +123,7 @@ def check_on_hold_out(teacher, cfg, run_dir, saved, weights, data) -> None:
                           sub.labels)[1]
     if recorded - acc > max(VAL_DROP, 300 / len(sub)):
         raise UserError(f"teacher {run_dir}: {acc:.2f}% on {len(sub)} validation images of its own hold-out now, "
-                        f"{recorded:.2f}% in its summary.json: {weights} is not the weights that run selected; "
+                        f"{recorded:.2f}% in its {SUMMARY}: {weights} is not the weights that run selected; "
                         f"restore them or train the teacher again")
 
 
@@ -191,7 +192,7 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
             "teacher_acc": None}
     if run_dir:
-        path = os.path.join(run_dir, "config.json")
+        path = os.path.join(run_dir, CONFIG)
         saved = config_from_dict(read_json(path), path)
         tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
         info["teacher_arch"] = saved.teacher_arch
@@ -276,7 +277,7 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
     autocast = teacher_autocast(cfg, data.images.device)
     host = data.images.detach().to("cpu").contiguous().numpy()
     # beside the teacher's weights; under the student's out_dir when the teacher's folder is read-only
-    homes = [Path(info["teacher_weights"].split(",")[0]).parent / "logits_cache", Path(cfg.out_dir) / "logits_cache"]
+    homes = [Path(info["teacher_weights"].split(",")[0]).parent / LOGITS_CACHE, Path(cfg.out_dir) / LOGITS_CACHE]
     out = {}
     for view in views:
         key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),

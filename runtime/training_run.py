@@ -15,7 +15,7 @@ from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
 from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
-                             resume_history, run_weights_file)
+                             resume_history, run_dir_of, run_weights_file)
 from models.cnn_model import count_params
 from models.teacher_arch import build_model
 from utils.atomic import atomic_write_json, remove_stale_temps
@@ -25,8 +25,9 @@ from utils.errors import UserError
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
-from utils.run_files import (CHECKPOINT, DIGEST_KEY, DIGESTED_FILES, complete_summary, file_digests, load_checkpoint,
-                             save_checkpoint, write_history, write_summary)
+from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS,
+                             TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint, save_checkpoint,
+                             write_history, write_summary)
 from utils.tensorboard import EpochLog
 
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
@@ -41,7 +42,7 @@ class TrainingRun(Trainee):
     def __init__(self, cfg: Config, ds, device, teacher, teacher_info: dict, world=torchrun.World(), on_epoch=None):
         self.cfg, self.ds, self.device, self.world = cfg, ds, device, world
         self.name = default_run_name(cfg)
-        self.dir = os.path.join(cfg.out_dir, self.name)
+        self.dir = run_dir_of(cfg)
         self.ckpt_path = os.path.join(self.dir, CHECKPOINT)
         torch.manual_seed(cfg.seed)  # model init, then this run's own stream for dropout
         self.model = build_model(cfg, ds.in_channels, ds.num_classes)
@@ -110,7 +111,7 @@ class TrainingRun(Trainee):
             stale = remove_stale_temps(self.dir)  # this process holds the run's lock: no write of another is live
             if stale:
                 print(f"{self.name}: removed {len(stale)} temp file(s) of an interrupted write ({', '.join(stale[:3])})")
-            atomic_write_json(os.path.join(self.dir, "config.json"), config_to_dict(self.cfg))
+            atomic_write_json(os.path.join(self.dir, CONFIG), config_to_dict(self.cfg))
             if self.cfg.tensorboard:
                 self.tb = EpochLog(self.dir, self.start_epoch)
         if source is not None and self.distiller.uses_teacher:
@@ -124,7 +125,7 @@ class TrainingRun(Trainee):
             if is_complete(self.dir):
                 print(f"{self.name}: replacing the finished run (--overwrite=True)")
             elif os.path.isfile(self.ckpt_path):
-                print(f"{self.name}: starting over; the interrupted run's checkpoint.pt is replaced "
+                print(f"{self.name}: starting over; the interrupted run's {CHECKPOINT} is replaced "
                       f"(--resume=True would continue it)")
             # summary.json marks a complete run: a fresh start is not one yet; reports of the old weights go too
             remove_derived(self.dir)
@@ -148,7 +149,7 @@ class TrainingRun(Trainee):
     def selected_weights(self):
         """The selected epoch's weights (best_model.safetensors) in the model for the block; the last epoch's after."""
         final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        load_weights_into(self.model, os.path.join(self.dir, "best_model.safetensors"))
+        load_weights_into(self.model, os.path.join(self.dir, BEST_WEIGHTS))
         try:
             yield self.model
         finally:
@@ -177,7 +178,7 @@ class TrainingRun(Trainee):
         if self.tb is not None:
             self.tb.epoch(row)
         if judged and self.stopper.update(row[f"{judge}_acc"], epoch) and main:
-            save_weights(self.model, os.path.join(self.dir, "best_model.safetensors"), {"epoch": epoch + 1})
+            save_weights(self.model, os.path.join(self.dir, BEST_WEIGHTS), {"epoch": epoch + 1})
         judged_text = f"{row[f'{judge}_acc']:.2f}%" if judged else f"from epoch {self.first_judged_epoch + 1}"
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
@@ -234,7 +235,7 @@ class TrainingRun(Trainee):
         self.test_selected_and_last(test)
         qat = self.export_quantized(test) if cfg.qat != "none" else {}
         n_test = len(test)
-        model_bytes = save_weights(self.model, os.path.join(self.dir, "model.safetensors"),
+        model_bytes = save_weights(self.model, os.path.join(self.dir, FINAL_WEIGHTS),
                                    {"epoch": history[-1]["epoch"]})
         best = history[self.stopper.best_epoch]
         secs = sorted(r["epoch_seconds"] for r in history)
@@ -266,7 +267,7 @@ class TrainingRun(Trainee):
         })
         if self.tb is not None:
             self.tb.close()
-        write_training_summary(os.path.join(self.dir, "training_summary.txt"), summary)
+        write_training_summary(os.path.join(self.dir, TRAINING_SUMMARY), summary)
         write_summary(self.dir, summary)
         print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
               f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")

@@ -29,12 +29,12 @@ from runtime.inference import evaluate_logits, predict  # noqa: E402
 from runtime.run_dir import load_run  # noqa: E402
 from utils.atomic import atomic_copy_file, read_json_object  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
-from utils.run_files import (DIGEST_KEY, DIGESTED_FILES, HISTORY, RELEASE_KEY, SUMMARY, check_digest,  # noqa: E402
-                             file_digests, read_summary, write_summary)
+from utils.run_files import (BEST_WEIGHTS, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS, HISTORY,  # noqa: E402
+                             RELEASE_KEY, SUMMARY, TRAINING_SUMMARY, check_digest, file_digests, read_summary,
+                             write_summary)
 
 HERE = Path(__file__).resolve().parent
-RELEASED_FILES = ("best_model.safetensors", "model.safetensors", "config.json", SUMMARY, HISTORY,
-                  "training_summary.txt")
+RELEASED_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS, CONFIG, SUMMARY, HISTORY, TRAINING_SUMMARY)
 MAX_BYTES = 5 * 2 ** 20  # a released teacher stays small: it lives in the repository
 REMADE_BY = "make teacher (python train.py --preset=teacher --resume=True)"
 TOLERANCE = 0.15  # points: the same weights on another CPU's kernels may flip an image or two of 10,000
@@ -50,7 +50,7 @@ def measured_accuracy(run_dir) -> tuple:
 def summary_of(run_dir) -> dict:
     s = read_summary(run_dir)
     if not s or s.get("status") != "complete":
-        raise UserError(f"{run_dir}: not a finished run (no complete summary.json)")
+        raise UserError(f"{run_dir}: not a finished run (no complete {SUMMARY})")
     return s
 
 
@@ -64,10 +64,10 @@ def check_digests(run_dir, summary) -> None:
 def teacher_summary(run_dir) -> dict:
     """The summary of a finished teacher run (config role teacher, summary status complete): one line otherwise."""
     s = summary_of(run_dir)
-    roles = (s.get("role"), (read_json_object(os.path.join(run_dir, "config.json")) or {}).get("role"))
+    roles = (s.get("role"), (read_json_object(os.path.join(run_dir, CONFIG)) or {}).get("role"))
     if roles != ("teacher", "teacher"):
         what = (f"a student run ({s.get('arch')}, {s.get('method')})" if "student" in roles
-                else f"not a teacher run (role {roles[0]!r} in its summary, {roles[1]!r} in its config.json)")
+                else f"not a teacher run (role {roles[0]!r} in its summary, {roles[1]!r} in its {CONFIG})")
         raise UserError(f"{run_dir}: {what}; only a teacher run (config role teacher, summary status complete) "
                         f"is released")
     return s

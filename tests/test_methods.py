@@ -7,12 +7,13 @@ import torch
 
 import train
 from config import METHODS, make_config
-from distill import DISTILLERS, build_distiller
+from distill import build_distiller
 from distill.base import TeacherOut
 from models.cnn_model import ResidualCNN
 from models.features import capture
 from models.teacher_arch import build_teacher
 from tests.fixtures import interrupt_after_first_epoch
+from utils.names import METHODS as TABLE
 
 SMALL = ["--preset=smoke", "--max_train_samples=192", "--max_test_samples=64", "--epochs=2", "--val_fraction=0.01"]
 
@@ -24,7 +25,7 @@ def _teacher_out(distiller, teacher, x):
 
 
 @pytest.mark.parametrize("arch", ["seed12", "resnet20", "wrn10_1", "resnet18"])
-@pytest.mark.parametrize("method", [m for m in METHODS if DISTILLERS[m].uses_teacher])
+@pytest.mark.parametrize("method", [m for m in METHODS if TABLE[m].teacher])
 def test_every_method_with_every_teacher_family(method, arch):
     torch.manual_seed(0)
     cfg = make_config(method=method, teacher_arch=arch, teacher_width=4, blocks=4)
@@ -38,8 +39,9 @@ def test_every_method_with_every_teacher_family(method, arch):
     assert logits.shape == (8, 10) and torch.isfinite(loss) and len(terms) >= 1
     assert all(p.grad is not None for p in d.learnable_parameters() if p.requires_grad and p.dim() > 1)
     assert not any(m._forward_hooks for m in list(student.modules()) + list(teacher.modules()))
-    if method in ("fitnet", "at"):
-        assert d.needs_features and d.hparams()
+    assert d.needs_features == TABLE[method].features  # the table's flag is what the distiller reads
+    if TABLE[method].features:
+        assert d.hparams()
 
 
 def test_hooks_are_removed_after_an_exception():

@@ -1,8 +1,74 @@
-"""One table of the sweep's names: distillation methods and precisions, their order (the order of
-the sweep, the results table and every legend), labels and plot styles. Torch-free.
+"""The sweep's names, in one torch-free table each: the distillation methods (the method table: everything the
+project knows of a method outside its own file), the precisions and the QAT grids, their order (the order of the
+sweep, the results table and every legend), labels and plot styles.
 
-A method missing here (a new one) still sorts after the known ones and gets a generic style."""
+A method is one file, distill/<name>.py (its loss and Distiller), and one entry in METHOD_TABLE below; config
+(--method's choices and doc, each hyper-parameter's methods), config_rules (teacher and feature-map rules, each
+method's own refusals), tune.py (the search space), distill.DISTILLERS and the plots derive from the entry.
+The table lives here, in utils/, because the reports and plots under utils/ read it and utils/ imports no
+higher layer. A method missing here (an old run's) still sorts after the known ones and gets a generic style."""
+from dataclasses import dataclass, field
 from typing import NamedTuple
+
+
+@dataclass(frozen=True)
+class Method:
+    """One distillation method."""
+    name: str  # --method=<name>; its file is distill/<name>.py; run names and summaries carry it
+    label: str  # legends and tables
+    line: object  # matplotlib line style of its learning curves (a name or a dash tuple)
+    hatch: str  # bar hatch where bars of several methods stand side by side
+    distiller: str  # its Distiller subclass in distill/<name>.py (distill.DISTILLERS)
+    doc: str  # what --method's doc says of it (docs/config.md)
+    teacher: bool = True  # False: trains without a teacher (none is loaded; no transfer set)
+    features: bool = False  # matches the teacher's intermediate feature maps: one teacher, no int8 QAT graph
+    # its hyper-parameters, Config fields (config.py declares each, with its default, check and doc): the range
+    # tune.py samples, (low, high, log scale), or None where it is not tuned; a field two methods share names
+    # the same range in both
+    hparams: dict = field(default_factory=dict)
+    refuses: dict = field(default_factory=dict)  # {Config field: why}: a set field it cannot train with
+
+
+TEMPERATURE = (1.0, 8.0, True)  # T 1-8: Hinton et al. 2015 use 2-20, mdistiller 4
+# in sweep order. Ranges span the literature's values: DKD's beta 0.5-16 (Zhao et al. 2022: 1-8), AT's weight
+# around mdistiller's 1000, FitNet's around its 100
+METHOD_TABLE = (
+    Method("ce", "CE control (no teacher)", "--", "", "CE", "no teacher: the control", teacher=False),
+    Method("kd", "KD (Hinton)", "-", "", "KD", "Hinton",
+           hparams={"temperature": TEMPERATURE, "alpha": (0.0, 1.0, False), "kd_weight": (0.1, 10.0, True),
+                    "kd_logit_std": None}),
+    Method("dkd", "DKD (decoupled)", "-.", "//", "DKD", "Decoupled KD",
+           hparams={"temperature": TEMPERATURE, "dkd_alpha": (0.25, 4.0, True), "dkd_beta": (0.5, 16.0, True),
+                    "dkd_beta_per_depth": None, "dkd_warmup": None},
+           refuses={"mixup": "DKD's target/non-target split needs one true class per image"}),
+    Method("fitnet", "FitNet (hints)", (0, (3, 1, 1, 1, 1, 1)), "xx", "FitNet", "hints", features=True,
+           hparams={"fitnet_weight": (1.0, 1e3, True), "fitnet_stage": None}),
+    Method("at", "AT (attention transfer)", (0, (5, 2)), "\\\\", "AttentionTransfer", "attention transfer",
+           features=True, hparams={"at_weight": (10.0, 1e4, True), "at_p": None}),
+    Method("fm", "FM (function matching)", (0, (1, 1)), "++", "FunctionMatching", "function matching",
+           hparams={"fm_temperature": (0.5, 8.0, True), "fm_mixup": None}),
+    Method("pl", "pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo", "PseudoLabels",
+           "CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control"),
+)
+METHODS = {m.name: m for m in METHOD_TABLE}
+CONTROL = "ce"  # the control every distilled student is compared with: same data, order and schedule, no teacher
+DEFAULT_METHOD = "kd"  # --method's default and the sweep's (--sweep_methods)
+METHOD_DOC = " | ".join(f"{m.name} ({m.doc})" for m in METHOD_TABLE)  # --method's doc (docs/config.md)
+
+
+def hparam_methods(name: str) -> tuple:
+    """The methods whose hyper-parameter the Config field `name` is (config.py's field metadata)."""
+    return tuple(m.name for m in METHOD_TABLE if name in m.hparams)
+
+
+def method_space() -> dict:
+    """{field: (low, high, log)} of every tuned method hyper-parameter, in table order (tune.SPACE)."""
+    space = {}
+    for m in METHOD_TABLE:
+        for name, rng in m.hparams.items():
+            if rng is not None and space.setdefault(name, rng) != rng:
+                raise ValueError(f"method table: {m.name} gives {name} the range {rng}, another method {space[name]}")
+    return space
 
 
 class MethodLook(NamedTuple):
@@ -11,15 +77,8 @@ class MethodLook(NamedTuple):
     hatch: str  # bar hatch where bars of several methods stand side by side
 
 
-METHOD_LOOKS = {  # in sweep order
-    "ce": MethodLook("CE control (no teacher)", "--", ""),
-    "kd": MethodLook("KD (Hinton)", "-", ""),
-    "dkd": MethodLook("DKD (decoupled)", "-.", "//"),
-    "fitnet": MethodLook("FitNet (hints)", (0, (3, 1, 1, 1, 1, 1)), "xx"),
-    "at": MethodLook("AT (attention transfer)", (0, (5, 2)), "\\\\"),
-    "fm": MethodLook("FM (function matching)", (0, (1, 1)), "++"),
-    "pl": MethodLook("pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo"),
-}
+METHOD_LOOKS = {m.name: MethodLook(m.label, m.line, m.hatch) for m in METHOD_TABLE}  # in sweep order
+
 PRECISION_LOOKS = {  # name: (colour, marker), in sweep order
     "fp32": ("#1f77b4", "o"),
     "fp16": ("#ff7f0e", "D"),

@@ -1,6 +1,7 @@
 """Human-readable run reports (training_summary.txt with the original repo's line labels)."""
 from utils.atomic import atomic_write_text
 from utils.results import hparams_text
+from utils.run_files import FINAL_WEIGHTS
 
 
 def _acc(v) -> str:
@@ -14,7 +15,7 @@ def write_training_summary(path, s: dict) -> None:
         f"Residual Blocks: {s['blocks'] if s['blocks'] is not None else 'n/a'}",
         f"Fully Connected Layers: [{fc}]",
         f"Trainable Parameters: {s['params']:,}",
-        f"Model Size: {s['model_bytes']:,} bytes (model.safetensors)",
+        f"Model Size: {s['model_bytes']:,} bytes ({FINAL_WEIGHTS})",
         f"Training Time: {s['train_seconds']:.1f} seconds ({s['train_seconds'] / 60:.2f} minutes)",
         f"Hardware Used: {s['hardware']}",
         f"Precision: {s['precision_description']}",

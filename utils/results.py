@@ -8,7 +8,7 @@ import sys
 from collections import defaultdict
 
 from utils.atomic import atomic_update_text
-from utils.names import grid_order
+from utils.names import CONTROL, grid_order
 from utils.run_files import SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
@@ -39,7 +39,7 @@ def quantized(summary: dict) -> bool:
 
 def kd_gain(summary: dict, ce_controls: dict):
     """A distilled student's best accuracy minus its same-depth, same-seed CE control's; None without one."""
-    if summary.get("role") != "student" or quantized(summary) or summary.get("method") in ("ce", None) \
+    if summary.get("role") != "student" or quantized(summary) or summary.get("method") in (CONTROL, None) \
             or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
         return None
     control = ce_controls.get((student_key(summary), summary.get("seed")))
@@ -78,8 +78,8 @@ def student_order(key) -> tuple:
 def ce_controls(summaries: list) -> dict:
     """{(student, seed): best accuracy} of the complete CE-control students among `summaries` (student_key)."""
     return {(student_key(s), s.get("seed")): s["best_test_acc"] for s in summaries
-            if s.get("role") == "student" and s.get("method") == "ce" and s.get("status") == "complete" and not quantized(s)
-            and s.get("best_test_acc") is not None}
+            if s.get("role") == "student" and s.get("method") == CONTROL and s.get("status") == "complete"
+            and not quantized(s) and s.get("best_test_acc") is not None}
 
 
 def collect_results(out_dir: str, run_dirs: list) -> list:
@@ -172,7 +172,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         lines.append(
             f"| {student_label(key[0])} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
-            f"{_gain_cell(g) if key[1] != 'ce' else '(control)'} | "
+            f"{_gain_cell(g) if key[1] != CONTROL else '(control)'} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
             f"{mean_std([r['seconds_per_epoch'] for r in g])[0]:.1f} |")
     failed = [r for r in rows if r["status"] != "complete"]

@@ -8,9 +8,10 @@ import os
 
 from utils.atomic import atomic_update_text
 from utils.errors import UserError
+from utils.names import CONTROL
 from utils.plots.data import group_students, load_runs, teacher_of
 from utils.results import fmt_gains, fmt_ms, quantized, student_label, student_order
-from utils.run_files import SIZE_FOLDER
+from utils.run_files import SCALE_CSV, SCALE_MD, SIZE_FOLDER
 
 CSV_COLUMNS = ["labeled_images", "folder", "student", "method", "precision", "seed", "ce_acc", "distilled_acc",
                "gain"]
@@ -43,14 +44,14 @@ def scale_rows(out_dir: str) -> list:
         groups = group_students(runs)
         teacher = teacher_of(runs)
         for (model, method, precision), members in groups.items():
-            control = {r.get("seed"): r.acc for r in groups.get((model, "ce", "fp32"), [])}
-            if method == "ce" or not control:
+            control = {r.get("seed"): r.acc for r in groups.get((model, CONTROL, "fp32"), [])}
+            if method == CONTROL or not control:
                 continue
             seeds = sorted(r.get("seed") for r in members if r.get("seed") in control)
             mine = {r.get("seed"): r.acc for r in members}
             rows.append({"labeled_images": n, "folder": folder, "student": student_label(model), "model": model,
                          "method": method, "precision": precision, "seeds": seeds,
-                         "ce": [control[s] for s in seeds], "distilled": [mine[s] for s in seeds],
+                         CONTROL: [control[s] for s in seeds], "distilled": [mine[s] for s in seeds],
                          "gain": [mine[s] - control[s] for s in seeds],
                          "teacher_acc": teacher.acc if teacher is not None else None})
     return sorted(rows, key=lambda r: (r["labeled_images"], student_order(r["model"]), r["method"], r["precision"]))
@@ -66,7 +67,7 @@ def scale_markdown(rows: list) -> str:
              "|---:|---|---|---:|---:|---|"]
     for r in rows:
         method = r["method"] + (f" ({r['precision']})" if r["precision"] != "fp32" else "")
-        lines.append(f"| {r['labeled_images']:,} | {r['student']} | {method} | {fmt_ms(r['ce'])} | "
+        lines.append(f"| {r['labeled_images']:,} | {r['student']} | {method} | {fmt_ms(r[CONTROL])} | "
                      f"{fmt_ms(r['distilled'])} | {fmt_gains(r['gain'])} |")
     return "\n".join(lines) + "\n"
 
@@ -76,7 +77,7 @@ def scale_csv(rows: list) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for r in rows:
-        for seed, ce, acc, gain in zip(r["seeds"], r["ce"], r["distilled"], r["gain"]):
+        for seed, ce, acc, gain in zip(r["seeds"], r[CONTROL], r["distilled"], r["gain"]):
             w.writerow([r["labeled_images"], r["folder"], r["student"], r["method"], r["precision"], seed,
                         f"{ce:.4f}", f"{acc:.4f}", f"{gain:.4f}"])
     return buf.getvalue()
@@ -86,6 +87,6 @@ def write_scale_report(out_dir: str) -> str:
     """<out_dir>/scale.md and scale.csv (each rewritten only when it changes); returns the markdown."""
     rows = scale_rows(out_dir)
     text = scale_markdown(rows)
-    atomic_update_text(os.path.join(out_dir, "scale.md"), text)
-    atomic_update_text(os.path.join(out_dir, "scale.csv"), scale_csv(rows))
+    atomic_update_text(os.path.join(out_dir, SCALE_MD), text)
+    atomic_update_text(os.path.join(out_dir, SCALE_CSV), scale_csv(rows))
     return text

@@ -15,8 +15,7 @@ import sys
 import tempfile
 
 from utils.atomic import atomic_update_text
-
-HPARAMS_DIR = "tb_hparams"
+from utils.run_files import HPARAMS_DIR, HPARAMS_JSON, TB_DIR
 
 
 def tag(key: str) -> str:
@@ -59,7 +58,7 @@ class EpochLog:
     """One run's event stream in <run dir>/tb, opened at `first_epoch` (0-based; > 0 when resumed)."""
 
     def __init__(self, run_dir: str, first_epoch: int = 0):
-        log_dir = os.path.join(run_dir, "tb")
+        log_dir = os.path.join(run_dir, TB_DIR)
         if not first_epoch:  # a fresh start: the old run's events would interleave with the new ones
             shutil.rmtree(log_dir, ignore_errors=True)
         writer = _writer_class() if _writable(log_dir) else None
@@ -104,7 +103,7 @@ def write_hparams(out_dir: str, rows: list) -> None:
         records.append([r["run_name"], {k: _hparam_value(v) for k, v in params.items() if v is not None},
                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}])
     writer = _writer_class()
-    if writer is None or not atomic_update_text(os.path.join(out_dir, "tb_hparams.json"),
+    if writer is None or not atomic_update_text(os.path.join(out_dir, HPARAMS_JSON),
                                                 json.dumps(records, indent=1) + "\n"):
         return
     root = os.path.join(out_dir, HPARAMS_DIR)

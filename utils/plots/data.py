@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from utils.errors import UserError
-from utils.names import grid_order
+from utils.names import CONTROL, grid_order
 from utils.results import ce_controls, kd_gain, student_key, student_label, student_order
 from utils.run_files import HISTORY, SUMMARY, load_history, load_summary
 
@@ -49,7 +49,7 @@ class Run:
     def method(self) -> str:
         """The method, with its transfer set where it had one ("kd+20000u"): a series of its own."""
         unlabeled = self.get("unlabeled_images", 0)
-        return self.get("method", "ce") + (f"+{unlabeled}u" if unlabeled else "")
+        return self.get("method", CONTROL) + (f"+{unlabeled}u" if unlabeled else "")
 
     @property
     def precision(self) -> str:

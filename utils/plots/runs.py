@@ -9,19 +9,19 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from utils.names import (CE_COLOR, TEACHER_COLOR, method_look, method_order, precision_color, precision_marker,
-                         precision_order)
+from utils.names import (CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order, precision_color,
+                         precision_marker, precision_order)
 from utils.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
 from utils.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
 from utils.results import mean_std, student_label, student_order
 
 
 def _color(method: str, precision: str) -> str:
-    return CE_COLOR if method == "ce" else precision_color(precision)
+    return CE_COLOR if method == CONTROL else precision_color(precision)
 
 
 def _series_name(method: str, precision: str, runs: list) -> str:
-    return "CE control (fp32, no teacher)" if method == "ce" else \
+    return "CE control (fp32, no teacher)" if method == CONTROL else \
         f"{method.upper()} {precision_label(runs, precision)}"
 
 
@@ -42,7 +42,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     (repeated in every panel as the baseline), dotted black = the teacher."""
     groups = group_students(runs)
     teacher = teacher_of(runs)
-    precisions = sorted({p for (_, m, p) in groups if m != "ce"}, key=precision_order)
+    precisions = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
     precisions = precisions or ["fp32"]
     colors = depth_colors(b for (b, _, _) in groups)
     last_epoch = max((row.get("epoch") or 0 for r in runs for row in r.history), default=1)
@@ -50,13 +50,13 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     fig, axes = plt.subplots(1, n, figsize=(4.0 * n + 0.6, 4.0), sharey=True, squeeze=False)
     for ax, p in zip(axes[0], precisions):
         for (b, m, prec), rs in groups.items():
-            if m != "ce" and prec != p:
+            if m != CONTROL and prec != p:
                 continue
             ep, mean, sd = mean_curve(rs, metric)
             if not len(ep):
                 continue
-            ax.plot(ep, mean, color=colors[b], ls=method_look(m).line, lw=1.1 if m == "ce" else 1.8,
-                    marker="o", ms=3, alpha=0.75 if m == "ce" else 1.0)
+            ax.plot(ep, mean, color=colors[b], ls=method_look(m).line, lw=1.1 if m == CONTROL else 1.8,
+                    marker="o", ms=3, alpha=0.75 if m == CONTROL else 1.0)
             if len(rs) > 1:
                 ax.fill_between(ep, mean - sd, mean + sd, color=colors[b], alpha=0.12, lw=0)
         if teacher is not None:
@@ -107,8 +107,8 @@ def plot_accuracy_vs_params(runs: list, path: str) -> str:
         st = [mean_std([r.acc for r in rs]) for _, rs in points]
         yerr = [s[1] for s in st] if any(s[2] > 1 for s in st) else None
         ax.errorbar(xs, [s[0] for s in st], yerr=yerr, color=_color(m, p),
-                    marker="x" if m == "ce" else precision_marker(p), ms=7, capsize=3, lw=1.0,
-                    ls=":" if m == "ce" else "-", label=_series_name(m, p, runs))
+                    marker="x" if m == CONTROL else precision_marker(p), ms=7, capsize=3, lw=1.0,
+                    ls=":" if m == CONTROL else "-", label=_series_name(m, p, runs))
     _teacher_line(ax, teacher)
     if teacher is not None and teacher.acc is not None and teacher.get("params"):
         ax.plot([teacher.get("params")], [teacher.acc], marker="*", ms=14, color=TEACHER_COLOR, ls="none")
@@ -155,7 +155,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
         ax.bar(xs, means, width * 0.92, yerr=sds if any(n > 1 for n in ns) else None, capsize=2,
                color=_color(m, p), alpha=0.9,
                hatch=method_look(m).hatch or None, edgecolor="white", label=_series_name(m, p, runs))
-        if m == "ce":
+        if m == CONTROL:
             continue
         for x, b, mean, sd in zip(xs, bs, means, sds):
             g, gsd, gn = mean_std(gains.get((b, m, p), []))
@@ -214,7 +214,7 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
     ax.set_xlim(0, max(ends, default=1) * 1.45)
     ax.set_xlabel("seconds per epoch (s, median epoch of a run)")
     ax.grid(alpha=0.3, axis="x")
-    present = sorted({p for (_, m, p) in groups if m != "ce"}, key=precision_order)
+    present = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
     handles = [Patch(color=precision_color(p), label=f"distilled, {precision_label(runs, p)}")
                for p in present]
     handles += [Patch(color=CE_COLOR, label="CE control (fp32)")]
