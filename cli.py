@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 
 from presets import PRESETS, RECIPES
 from utils.errors import HelpRequested, UserError
+from utils.precision_table import AUTO
 from utils.run_files import CONFIG, QAT_PART, STUDENT_RUN_NAME, TEACHER_RUN_NAME, TEACHER_SEED_PART, UNLABELED_PART
 
 
@@ -49,7 +50,7 @@ def must(test: Callable, text: str) -> Check:
 POSITIVE = Check(lambda v: v > 0, "must be a positive number")
 NON_NEGATIVE = Check(lambda v: v >= 0, "must not be negative")
 UNIT_INTERVAL = must(lambda v: 0 <= v <= 1, "in [0, 1]")
-DEVICE = Check(lambda v: v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"),
+DEVICE = Check(lambda v: v in (AUTO, "cpu", "cuda", "mps") or v.startswith("cuda:"),  # auto: cuda if present
                "allowed values are auto, cpu, cuda, cuda:N, mps")
 # what a run directory's name may hold: a name that is a path would put a run, and its fresh start's deletions,
 # outside out_dir

@@ -17,7 +17,9 @@ from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NA
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
                  teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
-from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, PRECISION_LOOKS, QAT_MODES, hparam_methods
+from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
+from utils.precision_table import AUTO, BF16, CHOICES, FP16, FP16_ON_CPU, FP32, PRECISION_DOC, TEACHER_CHOICES
+from utils.precision_table import SWEEP_DEFAULT, TRAINED as PRECISIONS  # the precision table: its names and order
 
 DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
 CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
@@ -26,10 +28,9 @@ WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, dept
 TIMM_PREFIX = "timm:"  # timm:<name>: any timm model by name, as a teacher or a student (models/timm_models.py)
 TIMM_PATTERN = re.compile(r"timm:[A-Za-z0-9_.-]+$")  # the name itself is checked against timm when the model is built
 TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS, "timm:<name>")
-PRECISIONS = tuple(PRECISION_LOOKS)  # utils/names.py: one table of names, their order, labels and plot styles
 METHODS = tuple(m.name for m in METHOD_TABLE)  # the method table (utils/names.py); distill.DISTILLERS: their classes
 from config_rules import MAX_SEED, NO_TEACHER_METHODS  # noqa: E402,F401 (re-exported)
-DEPLOY_VARIANTS = ("fp32", "fp32-compiled", "bf16", "fp16", "int8", "fp8-weights", "int8-head-bnb",
+DEPLOY_VARIANTS = (FP32, "fp32-compiled", BF16, FP16, "int8", "fp8-weights", "int8-head-bnb",
                    "nf4-head-bnb", "onnx", "onnx-int8")
 SCOPES = {  # what changing a field changes; a method's hyper-parameters also name their methods (summaries record them)
     "train": "what a run learns: a resumed run must match its interrupted self in every one of them",
@@ -122,11 +123,9 @@ class Config:
         "student share (Beyer et al.: mixup + crops)")
     teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
-    teacher_precision: str = _learn("fp32", one_of("fp32", "bf16", "auto"), group=True, doc="the frozen teacher's "
-        "forward only (autocast; the student keeps `precision`); auto = bf16 where the hardware has native bf16 units")
-    precision: str = _learn("fp32", one_of(*PRECISIONS, "auto"), section="precision and optimisation", doc="fp32 | "
-        "fp16 (autocast + GradScaler) | bf16 (autocast) | fp8 (e4m3/e5m2 numerics) | auto (bf16 where the CPU has AMX "
-        "or AVX512-BF16, or the GPU tensor cores; fp32 elsewhere)")
+    teacher_precision: str = _learn(FP32, one_of(*TEACHER_CHOICES), group=True, doc="the frozen teacher's "
+        "forward only (autocast; the student keeps `precision`); auto = bf16 where timed forwards show it faster")
+    precision: str = _learn(FP32, one_of(*CHOICES), section="precision and optimisation", doc=PRECISION_DOC)
     optimizer: str = _learn("adam", one_of("adam", "adamw", "sgd", "adam8bit"), doc="adam | adamw | sgd | adam8bit "
         "(bitsandbytes 8-bit optimizer state)")
     lr: float = _learn(1e-3, must(lambda v: v > 0, "> 0"), doc="learning rate at batch_size (the original: Adam 1e-3)")
@@ -154,7 +153,7 @@ class Config:
     eval_batch_size: int = _run(1024, POSITIVE, group=True, doc="images per evaluation forward (no activations kept); "
         "on a CPU capped to ~200k pixels")
     seed: int = _train(0, SEED, group=True, doc="seeds model init, data order, augmentation and the subset")
-    device: str = _run("auto", DEVICE, group=True, doc="auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps")
+    device: str = _run(AUTO, DEVICE, group=True, doc="auto (cuda if present, else cpu) | cpu | cuda | cuda:N | mps")
     channels_last: bool = _run(True, doc="NHWC memory format: faster convolutions on CPU and tensor cores")
     compile: bool = _run(False, doc="torch.compile the training model (pays a compile time once per run)")
     cuda_graphs: bool = _run(False, doc="CUDA only: capture each training step as CUDA graphs (torch.compile "
@@ -182,7 +181,7 @@ class Config:
         "default")
     sweep_blocks: tuple = _sweep((4, 6, 8, 10), positive_ints("[4,6]", bools=True),
         section="run_experiments.py", doc="student depths in the sweep")
-    sweep_precisions: tuple = _sweep(("fp32", "fp16", "fp8"), each_of(*PRECISIONS, "auto"), doc="precisions of the "
+    sweep_precisions: tuple = _sweep(SWEEP_DEFAULT, each_of(*CHOICES), doc="precisions of the "
         "distilled students")
     sweep_methods: tuple = _sweep((DEFAULT_METHOD,), each_of(*METHODS), doc="distillation methods; a ce control "
         "per depth is always added")
@@ -211,7 +210,7 @@ class Config:
         "max_train_samples")
     teacher_recipe: str = _sweep("", one_of(*RECIPES, blank_ok=True), doc="the sweep's teacher run: a named recipe "
         "(RECIPES) on top of the students' settings; \"\" = none")
-    fp16_on_cpu: str = _sweep("bf16", one_of("bf16", "fp16"), doc="what the sweep runs for fp16 on a CPU: fp16 "
+    fp16_on_cpu: str = _sweep(BF16, one_of(*FP16_ON_CPU), doc="what the sweep runs for fp16 on a CPU: fp16 "
         "autocast there trains at ~10 img/s")
     sweep_qat: tuple = _sweep((), each_of(*QAT_MODES[1:]), doc="per depth and seed, a QAT-CE and a QAT-KD run at "
         "each grid, both from that seed's fp32 student of the first sweep method, and its PTQ contrast")
@@ -220,6 +219,7 @@ class Config:
     sweep_train_epochs: tuple = _sweep((), positive_ints("[40]", most=MAX_EPOCHS), doc="epochs per size; () = epochs")
     scale_deep_upto: int = _sweep(0, NON_NEGATIVE, doc="sizes above it: first sweep depth only; 0 = no limit")
     precision_note: str = _sweep("", doc="set by the sweep when it substitutes a precision; shown in every summary")
+    substituted_for: str = _sweep("", one_of(*PRECISIONS, blank_ok=True), doc="set by the sweep: what it stood in for")
 
     def __post_init__(self):
         cli.check_fields(self)  # each field's type, finiteness and declared check; lists become tuples

@@ -4,6 +4,7 @@ import re
 
 from utils.errors import UserError
 from utils.names import METHODS
+from utils.precision_table import FP32
 from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 
 # from the method table (utils/names.py): methods that train without a teacher, methods that match feature maps
@@ -94,9 +95,9 @@ def check_qat(cfg) -> None:
         raise UserError(f"{flag}: quantization-aware training is for students; the teacher stays fp32")
     if cfg.student_arch:
         raise UserError(f"{flag}: quantizes the ResidualCNN students only, not {cfg.student_arch}")
-    if cfg.precision != "fp32":
-        raise UserError(f"{flag} with --precision={cfg.precision}: fake quantization runs in fp32; pass "
-                        f"--precision=fp32")
+    if cfg.precision != FP32:
+        raise UserError(f"{flag} with --precision={cfg.precision}: fake quantization runs in {FP32}; pass "
+                        f"--precision={FP32}")
     if cfg.qat == "int8" and cfg.method in FEATURE_METHODS:
         raise UserError(f"{flag} with --method={cfg.method}: int8 QAT trains an exported graph, which has no "
                         f"intermediate feature maps to match; use {either(LOGIT_METHODS)}, "

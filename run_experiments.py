@@ -36,6 +36,7 @@ from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, table_lock
 from utils.names import CONTROL, DEFAULT_METHOD
+from utils.precision_table import FP32, on_cpu, sweep_optimizer
 from utils.results import collect_results, results_text, selection_acc, write_results
 from utils.run_files import CONFIG, CorruptCheckpoint, failed_summary, read_summary, size_folder, write_summary
 from utils.scale_report import write_scale_report
@@ -46,7 +47,7 @@ def teacher_config(base: Config) -> Config:
     """The sweep's teacher run: the students' settings, then teacher_recipe's, then the teacher_* fields."""
     recipe = RECIPES[base.teacher_recipe] if base.teacher_recipe else {}
     cfg = dataclasses.replace(base, **recipe)
-    return dataclasses.replace(cfg, role="teacher", method=CONTROL, precision="fp32", seed=0, run_name="",
+    return dataclasses.replace(cfg, role="teacher", method=CONTROL, precision=FP32, seed=0, run_name="",
                                unlabeled_samples=0, resume=True, qat="none", init_from="",
                                optimizer="adam" if cfg.optimizer == "adam8bit" else cfg.optimizer,
                                epochs=base.teacher_epochs or base.epochs,
@@ -55,17 +56,16 @@ def teacher_config(base: Config) -> Config:
 
 def student_config(base: Config, blocks: int, precision: str, method: str, seed: int) -> Config:
     """One student of the grid. The CE control never takes the transfer set (it has no teacher to label it)."""
-    # fp8 runs keep optimizer state in 8 bits too (bitsandbytes Adam8bit), as the original repo intended
-    opt = "adam8bit" if precision == "fp8" and base.optimizer == "adam" else base.optimizer
-    note, unlabeled = "", 0 if method == CONTROL else base.unlabeled_samples
+    opt = sweep_optimizer(precision, base.optimizer)  # the precision table's: fp8 keeps 8-bit optimizer state too
+    unlabeled = 0 if method == CONTROL else base.unlabeled_samples
     epochs, warmup = base.epochs, base.warmup_epochs
     if unlabeled and base.transfer_epochs:  # the warm-up keeps its share of the run
         epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
-    if precision == "fp16" and base.fp16_on_cpu == "bf16" and resolve_device(base.device).type == "cpu":
-        precision, note = "bf16", "in place of fp16 (fp16 autocast on this CPU trains ~100x slower)"
+    precision, note, substituted = on_cpu(precision, resolve_device(base.device).type, base.fp16_on_cpu)
     cfg = dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
                               seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                              precision_note=note, unlabeled_samples=unlabeled, epochs=epochs, warmup_epochs=warmup,
+                              precision_note=note, substituted_for=substituted, unlabeled_samples=unlabeled,
+                              epochs=epochs, warmup_epochs=warmup,
                               qat="none", init_from="", qat_epochs=0, qat_lr=0.0)  # qat_runs sets them for QAT runs
     return resolve_auto(cfg, resolve_device(base.device))  # auto's choice shows in the run's name
 
@@ -77,7 +77,7 @@ def grid(base: Config) -> list:
     # a timm student (--student_arch) has no depth to sweep: one student per seed and method
     for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
         for seed in range(base.first_seed, base.first_seed + base.seeds):
-            runs.append(student_config(base, blocks, "fp32", CONTROL, seed))
+            runs.append(student_config(base, blocks, FP32, CONTROL, seed))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed) for p in base.sweep_precisions]
     runs += qat_runs(base)
@@ -94,10 +94,10 @@ def qat_runs(base: Config) -> list:
     method = base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
     for blocks in base.sweep_blocks if base.sweep_qat else ():
         for seed in range(base.first_seed, base.first_seed + base.seeds):
-            init = student_config(base, blocks, "fp32", method, seed)
+            init = student_config(base, blocks, FP32, method, seed)
             runs.append(init)
             for mode in base.sweep_qat:
-                runs += [dataclasses.replace(student_config(base, blocks, "fp32", m, seed), qat=mode,
+                runs += [dataclasses.replace(student_config(base, blocks, FP32, m, seed), qat=mode,
                                              init_from=run_dir_of(init), optimizer=init.optimizer,
                                              qat_epochs=base.qat_epochs, qat_lr=base.qat_lr)
                          for m in (CONTROL, method)]

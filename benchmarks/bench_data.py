@@ -1,8 +1,8 @@
 """Data and teacher set-up for bench_train.py (never timed): the same images for both loops.
 
 intel: a generated folder in the Kaggle layout (seg_train/seg_train/<class>/*.jpg, seg_test/...) of
-real JPEG files, made by the tests' own Intel fixture (tests/fixtures.py); the project decodes it into
-its uint8 cache, the reference loop decodes it per item.
+real JPEG files, written by data/synthetic.py (as the tests' Intel folders are); the project decodes it
+into its uint8 cache, the reference loop decodes it per item.
 fashion-mnist: the real idx files; the project subsets them itself (max_train_samples, stratified,
 seeded) and the very images data.load_dataset gives a run are written once as PNG files for the
 reference loop, which then decodes one PNG per item per epoch, like an ImageFolder of photos.
@@ -19,11 +19,11 @@ import torch
 from config import config_to_dict, make_config
 from data.dataset import load_dataset
 from data.sources import FASHION_CLASSES, find_fashion
+from data.synthetic import INTEL_CLASSES, make_intel_folder, scene_image
 from models.teacher_arch import build_teacher
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
 from utils.run_files import BEST_WEIGHTS, CONFIG, write_summary
-from tests.fixtures import INTEL_CLASSES, make_intel_folder, scene_image
 
 
 @dataclasses.dataclass

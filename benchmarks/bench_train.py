@@ -41,6 +41,7 @@ from benchmarks.reference_loop import image_folder, pil_mean_std, run_reference 
 from config import make_config  # noqa: E402
 from models.cnn_model import build_student, count_params  # noqa: E402
 from utils.device import hardware_name  # noqa: E402
+from utils.precision_table import BF16, FP32  # noqa: E402
 from utils.run_files import read_history  # noqa: E402
 
 TARGET_SPEEDUP = 2.5  # issue #5: project >= 2.5x the original-style loop at the target setting
@@ -152,7 +153,7 @@ def run_floor(args, data, device, images_per_epoch: int) -> dict:
 def fast_overrides(args) -> dict:
     """(b'): the project path with the opt-in speed settings: the frozen teacher's forward in bf16
     (the student stays fp32) and, with --fast_compile, torch.compile of the student's training step."""
-    return {"teacher_precision": "bf16", "compile": bool(args.fast_compile)}
+    return {"teacher_precision": BF16, "compile": bool(args.fast_compile)}
 
 
 def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, overrides=None) -> dict:
@@ -170,7 +171,7 @@ def run_project(args, data, teacher_src: Path, work: Path, device, rep: int, ove
         blocks=args.blocks, teacher_arch="seed12", teacher_width=args.teacher_width,
         teacher_checkpoint=str(teacher_dir), temperature=args.temperature, alpha=args.alpha,
         kd_weight=1.0 - args.alpha,  # the reference loop mixes CE and KD convexly
-        teacher_logits="cache", precision="fp32", optimizer="adam", lr=args.lr, schedule="none",
+        teacher_logits="cache", precision=FP32, optimizer="adam", lr=args.lr, schedule="none",
         epochs=args.epochs, patience=0, batch_size=args.batch_size, seed=args.seed, device=args.device,
         out_dir=str(out_dir), run_name="bench_student", **(overrides or {}))
     t0 = time.perf_counter()

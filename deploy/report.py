@@ -2,6 +2,7 @@
 import os
 
 from utils.atomic import read_json
+from utils.precision_table import FP32
 from utils.run_files import DEPLOY_JSON
 
 # The issue's bar for an int8 student, as ratios to fp32 eager measured in the same process.
@@ -24,7 +25,7 @@ def ratios(v: dict, ref: dict) -> dict:
 def targets(result: dict) -> dict:
     """For each int8 path that ran: its ratios to fp32 eager and whether each target is met."""
     ok = _by_name(result)
-    ref = ok.get("fp32")
+    ref = ok.get(FP32)
     out = {}
     for name in ("int8", "onnx-int8"):
         if ref is None or name not in ok:
@@ -52,7 +53,7 @@ def find_teacher_deploy(run_dir: str, summary: dict, teacher_dir_name: str):
 
 def teacher_sentence(result: dict, teacher: dict):
     """'The int8 res4 student is N x faster and M x smaller than the fp32 teacher, at K points ...'."""
-    t = _by_name(teacher).get("fp32") if teacher else None
+    t = _by_name(teacher).get(FP32) if teacher else None
     ok = _by_name(result)
     if t is None or not ok:
         return None
@@ -76,7 +77,7 @@ def _mb(n: int) -> str:
 
 def render(result: dict, teacher: dict = None) -> str:
     ok = _by_name(result)
-    ref = ok.get("fp32")
+    ref = ok.get(FP32)
     lines = [f"# Deployment variants of {result['run_name']}", "",
              f"{result['role']} {result['model']}, {result['params']:,} parameters; {result['test_images']} test "
              f"images; calibration {result['calib_images']} training images; {result['hardware']}; "

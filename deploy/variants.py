@@ -24,28 +24,33 @@ from runtime.run_dir import load_run, run_weights_file
 from utils.atomic import atomic_write_json, atomic_write_text, read_json
 from utils.checkpoint import save_weights
 from utils.errors import UserError
+from utils.precision import autocast_dtype
+from utils.precision_table import BF16, FP16, FP32
 from utils.run_files import CONFIG, DEPLOY_DIR, DEPLOY_JSON, DEPLOY_MD, read_summary
 
 DEFAULT_REPEATS = Config.deploy_repeats  # timed batch-1 calls per variant (tests pass fewer)
 
 
 def build_fp32(ctx: BuildContext) -> Variant:
-    path = ctx.path("fp32.safetensors")
-    save_weights(ctx.model.state_dict(), path, {"format": "fp32"})
-    ctx.artifacts["fp32"] = path
-    return Variant("fp32", ctx.fresh_model(), path, "eager PyTorch fp32" +
+    path = ctx.path(f"{FP32}.safetensors")
+    save_weights(ctx.model.state_dict(), path, {"format": FP32})
+    ctx.artifacts[FP32] = path
+    return Variant(FP32, ctx.fresh_model(), path, "eager PyTorch fp32" +
                    (", channels_last" if ctx.channels_last else ""))
 
 
 def build_fp32_compiled(ctx: BuildContext) -> Variant:
     if not ctx.compile:
         return skipped("fp32-compiled", "torch.compile disabled for this call (compile=False)")
-    path = ctx.artifacts.get("fp32") or build_fp32(ctx).artifact  # same weights file, compiled at load
+    path = ctx.artifacts.get(FP32) or build_fp32(ctx).artifact  # same weights file, compiled at load
     return Variant("fp32-compiled", compiled(ctx.fresh_model()), path,
                    "torch.compile (Inductor, freezing, static batch 1 and 64) of fp32.safetensors")
 
 
-def build_half(ctx: BuildContext, name: str, dtype: torch.dtype) -> Variant:
+def build_half(ctx: BuildContext, name: str) -> Variant:
+    """The model in the 16-bit float of precision `name` (its autocast dtype in the precision table), weights and
+    activations."""
+    dtype = autocast_dtype(name)
     path = ctx.path(f"{name}.safetensors")
     model = ctx.fresh_model(dtype)
     save_weights(model.state_dict(), path, {"format": name})
@@ -57,10 +62,10 @@ def build_half(ctx: BuildContext, name: str, dtype: torch.dtype) -> Variant:
 
 
 BUILDERS = {
-    "fp32": build_fp32,
+    FP32: build_fp32,
     "fp32-compiled": build_fp32_compiled,
-    "bf16": lambda ctx: build_half(ctx, "bf16", torch.bfloat16),
-    "fp16": lambda ctx: build_half(ctx, "fp16", torch.float16),
+    BF16: lambda ctx: build_half(ctx, BF16),
+    FP16: lambda ctx: build_half(ctx, FP16),
     "int8": build_int8,
     "fp8-weights": build_fp8_weights,
     "int8-head-bnb": lambda ctx: build_bnb_head(ctx, "int8"),
@@ -140,8 +145,8 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     unknown = [n for n in names if n not in BUILDERS]
     if unknown:
         raise UserError(f"deploy variant {unknown[0]!r} unknown; choose from {', '.join(VARIANTS)}")
-    if "fp32" not in names:
-        names = ("fp32",) + names  # the reference every ratio and agreement is measured against
+    if FP32 not in names:
+        names = (FP32,) + names  # the reference every ratio and agreement is measured against
     if repeats < 1:
         raise UserError(f"repeats={repeats}: must be at least 1")
     model = model.to("cpu").eval()
@@ -165,7 +170,7 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
                "note": v.note, "artifact": os.path.relpath(v.artifact, run_dir) if v.artifact else None,
                "build_seconds": round(v.build_seconds, 2)}
         if v.status == "ok":
-            acc, agree = measure.accuracy_and_agreement(preds[v.name], labels, preds["fp32"])
+            acc, agree = measure.accuracy_and_agreement(preds[v.name], labels, preds[FP32])
             lat, thr = timings[v.name]
             row.update(accuracy=acc, agreement=agree, size_bytes=measure.file_size(v.artifact),
                        latency_ms_b1=lat, throughput_b64=thr)

@@ -1,6 +1,6 @@
 """docs/config.md, generated from config.py's field metadata: one row per Config field (its default, scope,
-methods, group, check and doc), in the order and sections of the dataclass. Nothing is parsed from the
-source text. tests/test_config.py fails when the file is stale.
+methods, group, check and doc), in the order and sections of the dataclass, then the presets' measured
+times. Nothing is parsed from the source text. tests/test_config.py fails when the file is stale.
 
     python docs/config_doc.py          # rewrite docs/config.md
     python docs/config_doc.py --check  # exit 1 if docs/config.md differs from what config.py says
@@ -64,7 +64,19 @@ def render() -> str:
         scope += ", group" if meta["group"] else ""
         cells = (f"`{f.name}`", f"`{show_default(f.default)}`", scope, show_check(meta["check"]), meta["doc"])
         parts.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    parts.append(presets_section())
     return "\n".join(parts) + "\n"
+
+
+def presets_section() -> str:
+    """## presets: each make target's measured wall time (presets.MEASURED, the one place a run time is stated)."""
+    import presets
+    rows = [f"| `make {target}` | {m.wall or 'not timed end to end'} | {m.what} | {m.machine} | {m.commit} |"
+            for target, m in presets.MEASURED.items()]
+    return ("\n## presets\n\nThe presets (`--preset=NAME`: " + ", ".join(f"`{p}`" for p in config.PRESETS)
+            + ") are defined in `presets.py`, each with a comment on what it runs. The measured wall time of the make "
+            "target that runs each one, from `presets.MEASURED` (the one place this project states a run time):\n\n"
+            "| target | wall time | what it covers | machine | commit |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def main(argv) -> int:

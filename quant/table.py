@@ -8,6 +8,7 @@ import sys
 from quant import QAT_MODES
 from utils.atomic import read_json_object
 from utils.names import CONTROL, DEFAULT_METHOD
+from utils.precision_table import FP32
 from utils.results import fmt_gains, fmt_ms, mean_std, quantized
 from utils.run_files import PTQ_FILE, QUANT_FILE
 
@@ -53,8 +54,8 @@ def qat_points(items: list) -> tuple:
             if series:
                 out.setdefault((s["blocks"], mode, series), {})[seed] = {
                     "acc": s.get("qat_test_acc"), "bytes": s.get("file_bytes"), "bits": s.get("bits_per_weight")}
-        elif s.get("precision") == "fp32" and s.get("method") in (CONTROL, kd_method):
-            out.setdefault((s["blocks"], "fp32", f"fp32 {s['method'].upper()}"), {})[seed] = {
+        elif s.get("precision") == FP32 and s.get("method") in (CONTROL, kd_method):
+            out.setdefault((s["blocks"], FP32, f"fp32 {s['method'].upper()}"), {})[seed] = {
                 "acc": s.get("best_test_acc"), "bytes": s.get("model_bytes"), "bits": 32.0}
             for m, r in (read_ptq(d) if s.get("method") == kd_method else {}).items():
                 out.setdefault((s["blocks"], m, "PTQ"), {})[seed] = {
@@ -69,7 +70,7 @@ def _paired(a: dict, b: dict) -> list:
 
 def qat_table(pts: dict, kd_method: str) -> str:
     """The markdown table ("" when there are no QAT runs)."""
-    if not any(k[1] not in ("fp32",) for k in pts):
+    if not any(k[1] not in (FP32,) for k in pts):
         return ""
     fp32_kd = f"fp32 {kd_method.upper()}"
     lines = [
@@ -87,10 +88,10 @@ def qat_table(pts: dict, kd_method: str) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for blocks in sorted({k[0] for k in pts}):
-        ref = pts.get((blocks, "fp32", fp32_kd), {})
+        ref = pts.get((blocks, FP32, fp32_kd), {})
         fp32_bytes = next((r["bytes"] for r in ref.values() if r.get("bytes")), None)
         for series in ("fp32 CE", fp32_kd):
-            rows = pts.get((blocks, "fp32", series))
+            rows = pts.get((blocks, FP32, series))
             if rows:
                 lines.append(f"| res{blocks} | fp32 | {series[5:].lower()} | {fmt_ms([r['acc'] for r in rows.values()])} "
                              f"| 32 | {_bytes(rows):,} | 1.00 | | |")
@@ -119,7 +120,7 @@ def _bytes(rows: dict):
 def plot_qat(pts: dict, kd_method: str, path: str) -> str:
     """Accuracy vs file bytes (log scale): one series each for PTQ, QAT-CE and QAT-KD, and the fp32 students;
     each point a depth and grid, mean over seeds. Returns the path, or "" with nothing to draw."""
-    if not any(k[1] != "fp32" for k in pts):
+    if not any(k[1] != FP32 for k in pts):
         return ""
     from utils.plots.style import plt, save_figure
 

@@ -20,6 +20,7 @@ from data.dataset import NATIVE_SIZE
 from runtime.inference import CPU_EVAL_PIXELS
 from utils.atomic import atomic_write_json, read_json_object
 from utils.device import cpu_identity, native_bf16, resolve_auto_precision
+from utils.precision_table import AUTO, BF16, FP32
 from utils.run_files import CONFIG
 
 MARGIN = 1.10  # bf16 must beat fp32 by 10% to be worth its rounding
@@ -137,21 +138,21 @@ def choose(cfg, role: str, device: torch.device) -> tuple:
     """(precision, note) for auto in `role` (train: --precision, teacher: --teacher_precision)."""
     units = native_bf16(device)
     if device.type != "cpu" or not units:
-        return resolve_auto_precision("auto", device)
+        return resolve_auto_precision(AUTO, device)
     m = measured(cfg, role)
     speed = m["fp32_seconds"] / m["bf16_seconds"]
     what = "training step" if role == "train" else "teacher forward"
     if speed >= MARGIN:
-        return "bf16", f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on this CPU, {units})"
+        return BF16, f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on this CPU, {units})"
     how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"
-    return "fp32", f"auto: fp32 (bf16 {what} measured {how} on this CPU, {units})"
+    return FP32, f"auto: fp32 (bf16 {what} measured {how} on this CPU, {units})"
 
 
 def resolve_auto(cfg, device: torch.device):
     """The config with --precision=auto and --teacher_precision=auto resolved for `device` by measurement; the
     note, shown in the run's summary and precision description, says what auto chose and why."""
-    precision, note = choose(cfg, "train", device) if cfg.precision == "auto" else (cfg.precision, "")
-    teacher, t_note = (choose(cfg, "teacher", device) if cfg.teacher_precision == "auto"
+    precision, note = choose(cfg, "train", device) if cfg.precision == AUTO else (cfg.precision, "")
+    teacher, t_note = (choose(cfg, "teacher", device) if cfg.teacher_precision == AUTO
                        else (cfg.teacher_precision, ""))
     if (precision, teacher) == (cfg.precision, cfg.teacher_precision):
         return cfg

@@ -10,6 +10,7 @@ NOT YET MEASURED: this project's machines have had no GPU while this was written
 import torch
 
 from runtime.epochs import Trainee
+from utils.precision_table import graph_refusal
 
 
 def plan(cfg, device: torch.device, precision: str, world_size: int = 1) -> tuple:
@@ -20,10 +21,8 @@ def plan(cfg, device: torch.device, precision: str, world_size: int = 1) -> tupl
         return False, f"eager steps: CUDA graphs need a CUDA device, this run is on {device.type}"
     if world_size > 1:
         return False, "eager steps: under torchrun DistributedDataParallel's gradient hooks run outside any graph"
-    if precision == "fp16":
-        return False, "eager steps: fp16's GradScaler checks for inf on the host every step, outside any graph"
-    if precision == "fp8":
-        return False, "eager steps: simulated fp8 re-scales with host-side control flow"
+    if graph_refusal(precision):  # the precision table's: fp16's GradScaler, fp8's host-side re-scaling
+        return False, f"eager steps: {graph_refusal(precision)}"
     if cfg.optimizer == "adam8bit":
         return False, "eager steps: bitsandbytes' 8-bit optimizer is not capturable"
     return True, "CUDA graphs: torch.compile(mode=reduce-overhead) step, compiled optimizer, tensor learning rate"

@@ -42,9 +42,12 @@ TASK_ENV = {"TQDM_DISABLE": "1"}  # no per-batch bars from the workers; each epo
 SUMMARY_PATHS = ("teacher_run", "teacher_weights")  # summary.json fields that hold paths under out_dir
 
 
+LOCAL_ADDRESSES = ("", "auto", "local")  # Ray's own words for a local Ray (its "auto" is no precision)
+
+
 def _is_local(address: str) -> bool:
     host = address.removeprefix("ray://").rsplit(":", 1)[0]
-    return address in ("", "auto", "local") or host in ("localhost", "127.0.0.1", socket.gethostname())
+    return address in LOCAL_ADDRESSES or host in ("localhost", "127.0.0.1", socket.gethostname())
 
 
 REACH_SECONDS = 15  # how long a named cluster may take to answer before the sweep stops with one line
@@ -53,7 +56,7 @@ REACH_SECONDS = 15  # how long a named cluster may take to answer before the swe
 def check_reachable(address: str, seconds: float = REACH_SECONDS) -> None:
     """A named cluster's address answers a TCP connection within `seconds`, or one line names it (Ray
     itself would retry for minutes). "auto"/"local"/"" start or find a local Ray: nothing to check."""
-    if address in ("", "auto", "local"):
+    if address in LOCAL_ADDRESSES:
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():

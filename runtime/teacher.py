@@ -32,6 +32,8 @@ from runtime.run_dir import run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
+from utils.precision import autocast_dtype
+from utils.precision_table import PRECISIONS
 from utils.run_files import (BEST_WEIGHTS, CONFIG, LOGITS_CACHE, SUMMARY, TEACHER_RUN_NAME, check_digest,
                              read_summary)
 
@@ -213,15 +215,21 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
 
 
 def teacher_autocast(cfg, device):
-    """The context factory for the teacher's forward: bf16 autocast, or a no-op for fp32."""
-    if cfg.teacher_precision == "fp32":
+    """The context factory for the teacher's forward: autocast in --teacher_precision's dtype (bf16), or a no-op
+    (fp32)."""
+    dtype = autocast_dtype(cfg.teacher_precision)
+    if dtype is None:
         return nullcontext
     kind = torch.device(device).type
-    return lambda: torch.autocast(kind, dtype=torch.bfloat16)
+    return lambda: torch.autocast(kind, dtype=dtype)
+
+
+def teacher_autocasts(cfg) -> bool:
+    return PRECISIONS[cfg.teacher_precision].dtype is not None
 
 
 def teacher_precision_label(cfg) -> str:
-    return "" if cfg.teacher_precision == "fp32" else f"; teacher forward in {cfg.teacher_precision} (autocast)"
+    return f"; teacher forward in {cfg.teacher_precision} (autocast)" if teacher_autocasts(cfg) else ""
 
 
 def _fingerprint(weights: str, host_images, shape: tuple, view: str) -> str:
@@ -281,7 +289,7 @@ def cached_teacher_logits(cfg, teacher, info, data: Split, mean, std, views=("id
     out = {}
     for view in views:
         key = _fingerprint(info["teacher_weights"], host, tuple(data.images.shape),
-                           view + ("" if cfg.teacher_precision == "fp32" else "|bf16"))
+                           view + (f"|{cfg.teacher_precision}" if teacher_autocasts(cfg) else ""))
         found = [home / f"{key}.safetensors" for home in homes if (home / f"{key}.safetensors").is_file()]
         logits = read_logits_cache(found[0], key, len(data), num_classes) if found else None
         if logits is not None:

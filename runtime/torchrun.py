@@ -25,6 +25,7 @@ from torch import nn
 
 from utils.device import resolve_device
 from utils.errors import UserError
+from utils.precision_table import AUTO  # --device=auto
 
 RANK_SEED_STRIDE = 1_000_003  # rank r's dropout stream is seeded seed + r x this (rank 0: the seed's own)
 
@@ -60,7 +61,7 @@ def start(device_spec: str) -> tuple:
     rank, size, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
     device = resolve_device(device_spec)
     if device.type == "cuda":
-        if device_spec not in ("auto", "cuda"):
+        if device_spec not in (AUTO, "cuda"):
             raise UserError(f"--device={device_spec}: under torchrun each rank uses the GPU of its LOCAL_RANK; "
                             f"pass --device=cuda (or auto)")
         device = torch.device("cuda", local)

@@ -26,8 +26,8 @@ from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
 from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS,
-                             TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint, save_checkpoint,
-                             write_history, write_summary)
+                             SUBSTITUTED_FOR, TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint,
+                             save_checkpoint, write_history, write_summary)
 from utils.tensorboard import EpochLog
 
 LOSS_BLOWUP = 100.0  # a training loss this many times its first batch's: warn that the lr is too high
@@ -61,6 +61,7 @@ class TrainingRun(Trainee):
         prec = setup_precision(cfg.precision, self.model, device)
         if cfg.precision_note:
             prec.description += f" ({cfg.precision_note})"
+        prec.record[SUBSTITUTED_FOR] = cfg.substituted_for or None  # the sweep's bf16 in place of fp16, as a field
         distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if distiller.uses_teacher else {}
         ddp = torchrun.data_parallel(distiller, device, cfg.sync_bn) if world.size > 1 else None
@@ -247,7 +248,7 @@ class TrainingRun(Trainee):
             "num_classes": ds.num_classes, "classes": list(ds.classes), "train_images": n_train - ds.unlabeled,
             "unlabeled_images": ds.unlabeled,
             "val_images": n_val, "test_images": n_test, "data_source": ds.source, "precision": cfg.precision,
-            "precision_description": self.prec.description, "device": str(self.device),
+            "precision_description": self.prec.description, **self.prec.record, "device": str(self.device),
             "hardware": hardware_name(self.device), "threads": torch.get_num_threads(), "method": self.distiller.name,
             "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
             # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not

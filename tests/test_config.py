@@ -134,3 +134,19 @@ def test_help_lists_every_field_with_its_default():
     for f in dataclasses.fields(Config):
         assert f" {f.name}=" in str(e.value), f.name
     assert " blocks=4 " in str(e.value) and " dataset=fashion-mnist " in str(e.value)
+
+
+@pytest.mark.parametrize("script", ("train", "evaluate", "run_experiments", "plot_experiment_results"))
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_usage_and_exits_0(script, flag, capsys):
+    import importlib
+
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as e:
+        module.cli([flag])
+    out, err = capsys.readouterr()
+    assert e.value.code == 0 and err == ""
+    assert module.__doc__.strip().splitlines()[0] in out  # the script's own command lines
+    for needle in ("python train.py --role=teacher", "python run_experiments.py --preset=demo", "smoke", "demo",
+                   "full", "docs/config.md"):
+        assert needle in out, needle

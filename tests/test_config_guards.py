@@ -1,26 +1,80 @@
-"""Config guards from a hostile user's probe (issue 33): run names the sweep owns in out_dir, recipe files that
-reach past how a run learns, seeds torch and numpy cannot take, and flags that would be silently ignored."""
+"""What the config refuses before anything runs: hyper-parameters outside their ranges, image sizes a student
+cannot stride, run names that leave out_dir or that the sweep owns, recipe files that reach past how a run
+learns, seeds torch and numpy cannot take, and flags that would be silently ignored."""
 import dataclasses
 import json
 
 import pytest
 
+import train
 import tune
 from config import PRESETS, RECIPES, Config, make_config
-from tests.fixtures import run_script
+from tests.fixtures import one_line, one_line_exit, run_script, small_run_args
 from utils.errors import UserError
 from utils.lock import TABLE_LOCK_FILE
 from utils.tensorboard import HPARAMS_DIR
 
 
-def one_line(r) -> str:
-    """The one stderr line of a script run (run_script) that must exit 2, never a traceback."""
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
+# ----------------------------------------------------------------------------- ranges and sizes
+
+@pytest.mark.parametrize("arg,why", [
+    ("--temperature=-1", "> 0"), ("--temperature=0", "> 0"), ("--alpha=1.5", "[0, 1]"), ("--alpha=-0.1", "[0, 1]"),
+    ("--dkd_beta=-1", "negative"), ("--dkd_alpha=-2", "negative"), ("--lr=-1", "> 0"), ("--lr=0", "> 0"),
+    ("--lr=inf", "finite"), ("--lr=nan", "finite"), ("--temperature=inf", "finite"), ("--momentum=1.0", "[0, 1)"),
+    ("--weight_decay=-0.1", "negative"), ("--max_train_samples=1", "at least 2"), ("--val_fraction=1.0", "[0, 1)")])
+def test_every_hyper_parameter_has_its_range(arg, why):
+    with pytest.raises(UserError) as e:
+        make_config([arg])
+    msg = str(e.value)
+    assert msg.startswith(arg.split("=")[0]) and why in msg and "expected float" not in msg, msg
 
 
-# ----------------------------------------------------------------------------- 1. names the sweep owns
+def test_ranges_are_checked_before_any_data_loads(tmp_path, capsys):
+    err, _ = one_line_exit(train.cli, ["--temperature=0", f"--data_dir={tmp_path}/nowhere", "--dataset=intel",
+                                       f"--out_dir={tmp_path}/out"], capsys)
+    assert "--temperature=0" in err and "nowhere" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_edge_values_inside_the_ranges_are_accepted():
+    cfg = make_config(["--alpha=0", "--temperature=0.5", "--lr=1e6", "--max_train_samples=2", "--momentum=0"])
+    assert cfg.alpha == 0.0 and cfg.lr == 1e6 and make_config(["--alpha=1"]).alpha == 1.0
+
+
+def test_fitnet_stage_takes_minus_one_or_an_index():
+    with pytest.raises(UserError, match="-1 .* or a stage index"):
+        make_config(["--fitnet_stage=-5"])
+    assert make_config(["--fitnet_stage=-1"]).fitnet_stage == -1 and make_config(["--fitnet_stage=0"]).fitnet_stage == 0
+
+
+def test_image_size_below_what_the_student_strides_need_stops_before_data(tmp_path):
+    from models.cnn_model import min_image_size
+
+    assert [min_image_size(b) for b in (0, 2, 4, 6, 8, 10, 12)] == [8, 8, 8, 8, 9, 17, 33]
+    for argv, needle in ((["--image_size=3"], "--image_size=3: too small"),
+                         (["--image_size=16", "--blocks=10"], "needs at least 17 px"),
+                         (["--blocks=12"], "native 28 px: too small for a res12")):
+        with pytest.raises(UserError, match=needle):
+            train.main(make_config(argv, data_dir=str(tmp_path / "none"), out_dir=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- run names
+
+@pytest.mark.parametrize("name", ["../x", ".", "..", "/any/other/folder", "a/b"])
+def test_a_run_name_never_leaves_out_dir(name, tmp_path, capsys):
+    elsewhere = tmp_path / "other"
+    elsewhere.mkdir()
+    (elsewhere / "summary.json").write_text('{"keep": true}')
+    run_name = str(elsewhere) if name.startswith("/") else name
+    argv = small_run_args(None, f"{tmp_path}/runs", "--method=ce", f"--run_name={run_name}", max_train_samples=128,
+                          max_test_samples=64, epochs=1, augment="flip")
+    err, _ = one_line_exit(train.cli, argv, capsys)
+    assert "--run_name" in err and "not a path" in err
+    assert (elsewhere / "summary.json").read_text() == '{"keep": true}' and not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- names the sweep owns
 
 @pytest.mark.parametrize("name", [HPARAMS_DIR, "tb_hparams.json", "plots", "logits_cache", "results.csv",
                                   "results.md", TABLE_LOCK_FILE, "Plots", "tune_kd_res4.db", "t.best.json",
@@ -44,7 +98,7 @@ def test_derived_and_ordinary_run_names_stay_allowed():
     assert make_config([]).run_name == ""
 
 
-# ----------------------------------------------------------------------------- 3. recipe files
+# ----------------------------------------------------------------------------- recipe files
 
 def recipe(tmp_path, fields: dict) -> str:
     path = tmp_path / "r.json"
@@ -84,7 +138,7 @@ def test_every_named_recipe_and_every_tuned_field_can_be_a_recipe_file(tmp_path)
     assert not learns & {"overwrite", "out_dir", "run_name", "resume", "dataset", "seed", "teacher_checkpoint"}
 
 
-# ----------------------------------------------------------------------------- 4. seeds
+# ----------------------------------------------------------------------------- seeds
 
 @pytest.mark.parametrize("arg", [f"--seed={2 ** 64}", f"--seed={2 ** 32}", "--seed=-1", f"--first_seed={2 ** 64}"])
 def test_a_seed_outside_what_torch_and_numpy_take_is_one_line(arg):
@@ -100,7 +154,7 @@ def test_the_sweeps_last_seed_stays_in_range():
                             "(2**32 - 1: numpy's seed range)")
 
 
-# ----------------------------------------------------------------------------- 6. flags that would be ignored
+# ----------------------------------------------------------------------------- flags that would be ignored
 
 @pytest.mark.parametrize("args,message", [
     (["--teacher_weights=missing.pth"], "--teacher_weights=missing.pth: read only with --teacher_pretrained=True "

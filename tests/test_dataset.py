@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from config import make_config
 from data import folders, sources
 from data.dataset import DataError, load_dataset, load_pred_images, stratified_subset
 from data.transforms import augment_batch, normalize
@@ -124,6 +125,31 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
     assert len(load_dataset(cfg(data_dir=str(tmp_path))).train) == 50
 
 
+def test_a_wrong_shape_data_cache_is_one_line_then_rebuilt(tmp_path, capsys):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    make_fashion_mnist_idx(tmp_path / "fashion-mnist")
+    config = make_config(["--preset=smoke", f"--data_dir={tmp_path}"])
+    before = load_dataset(config)
+    cache = tmp_path / "cache" / "fashion-mnist-28px.safetensors"
+    with safe_open(str(cache), framework="pt") as f:
+        meta = f.metadata()
+    for spoil in ("channels", "labels"):
+        t = load_file(str(cache))
+        if spoil == "channels":
+            t["train_images"] = t["train_images"][:, 0].contiguous()  # the channel dimension lost
+        else:
+            t["train_labels"] = t["train_labels"] + 100  # labels out of range
+        save_file(t, str(cache), metadata=meta)
+        capsys.readouterr()
+        after = load_dataset(config)
+        err = capsys.readouterr().err
+        assert f"{cache}: " in err and "; rebuilding" in err, err
+        assert torch.equal(after.train.images, before.train.images)
+        assert torch.equal(after.train.labels, before.train.labels)
+
+
 def test_fashion_missing_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "FASHION_SYSTEM_DIRS", (tmp_path / "nowhere",))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist") as e:
@@ -219,6 +245,28 @@ def test_imagefolder_with_val(tmp_path):
     d = load_dataset(cfg(dataset="imagefolder", data_dir=str(root)))
     assert d.classes == ("a", "b") and d.image_size == 64  # 0 means 64 for imagefolder
     assert (len(d.train), len(d.test)) == (4, 4)
+
+
+def test_test_split_missing_a_class_warns_naming_it(tmp_path, capsys):
+    root = make_imagefolder(tmp_path, classes=("cat", "dog", "bird"), per_class=2, size=16)
+    for p in (root / "test" / "bird").iterdir():
+        p.unlink()
+    (root / "test" / "bird").rmdir()
+    d = load_dataset(make_config(dataset="imagefolder", data_dir=str(root), image_size=16))
+    err = capsys.readouterr().err
+    assert "warning:" in err and "['bird']" in err and "test" in err
+    assert d.classes == ("bird", "cat", "dog") and sorted(set(d.test.labels.tolist())) == [1, 2]
+
+
+def test_images_in_nested_subfolders_of_a_class_are_counted_in_a_warning(tmp_path, capsys):
+    root = make_imagefolder(tmp_path, classes=("cat", "dog"), per_class=2, size=16)
+    for rel in ("cat/more/a.jpg", "cat/more/b.jpg", "dog/x/y/c.png"):
+        (root / "train" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / "train" / rel).write_bytes((root / "train" / "cat" / "img0.jpg").read_bytes())
+    d = load_dataset(make_config(dataset="imagefolder", data_dir=str(root), image_size=16))
+    err = capsys.readouterr().err
+    assert "ignored 3 image file(s) in sub-folders" in err and "more" in err
+    assert len(d.train) == 4  # still only the images directly in each class folder
 
 
 def test_pred_images(tmp_path):

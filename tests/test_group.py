@@ -8,10 +8,10 @@ import run_experiments
 import train
 from config import make_config
 from runtime.epochs import RunFailed
+from tests.fixtures import small_run_args
 from utils.checkpoint import load_state_dict_file
 
-SMALL = ["--preset=smoke", "--max_train_samples=256", "--max_test_samples=64", "--epochs=2", "--val_fraction=0.01",
-         "--augment=flip"]
+SMALL = small_run_args(max_train_samples=256, max_test_samples=64, epochs=2, val_fraction=0.01, augment="flip")
 KEYS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "val_acc", "lr")
 
 

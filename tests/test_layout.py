@@ -1,9 +1,10 @@
 """The layout's rules, checked on the source: no import cycle between modules or between packages,
 utils/ imports no other layer, methods never import the runtime, evaluate.py and deploy/ read runs
-without the training loop, libraries never import the CLI scripts, and the method registry matches
-config.METHODS."""
+without the training loop, libraries never import the CLI scripts, product code and the benchmarks never
+import the tests, and the method registry matches config.METHODS."""
 import ast
 import functools
+import re
 from pathlib import Path
 
 import config
@@ -154,6 +155,32 @@ def test_evaluate_and_deploy_never_import_the_training_loop():
     assert not {m: d for m, d in bad.items() if d}
 
 
+def imported_names(source: str) -> set:
+    """Every module name the source imports, by statement or by importlib.import_module / __import__ of a literal."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in
+              ("import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant)):
+            found.add(str(node.args[0].value))
+    return found
+
+
+def test_product_and_benchmarks_never_import_the_tests():
+    """tests/ builds on the product, never the reverse: the synthetic data the benchmarks and the tests both
+    write comes from data/synthetic.py, which needs no torch."""
+    assert imported_names("import tests.fixtures\nfrom tests import conftest\nimportlib.import_module('tests.x')") == \
+        {"tests.fixtures", "tests", "tests.x"}
+    bad = {m: sorted(n for n in imported_names(p.read_text()) if n.split(".")[0] == "tests")
+           for m, p in project_modules().items()}
+    assert "benchmarks.bench_data" in bad and not {m: n for m, n in bad.items() if n}
+    synthetic = imported_names((ROOT / "data" / "synthetic.py").read_text())
+    assert import_graph()["data.synthetic"] == set() and not {n.split(".")[0] for n in synthetic} & {"torch", "tests"}
+
+
 def test_presets_import_nothing_of_the_project():
     assert import_graph()["presets"] == set()
 
@@ -172,3 +199,14 @@ def test_files_stay_readable():
     too_long = {m: n for m, p in project_modules().items() if (n := len(p.read_text().splitlines())) > 400}
     too_long.update({p.name: n for p in (ROOT / "tests").glob("*.py") if (n := len(p.read_text().splitlines())) > 400})
     assert not too_long
+
+
+def test_run_times_are_stated_once_in_presets_measured():
+    """README and the Makefile link to docs/config.md#presets (presets.MEASURED) instead of stating run times."""
+    import presets
+    for name in ("README.md", "Makefile"):
+        text = (ROOT / name).read_text()
+        assert not re.search(r"\b\d+(\.\d+)? ?(s|sec|min|minutes|hours?)\b", text), f"{name} states a run time"
+        assert "docs/config.md#presets" in text
+    assert {"demo", "test", "teacher"} <= set(presets.MEASURED)
+    assert "## presets" in (ROOT / "docs" / "config.md").read_text()

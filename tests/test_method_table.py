@@ -18,30 +18,16 @@ import config_rules
 import tune
 from config import Config
 from distill import DISTILLERS
-from tests.fixtures import make_fashion_mnist_idx
+from tests.fixtures import ROOT, literals_outside, make_fashion_mnist_idx, product_files
 from utils.errors import UserError
 from utils.names import CONTROL, DEFAULT_METHOD, METHOD_DOC, METHOD_LOOKS, METHOD_TABLE, METHODS, method_look
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLE_FILE = "utils/names.py"
 MAY_NAME_ANY_METHOD = {TABLE_FILE, "presets.py"}  # the table, and the presets' recipes and sweeps (values)
 
 
-def product_files() -> list:
-    """The project's tracked (and new, not ignored) Python files, tests and docs excluded."""
-    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "*.py"], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout.split()
-    return [f for f in out if not f.startswith(("tests/", "docs/")) and (ROOT / f).is_file()]
-
-
 def test_a_method_is_named_only_in_its_own_file_the_table_and_the_presets():
-    names = set(METHODS)
-    found = []
-    for rel in product_files():
-        for node in ast.walk(ast.parse((ROOT / rel).read_text(), rel)):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names \
-                    and rel not in MAY_NAME_ANY_METHOD and rel != f"distill/{node.value}.py":
-                found.append(f"{rel}:{node.lineno}: {node.value!r}")
+    found = literals_outside(set(METHODS), lambda rel, name: rel in MAY_NAME_ANY_METHOD or rel == f"distill/{name}.py")
     assert len(product_files()) > 50 and not found, "\n".join(found)
 
 

@@ -12,10 +12,10 @@ from distill.base import TeacherOut
 from models.cnn_model import ResidualCNN
 from models.features import capture
 from models.teacher_arch import build_teacher
-from tests.fixtures import interrupt_after_first_epoch
+from tests.fixtures import interrupt_after_first_epoch, small_run_args
 from utils.names import METHODS as TABLE
 
-SMALL = ["--preset=smoke", "--max_train_samples=192", "--max_test_samples=64", "--epochs=2", "--val_fraction=0.01"]
+SMALL = small_run_args(max_train_samples=192, max_test_samples=64, epochs=2, val_fraction=0.01)
 
 
 def _teacher_out(distiller, teacher, x):

@@ -1,3 +1,8 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -5,6 +10,9 @@ from config import make_config
 from models.cnn_model import ResidualCNN, build_student, count_params, res4, res10
 from models.teacher_arch import build_teacher, seed12
 from models import blocks
+from tests.fixtures import make_imagefolder, small_run_args
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("n_blocks,fc,expected", [(4, [32], 98_294), (6, [64], 408_854),
@@ -73,3 +81,25 @@ def test_bad_teacher_arch_is_one_line(arch):
 
     with pytest.raises(UserError, match="teacher_arch"):
         make_config(teacher_arch=arch)
+
+
+# ----------------------------------------------------------------------------- channels_last on a CPU
+
+def test_narrow_strided_1x1_convolutions_train_in_nchw():
+    from utils.device import channels_last_trainable
+
+    assert not channels_last_trainable(seed12(3, 6, width=4))  # the smoke teacher: Conv2d(4, 8, 1, stride=2)
+    assert channels_last_trainable(seed12(3, 6, width=16)) and channels_last_trainable(ResidualCNN(10, 3, 6))
+
+
+def test_smoke_teacher_on_rgb_folder_data_trains_without_crashing(tmp_path):
+    # the smoke teacher's Conv2d(4, 8, 1, stride=2) crashed (exit 139, abort or hang) in channels_last backward
+    # on an AVX2 EPYC; a subprocess, so a crash or hang fails this test instead of killing the suite
+    root = make_imagefolder(tmp_path / "rgb", classes=("a", "b", "c"), per_class=4, size=64)
+    argv = small_run_args(root, f"{tmp_path}/out", "--role=teacher", "--dataset=imagefolder", batch_size=4)
+    r = subprocess.run([sys.executable, "train.py", *argv], cwd=ROOT, capture_output=True, text=True,
+                       timeout=180)  # it hung without the rule
+    assert r.returncode == 0, (r.returncode, r.stderr[-2000:])
+    assert "training in NCHW" in r.stdout
+    s = json.loads((tmp_path / "out" / "imagefolder_teacher_seed12" / "summary.json").read_text())
+    assert s["status"] == "complete" and s["image_size"] == 64 and s["in_channels"] == 3

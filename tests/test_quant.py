@@ -1,9 +1,12 @@
 """quant/: the packing codecs, a packed file's round trip to the fake-quantized weights, bit widths counted
-from the file, and the int8 QAT graph's train/eval/convert cycle."""
+from the file, the int8 QAT graph's train/eval/convert cycle, and damaged files: packing metadata that is one
+line naming the file, ptq.json rows left out with one warning."""
+import json
 import math
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from models.cnn_model import ResidualCNN
 from quant.lowbit import to_lowbit
@@ -110,3 +113,49 @@ def test_int8_qat_graph_trains_freezes_scales_in_eval_and_converts(tmp_path):
         out = loaded(x)
     assert (out.argmax(1) == a.argmax(1)).float().mean() > 0.9
     assert (out - a).abs().max() < 0.1 * a.abs().max()
+
+
+# ----------------------------------------------------------------------------- model.quant.safetensors
+
+@pytest.mark.parametrize("packing,tensors", [
+    ("{not json", {}), ('["conv.weight"]', {}), ('{"conv.weight": "int4"}', {}),
+    ('{"conv.weight": {"codec": "int5", "shape": [2, 2]}}', {}),
+    ('{"conv.weight": {"codec": "int4", "shape": "four"}}', {}),
+    ('{"conv.weight": {"codec": "int4", "shape": [64, 64]}}', {}),  # more weights than the bytes hold
+    ('{"conv.weight": {"codec": "int4"}}', {}),
+    ('{"other.weight": {"codec": "int4", "shape": [2, 2]}}', {}),  # no such tensors in the file
+    ('{"conv.weight": {"codec": "int4", "shape": [2, 2]}}', {"conv.weight.scale": torch.ones(3)})])
+def test_damaged_packing_metadata_is_one_line_naming_the_file(tmp_path, packing, tensors):
+    path = tmp_path / "model.quant.safetensors"
+    save_file({"conv.weight.packed": torch.zeros(2, dtype=torch.uint8), "conv.weight.scale": torch.ones(2),
+               "bn.bias": torch.zeros(2), **tensors}, str(path), metadata={"packing": packing})
+    for read in (unpack_state, weight_bits):
+        with pytest.raises(UserError) as e:
+            read(path)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: damaged 'packing' metadata") and "\n" not in msg, msg
+
+
+# ----------------------------------------------------------------------------- ptq.json
+
+def test_wrong_typed_ptq_rows_are_left_out_with_one_warning_and_the_table_is_written(tmp_path, capsys):
+    from quant.table import qat_points, qat_table, read_ptq
+
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    good = {"test_acc": 61.5, "bits_per_weight": 4.06, "packed_bytes": 900, "file_bytes": 1800}
+    (fp32 / "ptq.json").write_text(json.dumps({
+        "int4": good, "ternary": {**good, "test_acc": "high"}, "binary": {**good, "file_bytes": "big"},
+        "int8": "not a row"}))
+    student = {"status": "complete", "role": "student", "blocks": 2, "seed": 0, "precision": "fp32"}
+    items = [({**student, "method": "kd", "best_test_acc": 70.0, "model_bytes": 9000}, str(fp32))] + [
+        ({**student, "method": m, "qat": mode, "qat_test_acc": 65.0, "file_bytes": 1800, "bits_per_weight": 4.06},
+         str(tmp_path / f"{m}_{mode}")) for m in ("ce", "kd") for mode in ("int4", "ternary", "binary")]
+    capsys.readouterr()
+    assert read_ptq(str(fp32)) == {"int4": good}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: {fp32 / 'ptq.json'}: ") and "ternary" in err[0], err
+    assert "binary" in err[0] and "int8" in err[0] and "left out" in err[0], err
+    table = qat_table(*qat_points(items))  # raised TypeError on "big" / "high" before
+    assert "| res2 | int4 | PTQ | 61.50 |" in table and "| res2 | ternary | PTQ |" not in table
+    assert "| res2 | binary | QAT-KD |" in table

@@ -1,9 +1,7 @@
 """utils/run_files.py is the one owner of a run directory's names: docs/runs.md's tables and run-name pattern are
 generated from it, cli.default_run_name fills its pattern, and no other product module spells a run file."""
-import ast
 import importlib.util
 import re
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +9,8 @@ import pytest
 
 from config import default_run_name
 from utils import run_files as rf
+
+from tests.fixtures import literals_outside  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the names whose literal must live in utils/run_files.py alone
@@ -77,17 +77,6 @@ def test_the_released_teachers_still_read():
         assert run.name == default_run_name(config(role="teacher", teacher_arch=run.name.rsplit("_", 1)[1]))
 
 
-def product_files() -> list:
-    out = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [p for p in out.split() if not p.startswith(("tests/", "docs/"))]
-
-
 def test_run_file_names_are_spelled_in_run_files_alone():
-    found = []
-    for rel in product_files():
-        if rel == "utils/run_files.py":
-            continue
-        for node in ast.walk(ast.parse((ROOT / rel).read_text(), rel)):
-            if isinstance(node, ast.Constant) and node.value in OWNED:
-                found.append(f"{rel}:{node.lineno}: {node.value}")
+    found = literals_outside(OWNED, lambda rel, name: rel == "utils/run_files.py")
     assert not found, "spelled outside utils/run_files.py:\n" + "\n".join(found)

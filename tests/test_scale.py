@@ -2,7 +2,7 @@
 files, with or without a shared out_dir; a Ray worker killed mid-run and then the driver killed
 mid-sweep end, after a rerun, with the finished run's files byte-identical and the rest complete;
 torchrun (2 processes, gloo, SyncBatchNorm), interrupted and resumed, trains the weights one
-uninterrupted process trains at the same effective batch."""
+uninterrupted process trains at the same effective batch; an unreachable Ray address is one line."""
 import csv
 import dataclasses
 import json
@@ -20,6 +20,7 @@ import torch
 import run_experiments
 import train
 from config import make_config
+from tests.fixtures import one_line_exit, small_run_args
 from utils.checkpoint import load_state_dict_file
 
 pytestmark = pytest.mark.slow
@@ -168,8 +169,8 @@ def test_killed_worker_then_killed_driver_end_complete_after_a_rerun(tmp_path):
 
 @NEEDS_PROC
 def test_torchrun_resumed_matches_one_process(tmp_path):
-    args = ["--preset=smoke", "--method=ce", "--blocks=2", "--fc_layers=[]", "--optimizer=sgd", "--lr=0.05",
-            "--epochs=4", "--max_train_samples=128", "--sync_bn=True"]
+    args = small_run_args(method="ce", blocks=2, fc_layers="[]", optimizer="sgd", lr=0.05, epochs=4,
+                          max_train_samples=128, sync_bn=True)
     one = train.main(make_config(args, out_dir=str(tmp_path / "one")))
     run = "fashion-mnist_res2_b64_fp32_ce_s0"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "train.py", *args,
@@ -203,3 +204,11 @@ def test_torchrun_resumed_matches_one_process(tmp_path):
     refused = [c for c in cmd if c != "--resume=True"]
     r = subprocess.run(refused, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and r.stderr.count("--overwrite=True") >= 2, r.stderr[-3000:]
+
+
+def test_an_unreachable_ray_address_is_one_line_within_a_minute(capsys):
+    t0 = time.monotonic()
+    argv = small_run_args(None, "/tmp/unused-ray-probe", "--launcher=ray", "--ray_address=127.0.0.1:1",
+                          max_train_samples=128, max_test_samples=64, epochs=1, augment="flip")
+    err, _ = one_line_exit(run_experiments.cli, argv, capsys)
+    assert time.monotonic() - t0 < 60 and "--ray_address=127.0.0.1:1" in err and "no Ray cluster answers" in err

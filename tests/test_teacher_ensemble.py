@@ -3,6 +3,7 @@ each member checked as a single teacher is, logits cached once per member and im
 member named twice are one line. Tiny idx data, two smoke teachers of 1 epoch: seconds."""
 import json
 import shutil
+from functools import partial
 
 import pytest
 import torch
@@ -11,26 +12,21 @@ import train
 from config import make_config
 from data.dataset import load_dataset
 from runtime.teacher import TeacherEnsemble, load_frozen_teacher
-from tests.fixtures import make_fashion_mnist_idx
+from tests.fixtures import copy_run, small_run_args
 from utils.errors import UserError
 
 TEACHER = "fashion-mnist_teacher_seed12"
+_args = partial(small_run_args, batch_size=32, val_fraction=0.2)  # on fashion_idx, as the teachers trained
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    data = make_fashion_mnist_idx(tmp_path_factory.mktemp("fmnist"), n_train=120, n_test=40)
+def setup(fashion_idx, smoke_teacher, tmp_path_factory):
+    """The data and copies of the shared smoke teachers of seeds 0 and 1 (t0/, t1/): the students here cache
+    the ensemble's logits beside the first member."""
     out = tmp_path_factory.mktemp("teachers")
-    members = []
-    for seed in (0, 1):
-        train.main(make_config(_args(data, out / f"t{seed}", "--role=teacher", f"--seed={seed}")))
-        members.append(out / f"t{seed}" / (TEACHER + (f"_s{seed}" if seed else "")))
-    return data, members
-
-
-def _args(data, out, *extra) -> list:
-    return ["--preset=smoke", f"--data_dir={data}", f"--out_dir={out}", "--batch_size=32", "--val_fraction=0.2",
-            *extra]
+    members = [copy_run(smoke_teacher("--val_fraction=0.2", *([f"--seed={seed}"] if seed else [])), out / f"t{seed}")
+               for seed in (0, 1)]
+    return fashion_idx, members
 
 
 def test_the_ensemble_is_the_mean_of_its_members_logits(setup):

@@ -7,9 +7,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 import train
 from config import make_config
 from runtime import training_run
+from tests.fixtures import small_run_args
 from utils.tensorboard import tag, write_hparams
 
-SMALL = ["--preset=smoke", "--max_train_samples=256", "--max_test_samples=128", "--blocks=2", "--method=ce"]
+SMALL = small_run_args(max_train_samples=256, max_test_samples=128, blocks=2, method="ce")
 
 
 def events(path) -> EventAccumulator:

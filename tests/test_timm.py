@@ -10,11 +10,12 @@ from config import default_run_name, make_config
 from runtime.run_dir import load_run, model_arch, model_blocks, model_label
 from models.cnn_model import build_student, count_params
 from models.teacher_arch import build_teacher
+from tests.fixtures import small_run_args
 from utils.errors import UserError
 from utils.results import ce_controls, kd_gain, markdown_table
 
 TEACHER, STUDENT = "timm:resnet10t", "timm:mobilenetv3_small_050"  # both take 28 px (32x: 28 -> 1 px)
-SMALL = ["--preset=smoke", "--max_train_samples=128", "--max_test_samples=64", f"--teacher_arch={TEACHER}"]
+SMALL = small_run_args(max_train_samples=128, max_test_samples=64, teacher_arch=TEACHER)
 
 
 @pytest.fixture(scope="module")

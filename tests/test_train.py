@@ -1,12 +1,15 @@
-"""train.py end to end on real files: outputs, determinism, resume after SIGKILL, bad input, frozen teacher."""
+"""train.py end to end on real files: outputs, determinism, resume after SIGKILL, bad input, frozen teacher,
+validation splits, and a learning rate that makes the loss explode."""
 import json
 import os
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,13 +17,13 @@ import torch
 
 import train
 from config import make_config
-from tests.fixtures import make_intel_folder, run_script
+from tests.fixtures import make_intel_folder, run_script, small_run_args
 from utils.checkpoint import load_state_dict_file
 from utils.errors import UserError
 from utils.run_files import COMPLETE_KEYS, QAT_KEYS, TEACHER_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--preset=smoke", "--max_train_samples=512", "--max_test_samples=256", "--epochs=2"]
+SMALL = small_run_args(max_train_samples=512, max_test_samples=256, epochs=2)
 
 
 def run_cli(*args, timeout=300):
@@ -133,7 +136,9 @@ def intel_dir(tmp_path_factory):
 
 
 def test_odd_intel_folder_trains_one_epoch_naming_the_corrupt_file(intel_dir, tmp_path):
-    r = run_script("train.py", "--dataset=intel", f"--data_dir={intel_dir}", "--role=student", "--method=ce", "--blocks=2",
+    data = tmp_path / "intel"  # without the module's decoded cache, which would skip the decoding that warns
+    shutil.copytree(intel_dir, data, ignore=shutil.ignore_patterns("cache"))
+    r = run_script("train.py", "--dataset=intel", f"--data_dir={data}", "--role=student", "--method=ce", "--blocks=2",
                 "--epochs=1", "--batch_size=4", f"--out_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert "broken.jpg" in r.stderr and "skipped 1" in r.stderr
@@ -195,6 +200,22 @@ def test_val_fraction_selects_on_validation(tmp_path):
     # val is 1% of the whole train split, carved out first and the same for every run; the run's
     # 512 training images come from the rest
     assert s["val_images"] == 600 and s["train_images"] == 512
+
+
+def test_val_fraction_leaving_no_training_images_is_one_line(fashion_idx, tmp_path):
+    with pytest.raises(UserError, match="0 of 120 training image.* at least 2 are needed"):
+        train.main(make_config(small_run_args(fashion_idx, tmp_path, "--blocks=1", "--method=ce",
+                                              "--val_fraction=0.999", batch_size=32)))
+
+
+def test_exploding_loss_warns_about_the_learning_rate(fashion_idx, tmp_path, capsys):
+    args = partial(small_run_args, fashion_idx, tmp_path, "--blocks=1", "--method=ce", batch_size=32)
+    s = train.main(make_config(args("--lr=1e6")))
+    err = capsys.readouterr().err
+    assert s["warnings"] and "--lr=1e+06 is probably too high" in s["warnings"][0]
+    assert "warning:" in err and "training loss grew" in err
+    calm = train.main(make_config(args("--run_name=calm")))
+    assert calm["warnings"] == []
 
 
 def test_select_from_skips_the_early_evaluations_and_picks_among_the_rest(tmp_path):

@@ -12,12 +12,13 @@ from config import make_config
 from data import dataset
 from data.dataset import UNLABELED, load_dataset
 from distill import DISTILLERS
+from tests.fixtures import small_run_args
 from config import NO_TEACHER_METHODS
 from utils.checkpoint import load_state_dict_file
 from utils.errors import UserError
 
-SMALL = ["--preset=smoke", "--max_train_samples=128", "--unlabeled_samples=192", "--max_test_samples=64",
-         "--epochs=1", "--val_fraction=0.01", "--augment=flip"]
+SMALL = small_run_args(max_train_samples=128, unlabeled_samples=192, max_test_samples=64, epochs=1, val_fraction=0.01,
+                       augment="flip")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,13 @@ import pytest
 import run_experiments
 import tune
 from config import RELEASED_TEACHER, make_config
-from tests.fixtures import run_script
-from tests.test_config_guards import one_line
+from tests.fixtures import one_line, read_only, run_script, small_run_args
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-ARGS = ["--preset=smoke", "--method=kd", "--blocks=1", "--epochs=2", "--max_train_samples=128",
-        "--val_fraction=0.01", "--augment=flip", "--teacher_arch=resnet20", f"--teacher_checkpoint={RELEASED_TEACHER}",
-        "--params=temperature,kd_weight", "--study=t", "--tensorboard=False"]
+ARGS = small_run_args(method="kd", blocks=1, epochs=2, max_train_samples=128, val_fraction=0.01, augment="flip",
+                      teacher_arch="resnet20", teacher_checkpoint=RELEASED_TEACHER, params="temperature,kd_weight",
+                      study="t", tensorboard=False)
 
 
 def complete_trials(db: Path) -> list:
@@ -143,8 +142,6 @@ def test_a_study_file_that_is_no_sqlite_database_is_one_line(kind, says, tmp_pat
 
 
 def test_a_read_only_out_dir_is_one_line(tmp_path, monkeypatch):
-    from tests.test_reliability_runs import read_only
-
     monkeypatch.setattr(tune.train, "main", fake_training([]))
     out = tmp_path / "out"
     out.mkdir()

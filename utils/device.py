@@ -3,13 +3,14 @@ bitsandbytes imported quietly. Every summary and benchmark names the hardware th
 import torch
 
 from utils.errors import UserError
+from utils.precision_table import AUTO, BF16, FP32
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16",
              "amx_int8", "amx_fp16")
 
 
 def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
+    if spec == AUTO:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -64,13 +65,13 @@ def resolve_auto_precision(name: str, device: torch.device) -> tuple:
     """(precision, note) for --precision / --teacher_precision by the hardware alone: `auto` becomes bf16 where
     it has native bf16 units and fp32 elsewhere; other names pass through. On a CPU with such units the
     runtime measures instead (runtime/auto_precision.py): a flag is not a speed."""
-    if name != "auto":
+    if name != AUTO:
         return name, ""
     units = native_bf16(device)
     if units:
-        return "bf16", f"auto: {units}"
+        return BF16, f"auto: {units}"
     isa = "; ".join(cpu_flags()[:2]) if device.type == "cpu" else device.type
-    return "fp32", f"auto: no native bf16 units ({isa or 'unknown CPU'})"
+    return FP32, f"auto: no native bf16 units ({isa or 'unknown CPU'})"
 
 
 # oneDNN's AVX2/AVX-512 kernel for the weight gradient of a strided 1x1 convolution in channels_last

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from utils.run_files import FP8_LAYERS
+
 E4M3 = torch.float8_e4m3fn  # weights and activations: more mantissa, max 448
 E5M2 = torch.float8_e5m2    # gradients: more range, max 57344
 _FLT_MAX = torch.finfo(torch.float32).max
@@ -179,3 +181,10 @@ def convert_to_fp8(model: nn.Module, device) -> str:
         return f"fp8: simulated {how}, all {sim} conv/linear layers"
     return (f"fp8: {native} Linear native torchao Float8Linear, "
             f"{sim} conv/linear simulated (e4m3/e5m2, per-tensor dynamic scaling)")
+
+
+def fp8_training(model: nn.Module, device) -> tuple:
+    """The fp8 precision's model conversion (utils/precision_table.py names it): convert_to_fp8's description,
+    and what the run's summary records, {FP8_LAYERS: {"simulated": n, "native": m}}."""
+    description = convert_to_fp8(model, device)
+    return description, {FP8_LAYERS: fp8_layer_counts(model)}

@@ -1,6 +1,7 @@
 """The sweep's names, in one torch-free table each: the distillation methods (the method table: everything the
-project knows of a method outside its own file), the precisions and the QAT grids, their order (the order of the
-sweep, the results table and every legend), labels and plot styles.
+project knows of a method outside its own file) and the QAT grids, their order (the order of the sweep, the
+results table and every legend), labels and plot styles. The precisions have their own table,
+utils/precision_table.py.
 
 A method is one file, distill/<name>.py (its loss and Distiller), and one entry in METHOD_TABLE below; config
 (--method's choices and doc, each hyper-parameter's methods), config_rules (teacher and feature-map rules, each
@@ -9,6 +10,8 @@ The table lives here, in utils/, because the reports and plots under utils/ read
 higher layer. A method missing here (an old run's) still sorts after the known ones and gets a generic style."""
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from utils.precision_table import precision_order
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,8 @@ class MethodLook(NamedTuple):
 
 METHOD_LOOKS = {m.name: MethodLook(m.label, m.line, m.hatch) for m in METHOD_TABLE}  # in sweep order
 
-PRECISION_LOOKS = {  # name: (colour, marker), in sweep order
-    "fp32": ("#1f77b4", "o"),
-    "fp16": ("#ff7f0e", "D"),
-    "bf16": ("#2ca02c", "s"),
-    "fp8": ("#d62728", "^"),
-}
 # --qat: the weight grid a student trains on (quant/), in table order; bits as the grids' names say
 QAT_MODES = ("none", "int8", "int4", "ternary", "binary")
-OTHER_COLOR = "#9467bd"
 CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
 TEACHER_COLOR = "black"
 
@@ -101,18 +97,6 @@ def method_look(method: str) -> MethodLook:
 
 def method_order(method: str) -> int:
     return list(METHOD_LOOKS).index(method) if method in METHOD_LOOKS else len(METHOD_LOOKS)
-
-
-def precision_order(precision: str) -> int:
-    return list(PRECISION_LOOKS).index(precision) if precision in PRECISION_LOOKS else len(PRECISION_LOOKS)
-
-
-def precision_color(precision: str) -> str:
-    return PRECISION_LOOKS.get(precision, (OTHER_COLOR, "o"))[0]
-
-
-def precision_marker(precision: str) -> str:
-    return PRECISION_LOOKS.get(precision, (OTHER_COLOR, "o"))[1]
 
 
 def grid_order(blocks: int, method: str, precision: str) -> tuple:

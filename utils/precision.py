@@ -1,15 +1,19 @@
-"""Every numeric precision in one place: fp32, fp16 (autocast + GradScaler), bf16 (autocast), fp8.
+"""The one precision switch: a Precision built from the precision table's entry (utils/precision_table.py),
+whatever the name: autocast in the entry's dtype, a GradScaler where it says so, its model conversion (fp8).
 
 The trainer has one code path: `with prec.autocast(): loss = ...` then `prec.step(loss, optimizer)`.
-`prec.description` says exactly what ran, on what device and how; every summary records it.
+`prec.description` says exactly what ran, on what device and how, and `prec.record` the summary's fields of it
+(utils/run_files.PRECISION_KEYS); every summary records both.
 """
+import importlib
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
-AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+from utils.precision_table import PRECISIONS
+from utils.run_files import PRECISION_KEYS
 
 
 @dataclass
@@ -19,6 +23,7 @@ class Precision:
     autocast_dtype: Optional[torch.dtype]
     scaler: Optional[torch.amp.GradScaler]
     description: str
+    record: dict = field(default_factory=lambda: dict.fromkeys(PRECISION_KEYS))  # null where a key does not apply
 
     def autocast(self):
         if self.autocast_dtype is None:
@@ -37,25 +42,29 @@ class Precision:
             optimizer.step()
 
     def nonfinite_hint(self) -> str:
-        if self.name == "fp16":
-            return ("fp16 overflowed: GradScaler only scales gradients, so a forward overflow is not caught; "
-                    "try --precision=bf16, a lower --lr, or fp32")
-        if self.name == "fp8":
-            return "fp8 numerics diverged: try a lower --lr or --precision=bf16"
-        return "try a lower --lr"
+        return PRECISIONS[self.name].nonfinite_hint
+
+
+def autocast_dtype(name: str) -> Optional[torch.dtype]:
+    """The torch dtype precision `name` autocasts to, None for none (fp32, fp8)."""
+    dtype = PRECISIONS[name].dtype
+    return getattr(torch, dtype) if dtype else None
 
 
 def setup_precision(name: str, model: torch.nn.Module, device: torch.device) -> Precision:
     """Prepare `model` (in place) for `name` and return the step helpers and an honest description."""
+    spec = PRECISIONS.get(name)
+    if spec is None or spec.chosen:  # auto is resolved to a real precision before a run is built
+        raise ValueError(f"unknown precision {name!r}")
     where = f"on {device.type}"
-    if name == "fp32":
-        return Precision(name, device, None, None, f"fp32 {where}")
-    if name in AUTOCAST_DTYPES:
-        dtype = AUTOCAST_DTYPES[name]
-        scaler = torch.amp.GradScaler(device.type) if name == "fp16" else None
-        how = "autocast float16 + GradScaler" if name == "fp16" else "autocast bfloat16"
-        return Precision(name, device, dtype, scaler, f"{name}: {how} {where}")
-    if name == "fp8":
-        from utils.fp8 import convert_to_fp8
-        return Precision(name, device, None, None, f"{convert_to_fp8(model, device)} {where}")
-    raise ValueError(f"unknown precision {name!r}")
+    dtype = autocast_dtype(name)
+    scaler = torch.amp.GradScaler(device.type) if spec.grad_scaler else None
+    prec = Precision(name, device, dtype, scaler, f"{name} {where}")
+    if dtype is not None:
+        prec.description = f"{name}: autocast {spec.dtype}{' + GradScaler' if scaler else ''} {where}"
+    if spec.converter:
+        module, _, function = spec.converter.rpartition(".")
+        description, record = getattr(importlib.import_module(module), function)(model, device)
+        prec.description = f"{description} {where}"
+        prec.record.update(record)
+    return prec

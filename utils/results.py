@@ -9,27 +9,13 @@ from collections import defaultdict
 
 from utils.atomic import atomic_update_text
 from utils.names import CONTROL, grid_order
+from utils.precision_table import precision_how
 from utils.run_files import SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
            "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
            "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
-
-
-def precision_how(summary: dict) -> str:
-    """Short label of how the precision really ran, e.g. 'fp8 simulated', 'bf16 autocast on cpu'."""
-    desc = summary.get("precision_description") or ""
-    p = summary.get("precision", "")
-    if p == "fp8":
-        kind = "native+simulated" if "native" in desc else "simulated"
-        return f"fp8 {kind} e4m3/e5m2"
-    if p == "fp16":
-        return f"fp16 autocast+GradScaler on {summary.get('device', '?')}"
-    if p == "bf16":
-        note = " in place of fp16" if "in place of fp16" in desc else ""
-        return f"bf16 autocast on {summary.get('device', '?')}{note}"
-    return f"fp32 on {summary.get('device', '?')}" if summary.get("device") else p
 
 
 def quantized(summary: dict) -> bool:

@@ -112,11 +112,16 @@ TEACHER_KEYS = ("teacher_run", "teacher_weights", "teacher_arch", "teacher_acc")
 # file with the bits per weight and bytes counted from it, and the test accuracy of the model rebuilt from it
 QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", "packed_bytes", "file_bytes",
             "fp32_bytes", "deploy_how", "qat_test_acc")
+# how the precision ran, as fields (utils/precision_table.recorded_precision reads them; null where they do not
+# apply; optional: older summaries lack them): the precision a run stood in for (the sweep's bf16 in place of
+# fp16 on a CPU), and an fp8 run's conv/linear layers, {"simulated": n, "native": m}
+SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
+PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
     "image_size", "in_channels", "num_classes", "classes", "train_images", "unlabeled_images", "val_images",
-    "test_images", "data_source", "precision", "precision_description", "device", "hardware", "threads", "method",
-    "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
+    "test_images", "data_source", "precision", "precision_description", *PRECISION_KEYS, "device", "hardware",
+    "threads", "method", "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
     "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
@@ -148,7 +153,8 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "params": int, "model_bytes": int, "epochs_run": int, "blocks": int, "seed": int,
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
-                    "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int}
+                    "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
+                    SUBSTITUTED_FOR: str, FP8_LAYERS: dict}
 
 
 def schema_defect(record: dict):
@@ -187,7 +193,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + (DIGEST_KEY, "threads"))
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + (DIGEST_KEY, "threads"))
 
 
 def failed_summary(**values) -> dict:

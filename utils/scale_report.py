@@ -9,6 +9,7 @@ import os
 from utils.atomic import atomic_update_text
 from utils.errors import UserError
 from utils.names import CONTROL
+from utils.precision_table import FP32
 from utils.plots.data import group_students, load_runs, teacher_of
 from utils.results import fmt_gains, fmt_ms, quantized, student_label, student_order
 from utils.run_files import SCALE_CSV, SCALE_MD, SIZE_FOLDER
@@ -44,7 +45,7 @@ def scale_rows(out_dir: str) -> list:
         groups = group_students(runs)
         teacher = teacher_of(runs)
         for (model, method, precision), members in groups.items():
-            control = {r.get("seed"): r.acc for r in groups.get((model, CONTROL, "fp32"), [])}
+            control = {r.get("seed"): r.acc for r in groups.get((model, CONTROL, FP32), [])}
             if method == CONTROL or not control:
                 continue
             seeds = sorted(r.get("seed") for r in members if r.get("seed") in control)
@@ -66,7 +67,7 @@ def scale_markdown(rows: list) -> str:
              "| labeled images | student | method | CE control | distilled | gain, pts (per seed) |",
              "|---:|---|---|---:|---:|---|"]
     for r in rows:
-        method = r["method"] + (f" ({r['precision']})" if r["precision"] != "fp32" else "")
+        method = r["method"] + (f" ({r['precision']})" if r["precision"] != FP32 else "")
         lines.append(f"| {r['labeled_images']:,} | {r['student']} | {method} | {fmt_ms(r[CONTROL])} | "
                      f"{fmt_ms(r['distilled'])} | {fmt_gains(r['gain'])} |")
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ from typing import Optional
 
 from utils.errors import UserError
 from utils.names import CONTROL, grid_order
+from utils.precision_table import FP32, precision_label as summaries_label
 from utils.results import ce_controls, kd_gain, student_key, student_label, student_order
 from utils.run_files import HISTORY, SUMMARY, load_history, load_summary
 
@@ -53,7 +54,7 @@ class Run:
 
     @property
     def precision(self) -> str:
-        return self.get("precision", "fp32")
+        return self.get("precision", FP32)
 
     @property
     def blocks(self) -> int:
@@ -169,12 +170,7 @@ def kd_gains(runs: list) -> dict:
 
 def precision_label(runs: list, precision: str) -> str:
     """fp8 -> 'fp8 (simulated e4m3/e5m2)'; bf16 run in place of fp16 -> 'bf16 (in place of fp16)'."""
-    descs = " ".join(r.get("precision_description", "") for r in runs if r.precision == precision)
-    if precision == "fp8":
-        return "fp8 (native)" if "native" in descs and "simulat" not in descs else "fp8 (simulated e4m3/e5m2)"
-    if precision == "bf16" and "in place of fp16" in descs:
-        return "bf16 (in place of fp16)"
-    return precision
+    return summaries_label([r.summary for r in runs], precision)
 
 
 def context_line(runs: list) -> str:

@@ -9,10 +9,10 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from utils.names import (CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order, precision_color,
-                         precision_marker, precision_order)
+from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order
 from utils.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
 from utils.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
+from utils.precision_table import FP32, precision_color, precision_marker, precision_order
 from utils.results import mean_std, student_label, student_order
 
 
@@ -43,7 +43,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     groups = group_students(runs)
     teacher = teacher_of(runs)
     precisions = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
-    precisions = precisions or ["fp32"]
+    precisions = precisions or [FP32]
     colors = depth_colors(b for (b, _, _) in groups)
     last_epoch = max((row.get("epoch") or 0 for r in runs for row in r.history), default=1)
     n = len(precisions)

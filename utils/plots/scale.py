@@ -4,6 +4,7 @@ import numpy as np
 from matplotlib.ticker import FuncFormatter
 
 from utils.plots.style import DEPTH_MARKERS, depth_colors, finish_figure, plt, save_figure
+from utils.precision_table import FP32
 from utils.results import mean_std
 
 
@@ -24,7 +25,7 @@ def plot_kd_gain_vs_data(rows: list, path: str, footnote: str) -> str:
         for p in points:
             ax.scatter([p["labeled_images"] * shift] * len(p["gain"]), p["gain"], s=12, alpha=0.45,
                        color=colors[model], marker=DEPTH_MARKERS[methods.index(method) % len(DEPTH_MARKERS)])
-        label = f"{student} {method}" + (f" ({precision})" if precision != "fp32" else "")
+        label = f"{student} {method}" + (f" ({precision})" if precision != FP32 else "")
         ax.errorbar(xs * shift, [m for m, _, _ in stats], yerr=[sd for _, sd, _ in stats], color=colors[model],
                     marker=DEPTH_MARKERS[methods.index(method) % len(DEPTH_MARKERS)], capsize=3, lw=1.6, label=label)
     ax.set_xscale("log")
