@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import re
 import textwrap
 import typing
@@ -307,3 +308,8 @@ def default_run_name(cfg) -> str:
         dataset=cfg.dataset, student=student_name(cfg), batch_size=cfg.batch_size, precision=cfg.precision,
         method=cfg.method, unlabeled=UNLABELED_PART.format(cfg.unlabeled_samples) if cfg.unlabeled_samples else "",
         qat=QAT_PART.format(qat) if qat != "none" else "", seed=cfg.seed)
+
+
+def run_dir_of(cfg) -> str:
+    """out_dir/<run name>: the run's own --run_name, else its default name (utils/run_files.STUDENT_RUN_NAME)."""
+    return os.path.join(cfg.out_dir, default_run_name(cfg))

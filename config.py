@@ -15,7 +15,7 @@ import config_rules
 from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NAME, POSITIVE, UNIT_INTERVAL, Check,
                  each_of, must, non_negative_ints, one_of, positive_ints)
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
-                 teacher_run_name)
+                 run_dir_of, teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
 from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
 from utils.precision_table import AUTO, BF16, CHOICES, FP16, FP16_ON_CPU, FP32, PRECISION_DOC, TEACHER_CHOICES

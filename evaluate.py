@@ -17,12 +17,12 @@ import torch
 
 from config import make_config, parse_overrides
 from data.dataset import Split, load_pred_images
+from report.plots.style import plot_confusion_matrix
 from runtime.inference import evaluate_logits, predict
 from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
-from utils.plots.style import plot_confusion_matrix
 from utils.run_files import CONFUSION_MATRIX, EVALUATION, PREDICTIONS
 
 

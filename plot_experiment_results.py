@@ -25,13 +25,13 @@ import sys
 import traceback
 
 from config import make_config
+from report.plots.data import by_dataset, context_line, load_runs, students
+from report.plots.deploy import plot_deploy
+from report.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
+from report.plots.style import plot_confusion_matrix
+from report.qat import plot_qat, qat_points
+from report.results import quantized, selection_acc
 from utils.errors import cli_entry
-from utils.plots.data import by_dataset, context_line, load_runs, students
-from utils.plots.deploy import plot_deploy
-from utils.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
-from utils.plots.style import plot_confusion_matrix
-from quant.table import plot_qat, qat_points
-from utils.results import quantized, selection_acc
 from utils.run_files import DEPLOY_JSON, PLOTS_DIR
 
 
@@ -105,8 +105,8 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
 def plot_scale(out_dir: str) -> int:
     """A data-scaling sweep (--sweep_train_samples): each size folder's own figures, then
     <out_dir>/plots/kd_gain_vs_data.png across the sizes; returns how many figures failed."""
-    from utils.plots.scale import plot_kd_gain_vs_data
-    from utils.scale_report import scale_rows, size_points
+    from report.plots.scale import plot_kd_gain_vs_data
+    from report.scale import scale_rows, size_points
 
     points = size_points(out_dir)
     failures = sum(main(os.path.join(out_dir, folder)) for _, folder, _ in points)
@@ -121,7 +121,7 @@ def plot_scale(out_dir: str) -> int:
 
 
 def main(out_dir: str) -> int:
-    from utils.scale_report import size_points
+    from report.scale import size_points
 
     if size_points(out_dir):
         return plot_scale(out_dir)

@@ -22,7 +22,7 @@ from safetensors.torch import save as safetensors_bytes
 from data.dataset import NATIVE_SIZE
 from models.cnn_model import build_student
 from quant import EDGE_NOTE, LOWBIT_MODES
-from quant.table import read_ptq
+from quant.ptq_file import read_ptq
 from utils.atomic import atomic_write_json
 from utils.checkpoint import load_weights_into, save_weights
 from utils.errors import UserError

@@ -12,7 +12,8 @@ import dataclasses
 import os
 import sys
 
-from config import config_from_dict, config_to_dict, default_run_name, fields_in_scope, student_name
+from config import config_from_dict, config_to_dict, fields_in_scope, student_name
+from config import run_dir_of  # noqa: F401 (re-exported: torch-free in cli.py, so the sweep plans without torch)
 from data.dataset import load_dataset
 from models.teacher_arch import build_model
 from models.timm_models import timm_name
@@ -28,11 +29,6 @@ from utils.run_files import RUN_WEIGHTS, is_complete  # noqa: F401 (re-exported)
 RUN_OVERRIDABLE = fields_in_scope("run", "eval", "deploy")
 # what must match between a QAT run and the fp32 run it starts from (--init_from): its weights must fit
 SAME_MODEL = ("dataset", "image_size", "blocks", "width", "fc_layers", "student_arch")
-
-
-def run_dir_of(cfg) -> str:
-    """out_dir/<run name>: the run's own --run_name, else its default name (utils/run_files.STUDENT_RUN_NAME)."""
-    return os.path.join(cfg.out_dir, default_run_name(cfg))
 
 
 def remove_derived(run_dir) -> None:

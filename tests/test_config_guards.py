@@ -3,16 +3,18 @@ cannot stride, run names that leave out_dir or that the sweep owns, recipe files
 learns, seeds torch and numpy cannot take, and flags that would be silently ignored."""
 import dataclasses
 import json
+import time
 
 import pytest
 
+import run_experiments
 import train
 import tune
 from config import PRESETS, RECIPES, Config, make_config
 from tests.fixtures import one_line, one_line_exit, run_script, small_run_args
 from utils.errors import UserError
 from utils.lock import TABLE_LOCK_FILE
-from utils.tensorboard import HPARAMS_DIR
+from utils.run_files import HPARAMS_DIR
 
 
 # ----------------------------------------------------------------------------- ranges and sizes
@@ -195,3 +197,15 @@ def test_epoch_counts_have_a_sane_bound(arg, message):
         make_config([arg, "--qat=int4"])
     assert str(e.value) == message
     assert make_config(["--qat=int4", "--qat_epochs=100000", "--epochs=100000"]).qat_epochs == 100000
+
+
+def test_an_unreachable_ray_address_is_one_line_within_a_minute(capsys):
+    """Kept out of test_scale.py: its module-wide local Ray would answer instead of the address."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    t0 = time.monotonic()
+    argv = small_run_args(None, "/tmp/unused-ray-probe", "--launcher=ray", "--ray_address=127.0.0.1:1",
+                          max_train_samples=128, max_test_samples=64, epochs=1, augment="flip")
+    err, _ = one_line_exit(run_experiments.cli, argv, capsys)
+    assert time.monotonic() - t0 < 60 and "--ray_address=127.0.0.1:1" in err and "no Ray cluster answers" in err

@@ -6,7 +6,8 @@ import pytest
 
 import plot_experiment_results
 import run_experiments
-from config import make_config
+from config import make_config, run_dir_of
+from sweep.plan import size_configs
 from tests.fixtures import run_script
 from utils.errors import UserError
 
@@ -18,11 +19,11 @@ def _base(out, **kw):
 
 
 def test_each_size_gets_its_own_sweep_and_epochs():
-    sizes = run_experiments.size_configs(_base("/tmp/x"))
+    sizes = size_configs(_base("/tmp/x"))
     assert [(c.max_train_samples, c.epochs, c.sweep_blocks) for c in sizes] == [(96, 2, (1, 2)), (192, 1, (1,))]
     assert [c.out_dir for c in sizes] == ["/tmp/x/n96", "/tmp/x/n192"]
     assert all(not c.sweep_train_samples for c in sizes)  # a size's sweep is a plain sweep
-    whole = run_experiments.size_configs(make_config(["--sweep_train_samples=[0]"], out_dir="o"))
+    whole = size_configs(make_config(["--sweep_train_samples=[0]"], out_dir="o"))
     assert whole[0].out_dir == "o/all" and whole[0].max_train_samples == 0
 
 
@@ -71,13 +72,13 @@ def test_bad_epochs_list_is_one_line_from_the_command_line(tmp_path):
 def test_make_scale_presets_share_their_controls():
     """make scale: res4 at every size, res8 up to 8,000; the transfer set's runs land in n2000/ beside the very
     CE controls the 2,000-image size trains (the same run directories, so each is trained once)."""
-    sizes = run_experiments.size_configs(make_config(["--preset=scale"]))
+    sizes = size_configs(make_config(["--preset=scale"]))
     assert [(c.max_train_samples, c.sweep_blocks) for c in sizes] == [(500, (4, 8)), (2000, (4, 8)), (8000, (4, 8)),
                                                                       (0, (4,))]
     transfer = run_experiments.grid(make_config(["--preset=scale-transfer"]))
     n2000 = run_experiments.grid(sizes[1])
-    controls = {run_experiments.run_dir_of(c) for c in transfer if c.method == "ce"}
-    assert controls and controls <= {run_experiments.run_dir_of(c) for c in n2000 if c.method == "ce"}
+    controls = {run_dir_of(c) for c in transfer if c.method == "ce"}
+    assert controls and controls <= {run_dir_of(c) for c in n2000 if c.method == "ce"}
     assert {c.unlabeled_samples for c in transfer if c.method != "ce"} == {60000 - 1200 - 2000}
 
 
@@ -89,7 +90,7 @@ def test_a_size_named_twice_is_one_line(tmp_path):
 def test_quantized_students_stay_out_of_the_scale_table(tmp_path):
     import json
 
-    from utils.scale_report import scale_rows
+    from report.scale import scale_rows
 
     def run(name, method, seed, acc, qat=None):
         d = tmp_path / "n100" / name

@@ -8,6 +8,7 @@ import run_experiments
 import train
 from config import make_config
 from runtime.epochs import RunFailed
+from sweep.plan import student_groups
 from tests.fixtures import small_run_args
 from utils.checkpoint import load_state_dict_file
 
@@ -60,6 +61,6 @@ def test_a_failing_student_ends_alone(tmp_path, monkeypatch):
 def test_sweep_groups_students_by_seed():
     base = make_config(["--preset=smoke", "--seeds=2"], sweep_methods=("kd", "dkd", "at"))
     students = run_experiments.grid(base)[1:]
-    groups = run_experiments.student_groups(students)
+    groups = student_groups(students)
     assert len(groups) == 2 and sorted(len(g) for g in groups) == [len(students) // 2] * 2
     assert all(len({c.seed for c in g}) == 1 for g in groups)

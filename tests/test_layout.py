@@ -1,10 +1,13 @@
 """The layout's rules, checked on the source: no import cycle between modules or between packages,
 utils/ imports no other layer, methods never import the runtime, evaluate.py and deploy/ read runs
-without the training loop, libraries never import the CLI scripts, product code and the benchmarks never
-import the tests, and the method registry matches config.METHODS."""
+without the training loop, report/ reads run files and nothing below it imports it, sweep/ is the sweep
+script's own (no library imports it; its plan needs no torch), libraries never import the CLI scripts,
+product code and the benchmarks never import the tests, and the method registry matches config.METHODS."""
 import ast
 import functools
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import config
@@ -12,9 +15,11 @@ from distill import DISTILLERS
 from distill.base import Distiller
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("utils", "data", "models", "distill", "runtime", "deploy", "quant", "benchmarks", "teachers", "docs")
+PACKAGES = ("utils", "data", "models", "distill", "runtime", "deploy", "quant", "report", "sweep", "benchmarks", "teachers",
+            "docs")
 SCRIPTS = ("train", "evaluate", "run_experiments", "plot_experiment_results", "tune")
-LIBRARIES = ("config", "config_rules", "cli", "presets", "utils", "data", "models", "distill", "runtime", "deploy", "quant")
+LIBRARIES = ("config", "config_rules", "cli", "presets", "utils", "data", "models", "distill", "runtime", "deploy", "quant",
+             "report")
 
 
 def project_modules() -> dict:
@@ -153,6 +158,41 @@ def test_evaluate_and_deploy_never_import_the_training_loop():
     bad = {m: sorted(d for d in reachable(graph, m)
                      if (d.split(".")[0] == "runtime" and d not in READ_RUNS) or d in SCRIPTS) for m in readers}
     assert not {m: d for m, d in bad.items() if d}
+
+
+# what report/ stands on: the leaves, and quant's torch-free reader of ptq.json (the PTQ rows of the QAT table)
+REPORT_USES = ("utils", "quant.ptq_file")
+# who may import report/ (tables, CSV, hparams, plots): the sweep, the scripts and the benchmarks, nothing below
+REPORT_USERS = ("report", "sweep", "benchmarks", *SCRIPTS)
+
+
+def test_report_reads_run_files_and_nothing_below_imports_it():
+    graph = import_graph()
+    report = [m for m in graph if m.split(".")[0] == "report"]
+    assert {"report.results", "report.qat", "report.scale", "report.hparams", "report.plots.data"} <= set(report)
+    bad = {m: sorted(d for d in graph[m] if d.split(".")[0] != "report" and not d.startswith(REPORT_USES))
+           for m in report}
+    assert not {m: d for m, d in bad.items() if d}
+    users = {m for m, deps in graph.items() if any(d.split(".")[0] == "report" for d in deps)}
+    assert "sweep.report" in users and not {m for m in users if m.split(".")[0] not in REPORT_USERS}
+
+
+def test_the_sweep_is_the_scripts_own_and_plans_without_torch():
+    """sweep/ (plan, launch, steps, report) is run_experiments.py in parts: only it (and the benchmarks) import
+    sweep/, and sweep/ imports no script but train.py and evaluate.py. The grid is planned without torch when
+    the device's say on precision (sweep.plan.on_device) is left out."""
+    graph = import_graph()
+    assert {"sweep.plan", "sweep.launch", "sweep.steps", "sweep.report"} <= set(graph)
+    users = {m for m, deps in graph.items() if any(d.split(".")[0] == "sweep" for d in deps)}
+    assert "run_experiments" in users and not {m for m in users if m.split(".")[0] not in ("sweep", "run_experiments",
+                                                                                            "benchmarks")}
+    scripts = {d for m in graph if m.split(".")[0] == "sweep" for d in graph[m] if d in SCRIPTS}
+    assert scripts == {"train", "evaluate"}
+    code = ("import sys; from config import make_config; from sweep.plan import grid; "
+            "runs = grid(make_config(['--preset=smoke', '--sweep_qat=[int4]']), resolve=lambda c: c); "
+            "assert len(runs) > 3 and 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
 
 
 def imported_names(source: str) -> set:

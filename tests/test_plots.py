@@ -11,8 +11,8 @@ import matplotlib.image as mpimg
 import pytest
 
 import plot_experiment_results as plots
+from report.plots.deploy import pareto_front
 from tests.fixtures import run_script
-from utils.plots.deploy import pareto_front
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

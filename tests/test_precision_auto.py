@@ -8,7 +8,7 @@ import torch
 
 import run_experiments
 import train
-from config import make_config
+from config import default_run_name, make_config
 from runtime import auto_precision
 from utils import device as device_mod
 from utils.device import resolve_auto_precision
@@ -101,7 +101,7 @@ def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
     kd = [c for c in runs if c.method == "kd"]
     assert [c.precision for c in kd] == (["fp32", "bf16"] if faster else ["fp32"])  # no duplicate
     if faster:
-        assert "auto: bf16" in kd[1].precision_note and "_bf16_kd_" in run_experiments.default_run_name(kd[1])
+        assert "auto: bf16" in kd[1].precision_note and "_bf16_kd_" in default_run_name(kd[1])
 
 
 def test_a_run_records_autos_choice(timed, tmp_path):

@@ -13,10 +13,10 @@ import config
 import run_experiments
 import train
 from config import Config, make_config
+from report.plots.data import Run, precision_label
 from runtime import cuda_graphs
 from tests.fixtures import ROOT, literals_outside
 from utils import precision_table
-from utils.plots.data import Run, precision_label
 from utils.precision import setup_precision
 from utils.precision_table import (AUTO, BF16, CHOICES, FP8, FP16, FP32, PRECISION_DOC, PRECISION_TABLE, PRECISIONS,
                                    TEACHER_CHOICES, TRAINED, precision_how)

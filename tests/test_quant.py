@@ -139,7 +139,8 @@ def test_damaged_packing_metadata_is_one_line_naming_the_file(tmp_path, packing,
 # ----------------------------------------------------------------------------- ptq.json
 
 def test_wrong_typed_ptq_rows_are_left_out_with_one_warning_and_the_table_is_written(tmp_path, capsys):
-    from quant.table import qat_points, qat_table, read_ptq
+    from quant.ptq_file import read_ptq
+    from report.qat import qat_points, qat_table
 
     fp32 = tmp_path / "fp32"
     fp32.mkdir()

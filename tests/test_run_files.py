@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-import run_experiments
-from config import make_config
+from config import make_config, run_dir_of
+from report.results import collect_results
+from sweep.launch import record_failure
 from utils.errors import UserError
-from utils.results import collect_results
 from utils.run_files import (CHECKPOINT_KEYS, FAILED_KEYS, SCHEMA, SUMMARY, CorruptCheckpoint, complete_summary,
                              failed_summary, load_checkpoint, load_summary, read_history, read_summary, save_checkpoint,
                              write_history, write_summary)
@@ -53,8 +53,8 @@ def test_the_summary_builders_keep_to_the_declared_keys():
 
 def test_the_sweeps_failure_record_goes_through_the_owner(tmp_path):
     cfg = make_config(out_dir=str(tmp_path), blocks=4, method="kd")
-    run_experiments.record_failure(cfg, RuntimeError("boom"))
-    summary = read_summary(run_experiments.run_dir_of(cfg))
+    record_failure(cfg, RuntimeError("boom"))
+    summary = read_summary(run_dir_of(cfg))
     assert list(summary) == ["schema", *(k for k in FAILED_KEYS if k != "qat")] and summary["error"] == "RuntimeError: boom"
 
 

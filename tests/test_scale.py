@@ -20,7 +20,7 @@ import torch
 import run_experiments
 import train
 from config import make_config
-from tests.fixtures import one_line_exit, small_run_args
+from tests.fixtures import small_run_args
 from utils.checkpoint import load_state_dict_file
 
 pytestmark = pytest.mark.slow
@@ -204,11 +204,3 @@ def test_torchrun_resumed_matches_one_process(tmp_path):
     refused = [c for c in cmd if c != "--resume=True"]
     r = subprocess.run(refused, cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and r.stderr.count("--overwrite=True") >= 2, r.stderr[-3000:]
-
-
-def test_an_unreachable_ray_address_is_one_line_within_a_minute(capsys):
-    t0 = time.monotonic()
-    argv = small_run_args(None, "/tmp/unused-ray-probe", "--launcher=ray", "--ray_address=127.0.0.1:1",
-                          max_train_samples=128, max_test_samples=64, epochs=1, augment="flip")
-    err, _ = one_line_exit(run_experiments.cli, argv, capsys)
-    assert time.monotonic() - t0 < 60 and "--ray_address=127.0.0.1:1" in err and "no Ray cluster answers" in err

@@ -16,8 +16,9 @@ import pytest
 
 import run_experiments
 import train
-from config import make_config
+from config import make_config, run_dir_of
 from runtime.epochs import RunFailed
+from sweep import report as sweep_report
 from tests.fixtures import files_of, interrupt_after_first_epoch, small_run_args
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_grid_has_teacher_controls_and_students():
     # on a CPU fp16 becomes bf16, and says so
     half = [r for r in students if r.precision_note]
     assert half and all(r.precision == "bf16" and "fp16" in r.precision_note for r in half)
-    assert len({run_experiments.run_dir_of(r) for r in runs}) == len(runs)
+    assert len({run_dir_of(r) for r in runs}) == len(runs)
 
 
 @pytest.mark.slow
@@ -196,7 +197,7 @@ def test_a_wrong_typed_summary_is_left_out_of_table_and_plots_and_redone(tmp_pat
     assert e.value.code in (0, None)
     err = capsys.readouterr().err
     assert "'best_test_acc' is \"high\", not a number; left out of the plots" in err and "Traceback" not in err
-    from utils.results import collect_results
+    from report.results import collect_results
 
     rows = collect_results(str(tmp_path / "runs"), [str(run), str(other)])
     assert [r["run_name"] for r in rows] == ["copy"]
@@ -204,7 +205,7 @@ def test_a_wrong_typed_summary_is_left_out_of_table_and_plots_and_redone(tmp_pat
 
 
 def test_a_table_of_runs_with_different_thread_counts_says_so(monkeypatch):
-    import utils.results as results
+    import report.results as results
 
     monkeypatch.setattr(results, "markdown_table", lambda rows, seeds: "")
     row = {"role": "student", "status": "complete", "hardware": "AMD EPYC", "selected_on": "val", "threads": 2}
@@ -220,7 +221,7 @@ def test_two_sweeps_on_one_out_dir_never_leave_a_partial_table(tmp_path, monkeyp
     (the table lock), so the last results.md holds both sweeps' runs."""
     out = tmp_path / "shared"
     argv = REAL + ["--sweep_methods=[]", "--sweep_blocks=[4]", "--teacher_checkpoint=unused", f"--out_dir={out}"]
-    real = run_experiments.results_text
+    real = sweep_report.results_text
 
     def slow_results_text(*a, **k):  # A's table is built from what is finished now: B is not yet
         texts = real(*a, **k)
@@ -237,7 +238,7 @@ def test_two_sweeps_on_one_out_dir_never_leave_a_partial_table(tmp_path, monkeyp
         slow_results_text.b = b
         return texts
 
-    monkeypatch.setattr(run_experiments, "results_text", slow_results_text)
+    monkeypatch.setattr(sweep_report, "results_text", slow_results_text)
     assert run_experiments.main(make_config(argv)) == 0
     assert slow_results_text.b.wait(timeout=120) == 0
     table = (out / "results.md").read_text()

@@ -6,9 +6,10 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import train
 from config import make_config
+from report.hparams import write_hparams
 from runtime import training_run
 from tests.fixtures import small_run_args
-from utils.tensorboard import tag, write_hparams
+from utils.tensorboard import tag
 
 SMALL = small_run_args(max_train_samples=256, max_test_samples=128, blocks=2, method="ce")
 

@@ -10,9 +10,9 @@ from config import default_run_name, make_config
 from runtime.run_dir import load_run, model_arch, model_blocks, model_label
 from models.cnn_model import build_student, count_params
 from models.teacher_arch import build_teacher
+from report.results import ce_controls, kd_gain, markdown_table
 from tests.fixtures import small_run_args
 from utils.errors import UserError
-from utils.results import ce_controls, kd_gain, markdown_table
 
 TEACHER, STUDENT = "timm:resnet10t", "timm:mobilenetv3_small_050"  # both take 28 px (32x: 28 -> 1 px)
 SMALL = small_run_args(max_train_samples=128, max_test_samples=64, teacher_arch=TEACHER)
@@ -114,8 +114,8 @@ def test_names_and_tables_keep_res_students_and_name_timm_ones():
 
 
 def test_plots_give_timm_students_their_own_series(tmp_path):
-    from utils.plots.data import group_students, load_runs
-    from utils.plots.runs import plot_kd_gain, plot_seconds_per_epoch
+    from report.plots.data import group_students, load_runs
+    from report.plots.runs import plot_kd_gain, plot_seconds_per_epoch
 
     def run(name, acc, **facts):
         d = tmp_path / name

@@ -4,7 +4,7 @@ step helpers that apply it (utils/precision.py) and the FP8 numerics (utils/fp8.
 Per precision: its autocast dtype, loss scaling, model conversion, what the sweep runs in its place on a CPU,
 the optimizer its sweep students use, why a CUDA graph cannot capture it, the hint a non-finite loss prints,
 its --precision doc, plot colour and marker. config's choices and docs, config_rules, the sweep
-(run_experiments.student_config), runtime/cuda_graphs.plan, the teacher's forward, deploy's half variants,
+(sweep/plan.student_config), runtime/cuda_graphs.plan, the teacher's forward, deploy's half variants,
 results.csv and the plots derive from it; no other module spells a precision's name. The table lives here, in
 utils/, because the reports and plots read it and config imports it without torch.
 

@@ -1,7 +1,11 @@
 """Human-readable run reports (training_summary.txt with the original repo's line labels)."""
 from utils.atomic import atomic_write_text
-from utils.results import hparams_text
 from utils.run_files import FINAL_WEIGHTS
+
+
+def hparams_text(hparams) -> str:
+    """{'temperature': 4.0, 'alpha': 0.1} -> 'temperature=4.0, alpha=0.1' (training_summary.txt, results.md)."""
+    return ", ".join(f"{k}={v}" for k, v in (hparams or {}).items())
 
 
 def _acc(v) -> str:

@@ -131,7 +131,7 @@ RELEASE_KEY = "release"
 # (and by teachers/release.py); whoever loads one of them checks it (check_digest). Optional: older runs lack it.
 DIGEST_KEY = "sha256"
 DIGESTED_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS, QUANT_FILE, INT8_FILE, INT8_STATE_FILE)
-# summary.json of a run that failed ("status": "failed"): what the sweep records (run_experiments.record_failure)
+# summary.json of a run that failed ("status": "failed"): what the sweep records (sweep/launch.record_failure)
 FAILED_KEYS = ("status", "error", "run_name", "role", "dataset", "blocks", "arch", "precision", "method", "seed",
                "qat")  # qat: only a QAT run's
 

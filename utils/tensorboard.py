@@ -4,18 +4,15 @@ Each run writes <run dir>/tb/: one scalar per number of its history.json row, pe
 from 1), under grouped tags (loss/train, accuracy/val, loss_terms/kd, lr, images_per_second), and the
 test accuracy of its selected and last epochs at the end. A resumed run reopens the stream with
 purge_step at its first new epoch: whatever the interrupted process logged after its last checkpoint is
-dropped by TensorBoard's readers, so no step appears twice. The sweep adds <out_dir>/tb_hparams/, one
-hparams record per finished run (method, depth, precision, seed, method hyper-parameters -> selected
-test and val accuracy, KD gain), for the HPARAMS tab. history.json stays the record the plots read.
+dropped by TensorBoard's readers, so no step appears twice. The sweep's <out_dir>/tb_hparams/ (the HPARAMS
+tab) is report/hparams.py's. history.json stays the record the plots read.
 """
-import json
 import os
 import shutil
 import sys
 import tempfile
 
-from utils.atomic import atomic_update_text
-from utils.run_files import HPARAMS_DIR, HPARAMS_JSON, TB_DIR
+from utils.run_files import TB_DIR
 
 
 def tag(key: str) -> str:
@@ -28,7 +25,7 @@ def tag(key: str) -> str:
     return key
 
 
-def _writer_class():
+def writer_class():
     """torch's SummaryWriter, or None (with one warning line) where tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
@@ -61,7 +58,7 @@ class EpochLog:
         log_dir = os.path.join(run_dir, TB_DIR)
         if not first_epoch:  # a fresh start: the old run's events would interleave with the new ones
             shutil.rmtree(log_dir, ignore_errors=True)
-        writer = _writer_class() if _writable(log_dir) else None
+        writer = writer_class() if _writable(log_dir) else None
         self.writer = writer(log_dir, purge_step=first_epoch + 1 if first_epoch else None) if writer else None
 
     def epoch(self, row: dict) -> None:
@@ -79,35 +76,3 @@ class EpochLog:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
-
-
-def _hparam_value(v):
-    """TensorBoard's hparams take numbers, strings and booleans; anything else is shown as text."""
-    return v if isinstance(v, (int, float, str, bool)) else str(v)
-
-
-def write_hparams(out_dir: str, rows: list) -> None:
-    """<out_dir>/tb_hparams/<run>: the sweep's table as TensorBoard hparams, rebuilt from every finished run
-    when it changed (<out_dir>/tb_hparams.json holds what it shows: a rerun that changes nothing writes
-    nothing, so it also works in a read-only out_dir). An unwritable out_dir raises OSError here, before
-    any event file is opened (TensorBoard's writer thread would print its own traceback)."""
-    records = []
-    for r in rows:
-        if r.get("status") != "complete" or r.get("role") != "student":
-            continue
-        params = {"method": r.get("method"), "arch": r.get("arch"), "precision": r.get("precision"),
-                  "seed": r.get("seed"), "train_images": r.get("train_images"),
-                  **{f"{r.get('method')}.{k}": v for k, v in (r.get("hparams") or {}).items()}}
-        metrics = {"hparams/test_acc": r.get("best_test_acc"), "hparams/val_acc": r.get("best_val_acc"),
-                   "hparams/kd_gain": r.get("kd_gain")}
-        records.append([r["run_name"], {k: _hparam_value(v) for k, v in params.items() if v is not None},
-                        {k: v for k, v in metrics.items() if isinstance(v, (int, float))}])
-    writer = _writer_class()
-    if writer is None or not atomic_update_text(os.path.join(out_dir, HPARAMS_JSON),
-                                                json.dumps(records, indent=1) + "\n"):
-        return
-    root = os.path.join(out_dir, HPARAMS_DIR)
-    shutil.rmtree(root, ignore_errors=True)  # rebuilt whole: a rerun never shows a run twice
-    for name, params, metrics in records:
-        with writer(os.path.join(root, name)) as w:
-            w.add_hparams(params, metrics, run_name=".")

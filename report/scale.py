@@ -1,17 +1,17 @@
 """The data-scaling sweep's report (run_experiments.py --sweep_train_samples): per labeled size and student,
 the CE control, each distilled method and their paired gain per seed, read from the size folders' run files
-(<out_dir>/n<N>/, all/) -> <out_dir>/scale.md and scale.csv. The plot: utils/plots/scale.py. Torch-free.
+(<out_dir>/n<N>/, all/) -> <out_dir>/scale.md and scale.csv. The plot: report/plots/scale.py. Torch-free.
 """
 import csv
 import io
 import os
 
+from report.plots.data import group_students, load_runs, teacher_of
+from report.results import fmt_gains, fmt_ms, quantized, student_label, student_order
 from utils.atomic import atomic_update_text
 from utils.errors import UserError
 from utils.names import CONTROL
 from utils.precision_table import FP32
-from utils.plots.data import group_students, load_runs, teacher_of
-from utils.results import fmt_gains, fmt_ms, quantized, student_label, student_order
 from utils.run_files import SCALE_CSV, SCALE_MD, SIZE_FOLDER
 
 CSV_COLUMNS = ["labeled_images", "folder", "student", "method", "precision", "seed", "ce_acc", "distilled_acc",
@@ -30,7 +30,7 @@ def size_points(out_dir: str) -> list:
             runs, _ = load_runs(path)
         except UserError:  # nothing finished there yet
             continue
-        runs = [r for r in runs if not quantized(r.summary)]  # QAT students have their own table (quant/table.py)
+        runs = [r for r in runs if not quantized(r.summary)]  # QAT students have their own table (report/qat.py)
         sizes = [r.get("train_images") for r in runs if not r.is_teacher and isinstance(r.get("train_images"), int)]
         if sizes:
             points.append((max(sizes), name, runs))

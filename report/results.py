@@ -10,6 +10,7 @@ from collections import defaultdict
 from utils.atomic import atomic_update_text
 from utils.names import CONTROL, grid_order
 from utils.precision_table import precision_how
+from utils.reports import hparams_text
 from utils.run_files import SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
@@ -19,7 +20,7 @@ COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_byt
 
 
 def quantized(summary: dict) -> bool:
-    """A quantization-aware student (--qat): it has its own table (quant/table.py), not the fp32 one's."""
+    """A quantization-aware student (--qat): it has its own table (report/qat.py), not the fp32 one's."""
     return (summary.get("qat") or "none") != "none"
 
 
@@ -115,11 +116,6 @@ def _csv_text(rows: list) -> str:
         w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (dict, list))
                         else "" if v is None else v) for k, v in r.items()})
     return buf.getvalue()
-
-
-def hparams_text(hparams) -> str:
-    """{'temperature': 4.0, 'alpha': 0.1} -> 'temperature=4.0, alpha=0.1' (training_summary.txt, results.md)."""
-    return ", ".join(f"{k}={v}" for k, v in (hparams or {}).items())
 
 
 def _method_cell(r: dict) -> str:

@@ -1,7 +1,7 @@
 """The training figures of a sweep: learning curves, accuracy vs parameters, KD gain, seconds per epoch.
 
-Every function takes the complete runs of one dataset (utils.plots.data.Run), writes one PNG through
-utils.plots.style.save_figure and returns its path. Over seeds a grid point is drawn once, as
+Every function takes the complete runs of one dataset (report.plots.data.Run), writes one PNG through
+report.plots.style.save_figure and returns its path. Over seeds a grid point is drawn once, as
 mean ± sample std.
 """
 import numpy as np
@@ -9,11 +9,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
+from report.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
+from report.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
+from report.results import mean_std, student_label, student_order
 from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order
-from utils.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
-from utils.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
 from utils.precision_table import FP32, precision_color, precision_marker, precision_order
-from utils.results import mean_std, student_label, student_order
 
 
 def _color(method: str, precision: str) -> str:

@@ -3,13 +3,13 @@ images (log axis), per student and method: every seed as a point, mean ± std as
 import numpy as np
 from matplotlib.ticker import FuncFormatter
 
-from utils.plots.style import DEPTH_MARKERS, depth_colors, finish_figure, plt, save_figure
+from report.plots.style import DEPTH_MARKERS, depth_colors, finish_figure, plt, save_figure
+from report.results import mean_std
 from utils.precision_table import FP32
-from utils.results import mean_std
 
 
 def plot_kd_gain_vs_data(rows: list, path: str, footnote: str) -> str:
-    """rows: utils.scale_report.scale_rows (one per size, student and distilled series)."""
+    """rows: report.scale.scale_rows (one per size, student and distilled series)."""
     series = {}
     for r in rows:
         series.setdefault((r["model"], r["student"], r["method"], r["precision"]), []).append(r)

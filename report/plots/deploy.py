@@ -10,10 +10,10 @@ import math
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
+from report.plots.data import context_line
+from report.plots.style import DEPTH_MARKERS, finish_figure, legend_right, plt, save_figure
+from report.results import student_label, student_order
 from utils.names import TEACHER_COLOR
-from utils.plots.data import context_line
-from utils.plots.style import DEPTH_MARKERS, finish_figure, legend_right, plt, save_figure
-from utils.results import student_label, student_order
 
 
 def pareto_front(costs, accuracies) -> list:

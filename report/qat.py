@@ -1,41 +1,13 @@
 """results.md's quantization table and its plot: per depth x weight grid x method (PTQ, QAT-CE, QAT-KD),
 accuracy (mean ± std over seeds), bits per weight and bytes counted from the deployable files, and the
 paired gains of QAT-KD over QAT-CE and over PTQ at the same bits (same depth, same seed)."""
-import json
-import os
-import sys
-
-from quant import QAT_MODES
-from utils.atomic import read_json_object
-from utils.names import CONTROL, DEFAULT_METHOD
+from quant.ptq_file import read_ptq
+from report.results import fmt_gains, fmt_ms, mean_std, quantized
+from utils.names import CONTROL, DEFAULT_METHOD, QAT_MODES
 from utils.precision_table import FP32
-from utils.results import fmt_gains, fmt_ms, mean_std, quantized
-from utils.run_files import PTQ_FILE, QUANT_FILE
+from utils.run_files import QUANT_FILE
 
 SERIES = ("PTQ", "QAT-CE", "QAT-KD")
-
-
-# the fields of a ptq.json row the table computes with, and their types (bool is no number here)
-PTQ_TYPES = {"test_acc": (int, float), "bits_per_weight": (int, float), "packed_bytes": int, "file_bytes": int}
-
-
-def read_ptq(run_dir: str) -> dict:
-    """{mode: row} of a run's ptq.json; {} when it has none (a damaged one is rebuilt by the sweep). A row that
-    is no object or has a field of the wrong type is left out, as if never measured (the sweep measures it
-    again), with one warning line naming the file and the rows."""
-    path = os.path.join(run_dir, PTQ_FILE)
-    rows, bad = read_json_object(path) or {}, []
-    for mode, row in list(rows.items()):
-        why = "not a JSON object" if not isinstance(row, dict) else next(
-            (f"{k} is {json.dumps(row.get(k))[:30]}" for k, t in PTQ_TYPES.items()
-             if isinstance(row.get(k), bool) or not isinstance(row.get(k), t)), None)
-        if why:
-            bad.append(f"{mode} ({why})")
-            del rows[mode]
-    if bad:
-        print(f"warning: {path}: row(s) {', '.join(bad)} left out of the table (a sweep with their grid "
-              f"measures them again)", file=sys.stderr)
-    return rows
 
 
 def qat_points(items: list) -> tuple:
@@ -122,7 +94,7 @@ def plot_qat(pts: dict, kd_method: str, path: str) -> str:
     each point a depth and grid, mean over seeds. Returns the path, or "" with nothing to draw."""
     if not any(k[1] != FP32 for k in pts):
         return ""
-    from utils.plots.style import plt, save_figure
+    from report.plots.style import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     styles = {"PTQ": ("x", "tab:gray"), "QAT-CE": ("s", "tab:blue"), "QAT-KD": ("o", "tab:red"),

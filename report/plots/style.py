@@ -6,8 +6,8 @@ import io
 
 import matplotlib
 
+from report.results import student_order
 from utils.atomic import atomic_write_bytes
-from utils.results import student_order
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -42,7 +42,7 @@ def plot_confusion_matrix(cm, classes, path, title: str) -> None:
     save_figure(fig, path)
 
 
-# --- shared looks of the experiment plots (plot_experiment_results.py, utils/plots/*.py) ---
+# --- shared looks of the experiment plots (plot_experiment_results.py, report/plots/*.py) ---
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h", "<", ">")
 
 

@@ -10,10 +10,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
+from report.results import ce_controls, kd_gain, student_key, student_label, student_order
 from utils.errors import UserError
 from utils.names import CONTROL, grid_order
 from utils.precision_table import FP32, precision_label as summaries_label
-from utils.results import ce_controls, kd_gain, student_key, student_label, student_order
 from utils.run_files import HISTORY, SUMMARY, load_history, load_summary
 
 
@@ -62,7 +62,7 @@ class Run:
 
     @property
     def model(self):
-        """Which student: its depth (ResidualCNN), or its arch for a timm student (utils.results.student_key)."""
+        """Which student: its depth (ResidualCNN), or its arch for a timm student (report.results.student_key)."""
         key = student_key(self.summary)
         return key if key is not None else self.blocks
 
@@ -158,7 +158,7 @@ def group_students(runs: list) -> dict:
 
 def kd_gains(runs: list) -> dict:
     """{(blocks, method, precision): [gain per seed]}: a distilled student's best accuracy minus the
-    same-depth, same-seed CE control's (as utils.results computes it for results.csv)."""
+    same-depth, same-seed CE control's (as report.results computes it for results.csv)."""
     ce = ce_controls([r.summary for r in runs])
     gains = defaultdict(list)
     for r in students(runs):
