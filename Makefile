@@ -4,7 +4,7 @@
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
-# make teacher : set-up, data, then train the stronger released teacher (resnet32) again
+# make teacher : set-up, data, then train the stronger released teacher again: two resnet32 members and their ensemble
 # make teacher20 : the same for the demo's released resnet20 teacher
 PYTHON ?= python3
 VENV   := .venv
@@ -60,6 +60,9 @@ scale: setup data
 teacher: setup data
 	$(BIN)/python train.py --preset=teacher --resume=True
 	$(BIN)/python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32
+	$(BIN)/python train.py --preset=teacher --seed=1 --resume=True
+	$(BIN)/python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32_s1
+	$(BIN)/python teachers/release.py --ensemble checkpoints/teachers/fashion-mnist_teacher_resnet32,checkpoints/teachers/fashion-mnist_teacher_resnet32_s1
 
 teacher20: setup data
 	$(BIN)/python train.py --preset=teacher20 --resume=True

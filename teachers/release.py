@@ -3,10 +3,13 @@
     python teachers/release.py --check teachers/fashion-mnist_teacher_resnet20
     python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32   # after make teacher
     python teachers/release.py --release checkpoints/teachers/fashion-mnist_teacher_resnet20
+    python teachers/release.py --ensemble teachers/fashion-mnist_teacher_resnet32,teachers/fashion-mnist_teacher_resnet32_s1
 
 --check measures the run's test accuracy again (its whole test split, the weights students load) and
 compares it with the number its summary.json records, after checking every file whose sha256 it records.
---compare does that for a remade teacher and sets it beside the released one of the same name. --release
+--compare does that for a remade teacher and sets it beside the released one of the same name. --ensemble
+checks each member and measures the teacher students learn from when --teacher_checkpoint names them all: the
+mean of their logits (runtime/teacher.TeacherEnsemble). --release
 copies a finished teacher run's small files into teachers/<run name>/ (no checkpoint.pt: students need the
 weights, not the optimizer state) and adds a "release" block to its summary.json: how it is remade, the
 accuracy measured at release, the bytes, the sha256 of its weights. The size is checked before anything is
@@ -15,7 +18,6 @@ interrupted release leaves the previous one as it was.
 """
 import argparse
 import datetime
-import json
 import os
 import shutil
 import sys
@@ -113,6 +115,28 @@ def compare(run_dir) -> None:
           f"{acc - theirs['best_test_acc']:+.2f} points")
 
 
+def ensemble(spec: str) -> float:
+    """Each member checked as --check does, then the ensemble the students would learn from (the mean of the
+    members' logits, runtime/teacher.TeacherEnsemble) measured on the whole test split."""
+    members = [m for m in spec.split(",") if m]
+    if len(members) < 2 or len(set(members)) < len(members):
+        raise UserError(f"--ensemble={spec}: name two or more different teacher runs, joined by commas")
+    total, labels, datasets = None, None, set()
+    for run_dir in members:
+        teacher_summary(run_dir)
+        check(run_dir)
+        cfg, model, ds, _ = load_run(str(run_dir))
+        datasets.add((cfg.dataset, len(ds.test)))
+        logits = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
+        total, labels = (logits if total is None else total + logits), ds.test.labels
+    if len(datasets) > 1:
+        raise UserError(f"--ensemble={spec}: the members were tested on different data ({sorted(datasets)})")
+    acc = evaluate_logits(total / len(members), labels)[1]
+    print(f"ensemble of {len(members)} ({', '.join(Path(m).name for m in members)}): {acc:.2f}% on "
+          f"{len(labels):,} test images")
+    return acc
+
+
 def _swap_in(tmp: Path, dest: Path) -> None:
     """The folder tmp becomes dest; a previous dest is moved aside first and removed only once tmp is in place."""
     old = tmp.with_name(tmp.name.removesuffix(".tmp") + ".old") if dest.exists() else None
@@ -167,6 +191,7 @@ def cli(argv=None):
     g.add_argument("--check", metavar="RUN_DIR")
     g.add_argument("--compare", metavar="RUN_DIR")
     g.add_argument("--release", metavar="RUN_DIR")
+    g.add_argument("--ensemble", metavar="RUN_DIR,RUN_DIR", help="each member checked, then their mean logits")
     p.add_argument("--note", default="", help="with --release: what the summary alone does not say")
     p.add_argument("--remade_by", default=REMADE_BY, help="with --release: the command that trains it again")
     a = p.parse_args(argv)
@@ -174,6 +199,8 @@ def cli(argv=None):
         check(a.check)
     elif a.compare:
         compare(a.compare)
+    elif a.ensemble:
+        ensemble(a.ensemble)
     else:
         release(a.release, a.note, a.remade_by)
 

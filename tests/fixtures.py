@@ -198,3 +198,12 @@ def literals_outside(words, allowed) -> list:
                     and not allowed(rel, node.value):
                 found.append(f"{rel}:{node.lineno}: {node.value!r}")
     return found
+
+
+def load_script(rel: str):
+    """A script outside the packages (teachers/release.py, docs/config_doc.py, ...) as a module."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(Path(rel).stem, ROOT / rel)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

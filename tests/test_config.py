@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from config import Config, make_config, parse_overrides
-from tests.fixtures import run_script
+from tests.fixtures import load_script, run_script
 from utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +75,7 @@ def test_cli_bad_value_in_a_fresh_interpreter_exits_2_with_one_line():
 
 def test_docs_config_md_is_generated_from_the_schema():
     import dataclasses
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("config_doc", ROOT / "docs" / "config_doc.py")
-    doc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(doc)
+    doc = load_script("docs/config_doc.py")
     text = (ROOT / "docs" / "config.md").read_text()
     assert text == doc.render(), "docs/config.md is stale: run python docs/config_doc.py"
     # every field has its row, with the doc and check its declaration gives it

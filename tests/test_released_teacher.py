@@ -1,6 +1,5 @@
 """The teacher that ships in teachers/: small, with its provenance, trained on images the students never
 select on, and as accurate on the whole test split as its summary says."""
-import importlib.util
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -11,15 +10,14 @@ import torch
 from config import PRESETS, make_config
 from models.teacher_arch import build_teacher
 from runtime.teacher import load_frozen_teacher
+from tests.fixtures import load_script
 from utils.atomic import read_json_object
 from utils.checkpoint import save_weights
 from utils.errors import UserError
 from utils.run_files import DIGEST_KEY, DIGESTED_FILES, file_digests
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("release", ROOT / "teachers" / "release.py")
-release = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(release)
+release = load_script("teachers/release.py")
 
 RELEASED = sorted(p.parent for p in (ROOT / "teachers").glob("*/summary.json"))
 

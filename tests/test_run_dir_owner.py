@@ -1,6 +1,5 @@
 """utils/run_files.py is the one owner of a run directory's names: docs/runs.md's tables and run-name pattern are
 generated from it, cli.default_run_name fills its pattern, and no other product module spells a run file."""
-import importlib.util
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +9,7 @@ import pytest
 from config import default_run_name
 from utils import run_files as rf
 
-from tests.fixtures import literals_outside  # noqa: E402
+from tests.fixtures import literals_outside, load_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the names whose literal must live in utils/run_files.py alone
@@ -18,10 +17,7 @@ OWNED = (rf.CONFIG, rf.BEST_WEIGHTS, rf.FINAL_WEIGHTS, rf.QUANT_FILE, rf.INT8_FI
 
 
 def runs_doc():
-    spec = importlib.util.spec_from_file_location("runs_doc", ROOT / "docs" / "runs_doc.py")
-    doc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(doc)
-    return doc
+    return load_script("docs/runs_doc.py")
 
 
 def test_docs_runs_md_is_generated_from_run_files():

@@ -12,7 +12,7 @@ import train
 from config import make_config
 from data.dataset import load_dataset
 from runtime.teacher import TeacherEnsemble, load_frozen_teacher
-from tests.fixtures import copy_run, small_run_args
+from tests.fixtures import copy_run, load_script, small_run_args
 from utils.errors import UserError
 
 TEACHER = "fashion-mnist_teacher_seed12"
@@ -101,3 +101,17 @@ def test_a_teacher_of_another_seed_is_a_member_of_its_own_name():
     assert (default_run_name(make_config(role="teacher", teacher_arch="resnet32", seed=1))
             == "fashion-mnist_teacher_resnet32_s1")
     assert default_run_name(make_config(seed=1)).endswith("_s1")  # a student's name is unchanged
+
+
+def test_release_measures_the_ensemble_the_students_learn_from(setup, tmp_path, capsys):
+    """teachers/release.py --ensemble (make teacher's last step): each member checked, then the mean of their
+    logits on the test split, the same number a student of that ensemble records as its teacher's accuracy."""
+    release = load_script("teachers/release.py")
+    data, (a, b) = setup
+    student = train.main(make_config(_args(data, tmp_path, "--blocks=1", "--method=kd", "--augment=flip",
+                                           f"--teacher_checkpoint={a},{b}")))
+    assert release.ensemble(f"{a},{b}") == pytest.approx(student["teacher_acc"], abs=1e-6)
+    assert "ensemble of 2" in capsys.readouterr().out
+    for bad in (f"{a}", f"{a},{a}"):
+        with pytest.raises(UserError, match="two or more different teacher runs"):
+            release.ensemble(bad)

@@ -4,7 +4,6 @@ accuracy it recorded is refused with one line; teachers/release.py releases only
 only into teachers/<run name>/, checks the size first and swaps the folder in whole.
 A teacher run trained at another image size, or a student run given as a teacher, is one line naming both.
 Tiny idx data (120 train images, 24 held out), 1 epoch, the shared smoke teachers: seconds per run."""
-import importlib.util
 import shutil
 from functools import partial
 from pathlib import Path
@@ -17,7 +16,7 @@ from config import make_config
 from data.dataset import load_dataset
 from models.teacher_arch import build_teacher
 from runtime.teacher import load_frozen_teacher
-from tests.fixtures import copy_run, one_line_exit, small_run_args
+from tests.fixtures import copy_run, load_script, one_line_exit, small_run_args
 from utils.atomic import read_json_object
 from utils.checkpoint import save_weights
 from utils.errors import UserError
@@ -25,9 +24,7 @@ from utils.run_files import DIGEST_KEY, DIGESTED_FILES, failed_summary, file_dig
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = "fashion-mnist_teacher_seed12"
-spec = importlib.util.spec_from_file_location("release", ROOT / "teachers" / "release.py")
-release = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(release)
+release = load_script("teachers/release.py")
 
 
 args = partial(small_run_args, batch_size=32, val_fraction=0.2)  # on fashion_idx, as the teacher trained
