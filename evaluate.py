@@ -1,4 +1,5 @@
-"""Evaluate a run directory: accuracy, per-class precision/recall/F1, confusion matrix; Intel predictions.
+"""Evaluate a run directory: accuracy, calibration (ECE, NLL), per-class precision/recall/F1, confusion matrix;
+Intel predictions.
 
     python evaluate.py --run=checkpoints/demo/fashion-mnist_res4_b128_fp32_kd_s0
     python evaluate.py --run=<intel run> --split=pred            # predictions.csv for seg_pred
@@ -18,7 +19,7 @@ import torch
 from config import make_config, parse_overrides
 from data.dataset import Split, load_pred_images
 from report.plots.style import plot_confusion_matrix
-from runtime.inference import evaluate_logits, predict
+from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, predict
 from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
@@ -52,13 +53,15 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
     test = ds.test.to(device)
     logits = predict(model.to(device), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
     loss, acc = evaluate_logits(logits, test.labels)
+    ece = calibration_error(logits, test.labels)
     k = ds.num_classes
     cm = torch.bincount(test.labels.cpu() * k + logits.argmax(1).cpu(), minlength=k * k).reshape(k, k)
     report = classification_report(cm, ds.classes)
     result = {"run": run_dir, "weights": os.path.basename(weights), "split": "test", "images": len(test),
-              "accuracy": acc, "loss": loss, "per_class": report, "classes": list(ds.classes),
+              "accuracy": acc, "loss": loss, "nll": loss, "ece": ece, "ece_bins": ECE_BINS, "per_class": report, "classes": list(ds.classes),
               "confusion_matrix": cm.tolist()}
-    print(f"test accuracy {acc:.2f}% on {len(test)} images ({os.path.basename(weights)})")
+    print(f"test accuracy {acc:.2f}% on {len(test)} images ({os.path.basename(weights)}); calibration: ECE {ece:.2f}% "
+          f"({ECE_BINS} bins), NLL {loss:.4f}")
     print(f"{'class':>16} {'precision':>9} {'recall':>7} {'F1':>6} {'support':>7}")
     for r in report:
         print(f"{r['class']:>16} {r['precision']:9.2f} {r['recall']:7.2f} {r['f1']:6.2f} {r['support']:7d}")

@@ -31,6 +31,7 @@ import torch  # noqa: E402
 from benchmarks.bench_train import machine_info  # noqa: E402
 from utils.atomic import atomic_write_json  # noqa: E402
 from utils.provenance import provenance  # noqa: E402
+from utils.run_files import RESULTS_CSV  # noqa: E402
 
 TIMING = ("train_seconds", "seconds_per_epoch", "images_per_second")
 
@@ -49,7 +50,7 @@ def run_sweep(args: list, out_dir: Path) -> dict:
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"error: {' '.join(args)} exited {r.returncode}: {r.stderr.strip().splitlines()[-1:]}")
-    rows = list(csv.DictReader(open(out_dir / "results.csv")))
+    rows = list(csv.DictReader(open(out_dir / RESULTS_CSV)))
     return {"wall_seconds": wall, "load_before": load_before, "load_after": os.getloadavg()[0], "runs": len(rows),
             "train_seconds_sum": sum(float(r["train_seconds"]) for r in rows),
             "table": [{k: v for k, v in r.items() if k not in TIMING} for r in rows]}

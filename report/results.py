@@ -11,10 +11,10 @@ from utils.atomic import atomic_update_text
 from utils.names import CONTROL, grid_order
 from utils.precision_table import precision_how
 from utils.reports import hparams_text
-from utils.run_files import SUMMARY, load_summary
+from utils.run_files import RESULTS_CSV, RESULTS_MD, SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
-           "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc",
+           "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc", "test_ece", "test_nll",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
            "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
 
@@ -131,6 +131,12 @@ def _gain_cell(rows: list) -> str:
     return fmt_gains([r["kd_gain"] for r in sorted(rows, key=lambda r: r.get("seed") or 0) if r["kd_gain"] is not None])
 
 
+def _nll_cell(rows: list) -> str:
+    """The mean test NLL at the selected epoch (nats; more digits than a percentage needs); '-' for old runs."""
+    m, sd, n = mean_std([r.get("test_nll") for r in rows])
+    return "-" if m is None else f"{m:.3f} ± {sd:.3f}" if n > 1 else f"{m:.3f}"
+
+
 def markdown_table(rows: list, seeds: int = 1) -> str:
     ok = [r for r in rows if r["status"] == "complete"]
     teacher = [r for r in ok if r["role"] == "teacher"]
@@ -140,12 +146,13 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
             groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
     lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
-             f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | train s | "
-             f"s/epoch |",
-             "|---|---:|---|---|---:|---:|---:|---:|---:|"]
+             f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | ECE % | NLL | "
+             f"train s | s/epoch |",
+             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for t in teacher:
         lines.append(f"| teacher {t.get('arch') or t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
-                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {t['train_seconds']:.1f} | "
+                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {fmt_ms([t.get('test_ece')])} | "
+                     f"{_nll_cell([t])} | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
     for key in sorted(groups, key=lambda k: (student_order(k[0]), grid_order(0, *k[1:3]), k[3])):
         g = groups[key]
@@ -154,7 +161,8 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         lines.append(
             f"| {student_label(key[0])} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
-            f"{_gain_cell(g) if key[1] != CONTROL else '(control)'} | "
+            f"{_gain_cell(g) if key[1] != CONTROL else '(control)'} | {fmt_ms([r.get('test_ece') for r in g])} | "
+            f"{_nll_cell(g)} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
             f"{mean_std([r['seconds_per_epoch'] for r in g])[0]:.1f} |")
     failed = [r for r in rows if r["status"] != "complete"]
@@ -180,7 +188,9 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
             f"(the best one seen{_evaluated_from(cfg)}; 'val' never uses the test images to choose) and at the last "
             f"epoch. KD gain = the "
             f"distilled student's accuracy at its selected epoch minus the fp32 CE control's (same depth, same "
-            f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds."
+            f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds. ECE: the "
+            f"selected epoch's expected calibration error on the test split (15 equal-width confidence bins, "
+            f"percent); NLL: its mean negative log-likelihood (nats)."
             + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else
                f" Teacher: {used['teacher_run']}, {used['teacher_acc']:.2f}% on its full test split." if used else "")
             + (f" Hardware: {hw}." if hw else ""), ""]
@@ -190,7 +200,7 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
 def write_results(out_dir: str, texts: tuple) -> tuple:
     """results.csv and results.md (`texts`, from results_text) under out_dir, left untouched when already
     up to date; their paths."""
-    csv_path, md_path = os.path.join(out_dir, "results.csv"), os.path.join(out_dir, "results.md")
+    csv_path, md_path = os.path.join(out_dir, RESULTS_CSV), os.path.join(out_dir, RESULTS_MD)
     csv_text, md_text = texts
     atomic_update_text(csv_path, csv_text)
     atomic_update_text(md_path, md_text)

@@ -27,7 +27,24 @@ def predict(model, data: Split, mean, std, batch_size: int, channels_last: bool,
 
 
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple:
-    """(mean cross-entropy, accuracy in percent)."""
+    """(mean cross-entropy, accuracy in percent). The mean cross-entropy is the negative log-likelihood that
+    calibration reports beside the ECE."""
     loss = torch.nn.functional.cross_entropy(logits, labels).item()
     acc = 100.0 * (logits.argmax(1) == labels).float().mean().item()
     return loss, acc
+
+
+ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (ICML 2017) and PS-KD (Kim et al. 2021) report ECE
+
+
+def calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error in percent (Guo et al. 2017): the images split by their top-class softmax
+    confidence into `bins` equal-width bins ((0, 1/bins], ..., ((bins-1)/bins, 1]), then the image-weighted mean
+    over bins of |accuracy - mean confidence|. 0 for a perfectly calibrated model; NaN for no images."""
+    if len(labels) == 0:
+        return float("nan")
+    conf, pred = logits.float().softmax(1).max(1)
+    where = (conf * bins).ceil().long().clamp(1, bins) - 1
+    gap = torch.zeros(bins, dtype=torch.float64, device=conf.device)
+    gap.index_add_(0, where, (pred == labels).double() - conf.double())  # per bin: correct - confidence, summed
+    return 100.0 * (gap.abs().sum() / len(labels)).item()

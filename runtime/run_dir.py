@@ -66,6 +66,9 @@ def restore_history(run_dir) -> None:
     for row in history:
         if row.get("epoch") == summary.get("best_epoch"):
             row.setdefault("test_acc", summary.get("best_test_acc"))
+            if summary.get("test_ece") is not None:  # (older summaries lack the calibration)
+                row.setdefault("test_loss", summary.get("test_nll"))
+                row.setdefault("test_ece", summary.get("test_ece"))
     if history:
         history[-1].setdefault("test_acc", summary.get("final_test_acc"))
     write_history(run_dir, history)

@@ -5,7 +5,7 @@ steps them, alone or several students together, through runtime/epochs.py. The r
 schema are utils/run_files.py's."""
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -13,7 +13,7 @@ from config import Config, config_to_dict, default_run_name
 from distill import build_distiller
 from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
-from runtime.inference import evaluate_logits, predict
+from runtime.inference import calibration_error, evaluate_logits, predict
 from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
                              resume_history, run_dir_of, run_weights_file)
 from models.cnn_model import count_params
@@ -141,10 +141,21 @@ class TrainingRun(Trainee):
         return (self.start_epoch <= epoch < self.cfg.epochs and not self.stopper.should_stop
                 and self.failure is None)
 
+    def logits(self, split, model=None):
+        return predict(self.model if model is None else model, split, self.ds.mean, self.ds.std,
+                       self.cfg.eval_batch_size, self.channels_last, self.prec.autocast)
+
     def evaluate(self, split, model=None) -> tuple:
         """(loss, accuracy) of this run's model, or of `model` (e.g. one rebuilt from its files), on `split`."""
-        return evaluate_logits(predict(self.model if model is None else model, split, self.ds.mean, self.ds.std,
-                                       self.cfg.eval_batch_size, self.channels_last, self.prec.autocast), split.labels)
+        return evaluate_logits(self.logits(split, model), split.labels)
+
+    def test_row(self, test, calibrated: bool = False) -> dict:
+        """The model's test_loss (its negative log-likelihood) and test_acc, and if `calibrated` its test_ece
+        (runtime/inference.calibration_error)."""
+        logits = self.logits(test)
+        loss, acc = evaluate_logits(logits, test.labels)
+        return {"test_loss": loss, "test_acc": acc,
+                **({"test_ece": calibration_error(logits, test.labels)} if calibrated else {})}
 
     @contextmanager
     def selected_weights(self):
@@ -201,17 +212,18 @@ class TrainingRun(Trainee):
             print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
 
     def test_selected_and_last(self, test) -> None:
-        """With a validation split: the test accuracy of the selected epoch's weights (best_model) and of
-        the last epoch's, written into those two rows of history.json."""
+        """The test loss and accuracy of the selected epoch's weights (best_model) and of the last epoch's,
+        written into those two rows of history.json, and the selected one's calibration error (test_ece: the
+        summary's; restore_history rebuilds that row from it). Selected on test, the rows have the loss and
+        accuracy already, and the selected one gains its calibration error (the same weights, the same numbers)."""
         best, last = self.history[self.stopper.best_epoch], self.history[-1]
-        if "test_acc" in best and "test_acc" in last:
-            return  # selected on test: every row has it
-        last["test_loss"], last["test_acc"] = self.evaluate(test)
-        if best is not last:
-            with self.selected_weights():
-                best["test_loss"], best["test_acc"] = self.evaluate(test)
+        on_test = "test_acc" in best and "test_acc" in last  # TensorBoard has those points already
+        if not on_test and best is not last:
+            last.update(self.test_row(test))
+        with self.selected_weights() if best is not last else nullcontext():
+            best.update(self.test_row(test, calibrated=True))
         write_history(self.dir, self.history)
-        if self.tb is not None:
+        if self.tb is not None and not on_test:
             for row in ((best,) if best is last else (best, last)):  # one point per step
                 self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
 
@@ -258,7 +270,8 @@ class TrainingRun(Trainee):
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
             "selected_from_epoch": self.first_judged_epoch + 1,
-            "final_test_acc": history[-1]["test_acc"], "early_stopped": history[-1]["epoch"] < cfg.epochs,
+            "final_test_acc": history[-1]["test_acc"], "test_nll": best["test_loss"], "test_ece": best["test_ece"],
+            "early_stopped": history[-1]["epoch"] < cfg.epochs,
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,

@@ -10,7 +10,7 @@ from config import Config
 from report.results import selection_acc
 from runtime.run_dir import is_complete, run_dir_of
 from utils.errors import UserError
-from utils.run_files import read_summary
+from utils.run_files import EVALUATION, read_summary
 
 
 def ptq_contrasts(base: Config, quantized: list) -> None:
@@ -53,5 +53,5 @@ def evaluate_best_student(runs: list) -> None:
     done = [(selection_acc(s), d) for s, d in summaries if s is not None and s.get("status") == "complete"]
     if done:
         best = max(done)[1]
-        if not os.path.isfile(os.path.join(best, "evaluation.json")):
+        if not os.path.isfile(os.path.join(best, EVALUATION)):
             evaluate.evaluate_run(best)

@@ -13,8 +13,7 @@ import tune
 from config import PRESETS, RECIPES, Config, make_config
 from tests.fixtures import one_line, one_line_exit, run_script, small_run_args
 from utils.errors import UserError
-from utils.lock import TABLE_LOCK_FILE
-from utils.run_files import HPARAMS_DIR
+from utils.run_files import HPARAMS_DIR, TABLE_LOCK_FILE
 
 
 # ----------------------------------------------------------------------------- ranges and sizes

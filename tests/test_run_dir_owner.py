@@ -14,6 +14,8 @@ from tests.fixtures import literals_outside, load_script  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 # the names whose literal must live in utils/run_files.py alone
 OWNED = (rf.CONFIG, rf.BEST_WEIGHTS, rf.FINAL_WEIGHTS, rf.QUANT_FILE, rf.INT8_FILE, rf.INT8_STATE_FILE, rf.CHECKPOINT)
+# and every other file (not folder: "plots", "deploy" are words too) a run directory or a sweep's out_dir holds
+OWNED += tuple(name for name in {**rf.RUN_FILES, **rf.SWEEP_FILES} if "." in name and name not in OWNED)
 
 
 def runs_doc():

@@ -12,8 +12,8 @@ import time
 from contextlib import contextmanager
 
 from utils.errors import UserError, cannot_write
+from utils.run_files import LOCK_FILE, TABLE_LOCK_FILE
 
-LOCK_FILE = ".lock"
 _held = {}  # realpath of run dir -> [fd, depth]
 
 
@@ -66,7 +66,6 @@ def run_lock(run_dir):
         os.close(fd)
 
 
-TABLE_LOCK_FILE = ".results.lock"
 
 
 @contextmanager

@@ -21,12 +21,12 @@ import re
 
 from utils.atomic import atomic_write_json, read_json
 from utils.errors import UserError
-from utils.lock import LOCK_FILE, TABLE_LOCK_FILE  # (defined beside the locks that take them)
 
 SCHEMA = 1  # raise it when a key changes meaning or goes; a new optional key needs no new schema
 SUMMARY, HISTORY, CHECKPOINT = "summary.json", "history.json", "checkpoint.pt"
 # the other files of a run directory (out_dir/<run_name>/): RUN_FILES says what each holds and who writes it
 CONFIG = "config.json"
+LOCK_FILE, TABLE_LOCK_FILE = ".lock", ".results.lock"  # a run's lock; a sweep's tables' lock (utils/lock.py)
 BEST_WEIGHTS, FINAL_WEIGHTS = "best_model.safetensors", "model.safetensors"
 RUN_WEIGHTS = (BEST_WEIGHTS, FINAL_WEIGHTS)  # the weights a finished run is used by, preferred first
 QUANT_FILE = "model.quant.safetensors"  # a low-bit QAT student's deployable file
@@ -50,13 +50,14 @@ RUN_FILES = {
     CHECKPOINT: ("model, optimizer, scheduler, GradScaler, epoch, early-stopping state, RNG state: `--resume=True` "
                  "continues from it to the same result", "train.py, every epoch"),
     HISTORY: ("per epoch: train_loss, train_acc, test_loss, test_acc, lr, epoch_seconds, images_per_second "
-              "(+ val_*, + each loss term)", "train.py, every epoch"),
+              "(+ val_*, + each loss term; the selected epoch: test_ece)", "train.py, every epoch"),
     CONFIG: ("the resolved config", "train.py"),
     TRAINING_SUMMARY: ("the original repo's lines (Model Architecture, Residual Blocks, Fully Connected Layers, "
                        "Trainable Parameters, Training Time, Hardware Used, Batch Size, Learning Rate, Epochs, Best "
                        "Test Accuracy, Early Stopping, Stopped at epoch) plus Precision", "train.py"),
     SUMMARY: ("the same facts plus model bytes, teacher and its accuracy, method, temperature, alpha, seed, best "
-              "epoch, final accuracy, images per second, how the precision really ran; `status: complete` marks a "
+              "epoch, final accuracy, its calibration (test_ece, test_nll), images per second, how the precision really "
+              "ran; `status: complete` marks a "
               "finished run", "train.py (a failed run's: the sweep)"),
     QUANT_FILE: ("a low-bit QAT student's deployable file: integers at their bit width plus per-channel scales",
                  "train.py --qat=int4/ternary/binary"),
@@ -116,6 +117,9 @@ QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", 
 # apply; optional: older summaries lack them): the precision a run stood in for (the sweep's bf16 in place of
 # fp16 on a CPU), and an fp8 run's conv/linear layers, {"simulated": n, "native": m}
 SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
+# the selected epoch's calibration on the test split (runtime/inference.calibration_error: ECE in percent over 15
+# equal-width bins; NLL = the mean cross-entropy); optional: older summaries lack them
+CALIBRATION_KEYS = ("test_nll", "test_ece")
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
@@ -123,8 +127,8 @@ COMPLETE_KEYS = (
     "test_images", "data_source", "precision", "precision_description", *PRECISION_KEYS, "device", "hardware",
     "threads", "method", "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
-    "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", "early_stopped", "stopped_at_epoch",
-    "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
+    "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", *CALIBRATION_KEYS, "early_stopped",
+    "stopped_at_epoch", "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
     "warnings", "provenance", "sha256")
 RELEASE_KEY = "release"
 # "sha256": {file name: hex digest} of the run's weights and deployable files, recorded when the run finishes
@@ -154,7 +158,7 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
                     "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
-                    SUBSTITUTED_FOR: str, FP8_LAYERS: dict}
+                    SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER}
 
 
 def schema_defect(record: dict):
@@ -193,7 +197,8 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + (DIGEST_KEY, "threads"))
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + CALIBRATION_KEYS +
+                    (DIGEST_KEY, "threads"))
 
 
 def failed_summary(**values) -> dict:

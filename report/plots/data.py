@@ -14,7 +14,7 @@ from report.results import ce_controls, kd_gain, student_key, student_label, stu
 from utils.errors import UserError
 from utils.names import CONTROL, grid_order
 from utils.precision_table import FP32, precision_label as summaries_label
-from utils.run_files import HISTORY, SUMMARY, load_history, load_summary
+from utils.run_files import DEPLOY_JSON, EVALUATION, HISTORY, SUMMARY, load_history, load_summary
 
 
 def read_json_or_none(path: str):
@@ -96,8 +96,8 @@ def _read_run(run_dir: str):
         print(f"warning: {os.path.join(run_dir, HISTORY)}: {why}, left out of the plots")
     return Run(name=summary.get("run_name", os.path.basename(run_dir)), dir=run_dir, summary=summary,
                history=history or [],
-               evaluation=read_json_or_none(os.path.join(run_dir, "evaluation.json")),
-               deploy=read_json_or_none(os.path.join(run_dir, "deploy.json")))
+               evaluation=read_json_or_none(os.path.join(run_dir, EVALUATION)),
+               deploy=read_json_or_none(os.path.join(run_dir, DEPLOY_JSON)))
 
 
 def load_runs(out_dir: str) -> tuple:
