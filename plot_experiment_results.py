@@ -13,6 +13,7 @@ runs are left out. One line per file written; a missing or empty out_dir stops w
     kd_gain.png                             KD vs the CE control per depth, gain in points
     seconds_per_epoch.png                   training time per epoch, every grid point and the teacher
     confusion_matrix_best_student.png       from the best student's evaluation.json (if evaluate.py ran)
+    reliability_diagram.png                 accuracy per confidence bin of the best student and its CE control
     deploy_accuracy_vs_latency.png / deploy_accuracy_vs_bytes.png   with Pareto frontier (if deployed)
     qat_accuracy_vs_bytes.png               PTQ, QAT-CE and QAT-KD students: accuracy vs file bytes (--sweep_qat)
     kd_gain_vs_data.png                     gain over the control against labeled images (--sweep_train_samples;
@@ -25,6 +26,7 @@ import sys
 import traceback
 
 from config import make_config
+from report.plots.calibration import plot_reliability
 from report.plots.data import by_dataset, context_line, load_runs, students
 from report.plots.deploy import plot_deploy
 from report.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
@@ -75,6 +77,7 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
         ("kd_gain", True, lambda p: plot_kd_gain(runs, p)),
         ("seconds_per_epoch", False, lambda p: plot_seconds_per_epoch(runs, p)),
         ("confusion_matrix_best_student", True, lambda p: plot_best_confusion(runs, p)),
+        ("reliability_diagram", True, lambda p: plot_reliability(runs, p)),
         ("qat_accuracy_vs_bytes", False, lambda p: plot_qat(*qat_points(
             [(r.summary, r.dir) for r in runs + qat]), p) if qat else None),
         ("deploy", False, lambda p: plot_deploy(runs, out("deploy_accuracy_vs_latency"),

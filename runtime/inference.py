@@ -37,14 +37,28 @@ def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple:
 ECE_BINS = 15  # equal-width confidence bins, as Guo et al. (ICML 2017) and PS-KD (Kim et al. 2021) report ECE
 
 
-def calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Expected calibration error in percent (Guo et al. 2017): the images split by their top-class softmax
-    confidence into `bins` equal-width bins ((0, 1/bins], ..., ((bins-1)/bins, 1]), then the image-weighted mean
-    over bins of |accuracy - mean confidence|. 0 for a perfectly calibrated model; NaN for no images."""
-    if len(labels) == 0:
-        return float("nan")
+def calibration_bins(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> dict:
+    """The images split by their top-class softmax confidence into `bins` equal-width bins ((0, 1/bins], ...,
+    ((bins-1)/bins, 1]): per bin the image count, the sum of confidences and the number right (a reliability
+    diagram's data: summary.json's test_calibration_bins)."""
     conf, pred = logits.float().softmax(1).max(1)
     where = (conf * bins).ceil().long().clamp(1, bins) - 1
-    gap = torch.zeros(bins, dtype=torch.float64, device=conf.device)
-    gap.index_add_(0, where, (pred == labels).double() - conf.double())  # per bin: correct - confidence, summed
-    return 100.0 * (gap.abs().sum() / len(labels)).item()
+    sums = torch.zeros(3, bins, dtype=torch.float64, device=conf.device)
+    for row, values in enumerate((torch.ones_like(conf), conf, (pred == labels).float())):
+        sums[row].index_add_(0, where, values.double())
+    count, confidence, correct = sums.cpu().tolist()
+    return {"bins": bins, "count": [int(c) for c in count], "confidence": confidence, "correct": correct}
+
+
+def calibration_error(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """Expected calibration error in percent (Guo et al. 2017): over the confidence bins of calibration_bins,
+    the image-weighted mean of |accuracy - mean confidence|. 0 for a perfectly calibrated model; NaN for no
+    images."""
+    return ece_of(calibration_bins(logits, labels, bins))
+
+
+def ece_of(b: dict) -> float:
+    """The expected calibration error in percent of calibration_bins' counts (NaN for no images)."""
+    n = sum(b["count"])
+    return 100.0 * sum(abs(right - conf) for right, conf in zip(b["correct"], b["confidence"])) / n if n \
+        else float("nan")

@@ -13,7 +13,7 @@ from config import Config, config_to_dict, default_run_name
 from distill import build_distiller
 from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
-from runtime.inference import calibration_error, evaluate_logits, predict
+from runtime.inference import calibration_bins, ece_of, evaluate_logits, predict
 from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
                              resume_history, run_dir_of, run_weights_file)
 from models.cnn_model import count_params
@@ -83,6 +83,7 @@ class TrainingRun(Trainee):
         self.generator_state = None  # the shared batch generator's state after the last finished epoch
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
+        self.calibration = None  # the selected epoch's test calibration_bins, set by test_selected_and_last
         self.tb = None  # the TensorBoard event stream, opened by begin()
         self.on_epoch = on_epoch  # called with (self, row) after each recorded epoch (train.train_runs)
         if cfg.resume and os.path.isfile(self.ckpt_path):
@@ -154,8 +155,10 @@ class TrainingRun(Trainee):
         (runtime/inference.calibration_error)."""
         logits = self.logits(test)
         loss, acc = evaluate_logits(logits, test.labels)
-        return {"test_loss": loss, "test_acc": acc,
-                **({"test_ece": calibration_error(logits, test.labels)} if calibrated else {})}
+        if not calibrated:
+            return {"test_loss": loss, "test_acc": acc}
+        self.calibration = calibration_bins(logits, test.labels)  # the summary's, for a reliability diagram
+        return {"test_loss": loss, "test_acc": acc, "test_ece": ece_of(self.calibration)}
 
     @contextmanager
     def selected_weights(self):
@@ -271,6 +274,7 @@ class TrainingRun(Trainee):
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
             "selected_from_epoch": self.first_judged_epoch + 1,
             "final_test_acc": history[-1]["test_acc"], "test_nll": best["test_loss"], "test_ece": best["test_ece"],
+            "test_calibration_bins": self.calibration,
             "early_stopped": history[-1]["epoch"] < cfg.epochs,
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
             "seconds_per_epoch": secs[len(secs) // 2],

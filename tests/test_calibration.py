@@ -11,7 +11,9 @@ import evaluate
 import train
 from config import make_config
 from report.results import collect_results, markdown_table
-from runtime.inference import ECE_BINS, calibration_error, evaluate_logits
+from report.plots.calibration import plot_reliability
+from report.plots.data import Run
+from runtime.inference import ECE_BINS, calibration_bins, calibration_error, ece_of, evaluate_logits
 from tests.fixtures import small_run_args
 
 
@@ -47,6 +49,9 @@ def test_ece_matches_a_loop_over_the_bins():
             gap = (pred[inside] == labels[inside]).float().mean() - conf[inside].mean()
             ece += inside.float().mean().item() * abs(gap.item())
     assert calibration_error(logits, labels) == pytest.approx(100 * ece, abs=1e-3)
+    b = calibration_bins(logits, labels)
+    assert sum(b["count"]) == 500 and b["bins"] == ECE_BINS and ece_of(b) == calibration_error(logits, labels)
+    assert sum(b["correct"]) == (pred == labels).sum().item()
 
 
 def test_a_run_records_the_calibration_of_its_selected_epoch(fashion_idx, tmp_path, capsys):
@@ -59,6 +64,8 @@ def test_a_run_records_the_calibration_of_its_selected_epoch(fashion_idx, tmp_pa
     assert summary["test_nll"] == best["test_loss"] and summary["test_ece"] == best["test_ece"]
     assert 0 <= summary["test_ece"] <= 100 and summary["test_nll"] > 0
     assert [r["epoch"] for r in history if "test_ece" in r] == [summary["best_epoch"]]  # the selected one alone
+    bins = summary["test_calibration_bins"]
+    assert sum(bins["count"]) == summary["test_images"] and ece_of(bins) == pytest.approx(summary["test_ece"])
     # evaluate.py reads the same weights: the same ECE and NLL in evaluation.json
     capsys.readouterr()
     evaluate.cli([f"--run={run}"])
@@ -81,3 +88,22 @@ def test_a_run_records_the_calibration_of_its_selected_epoch(fashion_idx, tmp_pa
 def test_nll_is_the_mean_cross_entropy():
     logits, labels = two_class_logits([0.9, 0.6]), torch.tensor([0, 1])
     assert evaluate_logits(logits, labels)[0] == pytest.approx(-(math.log(0.9) + math.log(0.4)) / 2, rel=1e-5)
+
+
+def test_the_reliability_diagram_shows_the_best_student_and_its_control(tmp_path, capsys):
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 10, (300,), generator=g)
+
+    def student(method, acc, scale):
+        logits = torch.randn(300, 10, generator=g) * scale
+        return Run(f"res4_{method}", str(tmp_path), {
+            "role": "student", "status": "complete", "method": method, "blocks": 4, "seed": 0, "precision": "fp32",
+            "best_test_acc": acc, "test_ece": calibration_error(logits, labels), "test_nll": 1.0,
+            "test_calibration_bins": calibration_bins(logits, labels)}, [])
+    kd, ce = student("kd", 81.0, 3.0), student("ce", 79.0, 6.0)
+    path = plot_reliability([ce, kd], str(tmp_path / "reliability_diagram.png"))
+    assert path and (tmp_path / "reliability_diagram.png").stat().st_size > 10_000
+    old = Run("res4_kd_old", str(tmp_path), {"role": "student", "status": "complete", "method": "kd", "blocks": 4,
+                                              "best_test_acc": 80.0}, [])
+    assert plot_reliability([old], str(tmp_path / "none.png")) is None
+    assert "no student summary has test_calibration_bins" in capsys.readouterr().out

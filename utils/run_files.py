@@ -119,7 +119,7 @@ QAT_KEYS = ("qat", "init_from", "qat_layers", "deploy_file", "bits_per_weight", 
 SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
 # the selected epoch's calibration on the test split (runtime/inference.calibration_error: ECE in percent over 15
 # equal-width bins; NLL = the mean cross-entropy); optional: older summaries lack them
-CALIBRATION_KEYS = ("test_nll", "test_ece")
+CALIBRATION_KEYS = ("test_nll", "test_ece", "test_calibration_bins")  # bins: runtime/inference.calibration_bins
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
@@ -158,7 +158,8 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "unlabeled_images": int, "role": str, "run_name": str, "method": str, "precision": str,
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
                     "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
-                    SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER}
+                    SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER,
+                    "test_calibration_bins": dict}
 
 
 def schema_defect(record: dict):
