@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import config  # noqa: E402  (after the path: the script runs from anywhere)
+from docs.generated import write_or_check  # noqa: E402
 
 OUT = ROOT / "docs" / "config.md"
 HEAD = """# Config fields
@@ -80,15 +81,7 @@ def presets_section() -> str:
 
 
 def main(argv) -> int:
-    text = render()
-    if "--check" in argv:
-        if not OUT.is_file() or OUT.read_text() != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run python docs/config_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(text)
-    print(f"wrote {OUT.relative_to(ROOT)} ({len(dataclasses.fields(config.Config))} fields)")
-    return 0
+    return write_or_check(OUT, render(), argv, "docs/config_doc.py", f"{len(dataclasses.fields(config.Config))} fields")
 
 
 if __name__ == "__main__":

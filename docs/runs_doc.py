@@ -11,6 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from docs.generated import write_or_check  # noqa: E402
 from utils import run_files as rf  # noqa: E402  (after the path: the script runs from anywhere)
 
 OUT = ROOT / "docs" / "runs.md"
@@ -71,16 +72,8 @@ def render(text: str) -> str:
 
 
 def main(argv) -> int:
-    text = OUT.read_text()
-    new = render(text)
-    if "--check" in argv:
-        if new != text:
-            print(f"{OUT.relative_to(ROOT)} is stale: run python docs/runs_doc.py", file=sys.stderr)
-            return 1
-        return 0
-    OUT.write_text(new)
-    print(f"wrote {OUT.relative_to(ROOT)} ({len(rf.RUN_FILES)} run files, {len(rf.SWEEP_FILES)} sweep files)")
-    return 0
+    return write_or_check(OUT, render(OUT.read_text()), argv, "docs/runs_doc.py",
+                          f"{len(rf.RUN_FILES)} run files, {len(rf.SWEEP_FILES)} sweep files")
 
 
 if __name__ == "__main__":
