@@ -1,5 +1,6 @@
 """utils/run_files.py is the one owner of a run directory's names: docs/runs.md's tables and run-name pattern are
 generated from it, cli.default_run_name fills its pattern, and no other product module spells a run file."""
+import json
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -72,7 +73,9 @@ def test_the_released_teachers_still_read():
         assert Path(rf.run_weights_file(run)).name == rf.BEST_WEIGHTS
         assert (run / rf.CONFIG).is_file() and (run / rf.HISTORY).is_file()
         assert (run / rf.TRAINING_SUMMARY).is_file()
-        assert run.name == default_run_name(config(role="teacher", teacher_arch=run.name.rsplit("_", 1)[1]))
+        saved = json.loads((run / rf.CONFIG).read_text())
+        assert run.name == default_run_name(config(role="teacher", teacher_arch=saved["teacher_arch"],
+                                                   seed=saved["seed"]))
 
 
 def test_run_file_names_are_spelled_in_run_files_alone():
