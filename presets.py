@@ -117,10 +117,10 @@ PRESETS = {
 # commit. README, the Makefile and the presets' comments link here (docs/config.md#presets renders it); a new
 # measurement replaces its row. A target not yet timed end to end says so (`wall` None).
 MEASURED = {
-    "test": Measured("6 min 43 s", "make test from a fresh clone, venv set-up included (496 tests)",
-                     "2-core AMD EPYC Zen 5, no GPU", "d9648a9"),
-    "demo": Measured("10 min 53 s", "make demo from a fresh clone, venv set-up included (the sweep: 9 min 18 s)",
-                     "2-core AMD EPYC Zen 4, no GPU", "285820e"),
+    "test": Measured("5 min 30 s", "make test from a fresh clone right after its make demo (venv present; 546 "
+                     "tests, pytest 5 min 22 s)", "2-core AMD EPYC Zen 5, no GPU", "ed41ff3"),
+    "demo": Measured("7 min 3 s", "make demo from a fresh clone, venv set-up included (pip from its local cache); "
+                     "on a Zen 4 at 285820e: 10 min 53 s", "2-core AMD EPYC Zen 5, no GPU", "ed41ff3"),
     "reduced": Measured("24 min 33 s", "make reduced after make demo in the same clone (the reduced sweep 16 min "
                         "40 s, the transfer-set rows 7 min 31 s)", "2-core AMD EPYC Zen 4, no GPU", "285820e"),
     "qat": Measured("60 min 40 s", "make qat after make demo (its students reused)",
