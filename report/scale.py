@@ -54,7 +54,10 @@ def scale_rows(out_dir: str) -> list:
                          "method": method, "precision": precision, "seeds": seeds,
                          CONTROL: [control[s] for s in seeds], "distilled": [mine[s] for s in seeds],
                          "gain": [mine[s] - control[s] for s in seeds],
-                         "teacher_acc": teacher.acc if teacher is not None else None})
+                         # an ensemble (--teacher_checkpoint=a,b) has no run of its own: the accuracy its students
+                         # measured and recorded
+                         "teacher_acc": teacher.acc if teacher is not None else
+                         next((r.get("teacher_acc") for r in members if r.get("teacher_acc") is not None), None)})
     return sorted(rows, key=lambda r: (r["labeled_images"], student_order(r["model"]), r["method"], r["precision"]))
 
 

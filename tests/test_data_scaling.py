@@ -106,3 +106,18 @@ def test_quantized_students_stay_out_of_the_scale_table(tmp_path):
     run("qkd0", "kd", 0, 55.0, qat="ternary")
     (row,) = scale_rows(str(tmp_path))
     assert row["ce"] == [80.0] and row["distilled"] == [82.0] and row["gain"] == [2.0]
+
+
+def test_an_ensemble_teachers_accuracy_in_scale_md_comes_from_its_students(monkeypatch):
+    """--teacher_checkpoint=a,b has no teacher run in the sweep: scale.md names the accuracy its students recorded."""
+    from report import scale
+    from report.plots.data import Run
+
+    def run(method, acc):
+        return Run(f"res4_{method}", "/unused", {
+            "role": "student", "status": "complete", "method": method, "blocks": 4, "seed": 0, "precision": "fp32",
+            "best_test_acc": acc, "train_images": 500, "teacher_acc": None if method == "ce" else 95.62}, [])
+    monkeypatch.setattr(scale, "size_points", lambda out_dir: [(500, "n500", [run("ce", 78.0), run("kd", 79.0)])])
+    rows = scale.scale_rows("unused")
+    assert rows[0]["teacher_acc"] == 95.62 and rows[0]["gain"] == [1.0]
+    assert "Teacher: 95.62% on the test split." in scale.scale_markdown(rows)
