@@ -310,6 +310,12 @@ def default_run_name(cfg) -> str:
         qat=QAT_PART.format(qat) if qat != "none" else "", seed=cfg.seed)
 
 
+def group_key(cfg) -> tuple:
+    """What students must share to be trained together on the same batches (one batch order, one teacher
+    forward): their fields declared group=True (Config.group_fields). train.py and the sweep's groups use it."""
+    return tuple(getattr(cfg, name) for name in type(cfg).group_fields())
+
+
 def run_dir_of(cfg) -> str:
     """out_dir/<run name>: the run's own --run_name, else its default name (utils/run_files.STUDENT_RUN_NAME)."""
     return os.path.join(cfg.out_dir, default_run_name(cfg))

@@ -27,6 +27,7 @@ from contextlib import ExitStack
 
 import torch
 
+from cli import group_key
 from config import Config, default_run_name, make_config
 from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
@@ -42,14 +43,6 @@ from runtime.auto_precision import resolve_auto
 from utils.errors import UserError, cli_entry
 from utils.lock import run_lock
 from utils.run_files import read_summary
-
-# what students must share to train on the same batches (the sweep groups by these): config.py's group=True fields
-GROUP_FIELDS = Config.group_fields()
-
-
-def group_key(cfg: Config) -> tuple:
-    return tuple(getattr(cfg, f) for f in GROUP_FIELDS)
-
 
 def refuse_finished(cfg: Config, run_dir: str) -> None:
     """A finished run is never replaced by accident: a fresh start on one needs --overwrite=True."""

@@ -31,7 +31,7 @@ Each field has a scope, which says what changing it changes:
 
 A method's hyper-parameters also name their methods (summaries record them per method). Fields marked
 `group` must be equal for students trained together in one group (one batch order and one teacher
-forward for all: `train.group_key`, the sweep's groups).
+forward for all: `cli.group_key`, the sweep's groups).
 """
 ROW = "| field | default | scope | check | meaning |\n|---|---|---|---|---|"
 # a check's message (`--name=value: <says>`) as the table's check column states it

@@ -6,13 +6,11 @@ passes its own, and imports torch only when called.
 import dataclasses
 import os
 
+from cli import group_key
 from config import RECIPES, Config, run_dir_of
 from utils.names import CONTROL, DEFAULT_METHOD
 from utils.precision_table import FP32, on_cpu, sweep_optimizer
 from utils.run_files import size_folder
-
-# what students must share to train on the same batches (config.py's group=True fields; train.group_key)
-GROUP_FIELDS = Config.group_fields()
 
 
 def on_device(cfg: Config) -> Config:
@@ -88,10 +86,10 @@ def qat_runs(base: Config, resolve=on_device) -> list:
 
 
 def student_groups(students: list) -> list:
-    """The students in groups that share data order, batches and teacher (train.group_key), in grid order."""
+    """The students in groups that share data order, batches and teacher (cli.group_key), in grid order."""
     groups = {}
     for cfg in students:
-        groups.setdefault(tuple(getattr(cfg, f) for f in GROUP_FIELDS), []).append(cfg)
+        groups.setdefault(group_key(cfg), []).append(cfg)
     return list(groups.values())
 
 

@@ -88,7 +88,7 @@ def test_docs_config_md_is_generated_from_the_schema():
 def test_each_field_is_declared_once_with_its_check_and_group():
     import dataclasses
     from config import DEPLOY_VARIANTS
-    # the fields students must share to train together (train.group_key), as GROUP_FIELDS listed them
+    # the fields students must share to train together (cli.group_key), as GROUP_FIELDS listed them
     assert set(Config.group_fields()) == {
         "dataset", "data_dir", "image_size", "max_train_samples", "unlabeled_samples", "max_test_samples",
         "val_fraction", "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
