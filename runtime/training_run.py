@@ -150,16 +150,6 @@ class TrainingRun(Trainee):
         """(loss, accuracy) of this run's model, or of `model` (e.g. one rebuilt from its files), on `split`."""
         return evaluate_logits(self.logits(split, model), split.labels)
 
-    def test_row(self, test, calibrated: bool = False) -> dict:
-        """The model's test_loss (its negative log-likelihood) and test_acc, and if `calibrated` its test_ece
-        (runtime/inference.calibration_error)."""
-        logits = self.logits(test)
-        loss, acc = evaluate_logits(logits, test.labels)
-        if not calibrated:
-            return {"test_loss": loss, "test_acc": acc}
-        self.calibration = calibration_bins(logits, test.labels)  # the summary's, for a reliability diagram
-        return {"test_loss": loss, "test_acc": acc, "test_ece": ece_of(self.calibration)}
-
     @contextmanager
     def selected_weights(self):
         """The selected epoch's weights (best_model.safetensors) in the model for the block; the last epoch's after."""
@@ -222,9 +212,12 @@ class TrainingRun(Trainee):
         best, last = self.history[self.stopper.best_epoch], self.history[-1]
         on_test = "test_acc" in best and "test_acc" in last  # TensorBoard has those points already
         if not on_test and best is not last:
-            last.update(self.test_row(test))
+            last["test_loss"], last["test_acc"] = self.evaluate(test)
         with self.selected_weights() if best is not last else nullcontext():
-            best.update(self.test_row(test, calibrated=True))
+            logits = self.logits(test)
+        best["test_loss"], best["test_acc"] = evaluate_logits(logits, test.labels)  # the loss: its NLL
+        self.calibration = calibration_bins(logits, test.labels)  # the summary's, for a reliability diagram
+        best["test_ece"] = ece_of(self.calibration)
         write_history(self.dir, self.history)
         if self.tb is not None and not on_test:
             for row in ((best,) if best is last else (best, last)):  # one point per step
