@@ -3,7 +3,7 @@
     python teachers/release.py --check teachers/fashion-mnist_teacher_resnet20
     python teachers/release.py --compare checkpoints/teachers/fashion-mnist_teacher_resnet32   # after make teacher
     python teachers/release.py --release checkpoints/teachers/fashion-mnist_teacher_resnet20
-    python teachers/release.py --ensemble teachers/fashion-mnist_teacher_resnet32,teachers/fashion-mnist_teacher_resnet32_s1
+    python teachers/release.py --ensemble teachers/<run>,teachers/<run>_s1   # make teacher: the two members
 
 --check measures the run's test accuracy again (its whole test split, the weights students load) and
 compares it with the number its summary.json records, after checking every file whose sha256 it records.
@@ -42,11 +42,17 @@ REMADE_BY = "make teacher (python train.py --preset=teacher --resume=True)"
 TOLERANCE = 0.15  # points: the same weights on another CPU's kernels may flip an image or two of 10,000
 
 
-def measured_accuracy(run_dir) -> tuple:
-    """(test accuracy %, test images) of the run's weights, measured now on its whole test split."""
+def test_logits(run_dir) -> tuple:
+    """(logits, labels, dataset) of the run's weights on its whole test split, measured now."""
     cfg, model, ds, _ = load_run(str(run_dir))
-    logits = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
-    return evaluate_logits(logits, ds.test.labels)[1], len(ds.test)
+    return predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last), ds.test.labels, cfg.dataset
+
+
+def measured_accuracy(run_dir, measured: tuple = None) -> tuple:
+    """(test accuracy %, test images) of the run's weights on its whole test split: of test_logits' `measured`
+    when given, else measured now."""
+    logits, labels, _ = measured or test_logits(run_dir)
+    return evaluate_logits(logits, labels)[1], len(labels)
 
 
 def summary_of(run_dir) -> dict:
@@ -89,11 +95,12 @@ def destination(run_dir) -> Path:
     return dest
 
 
-def check(run_dir) -> float:
+def check(run_dir, measured: tuple = None) -> float:
+    """The run's test accuracy now (of test_logits' `measured` when given) against its summary's: one line."""
     s = summary_of(run_dir)
     check_digests(run_dir, s)
     recorded = s["best_test_acc"]
-    acc, n = measured_accuracy(run_dir)
+    acc, n = measured_accuracy(run_dir, measured)
     verdict = "ok" if abs(acc - recorded) <= TOLERANCE else "MISMATCH"
     print(f"{run_dir}: {acc:.2f}% on {n:,} test images now, {recorded:.2f}% in its summary: {verdict}")
     if verdict != "ok":
@@ -124,11 +131,11 @@ def ensemble(spec: str) -> float:
     total, labels, datasets = None, None, set()
     for run_dir in members:
         teacher_summary(run_dir)
-        check(run_dir)
-        cfg, model, ds, _ = load_run(str(run_dir))
-        datasets.add((cfg.dataset, len(ds.test)))
-        logits = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
-        total, labels = (logits if total is None else total + logits), ds.test.labels
+        measured = test_logits(run_dir)  # once: checked against the summary, then averaged
+        check(run_dir, measured)
+        logits, labels, dataset = measured
+        datasets.add((dataset, len(labels)))
+        total = logits if total is None else total + logits
     if len(datasets) > 1:
         raise UserError(f"--ensemble={spec}: the members were tested on different data ({sorted(datasets)})")
     acc = evaluate_logits(total / len(members), labels)[1]
