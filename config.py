@@ -109,18 +109,17 @@ class Config:
         "overriding dkd_beta for those depths")
     dkd_warmup: float = _learn(20 / 240, UNIT_INTERVAL, doc="dkd: share of the run over which the "
         "DKD weight ramps up linearly (the paper: 20 of 240 epochs)")
-    fitnet_weight: float = _learn(100.0, NON_NEGATIVE, doc="fitnet: weight of the hint MSE "
-        "(mdistiller's CIFAR FEAT_WEIGHT); CE weighs 1.0")
+    fitnet_weight: float = _learn(100.0, NON_NEGATIVE, doc="fitnet: hint MSE weight (mdistiller: 100); CE weighs 1")
     fitnet_stage: int = _learn(-1, must(lambda v: v >= -1, "-1 (the middle stage) or a stage index from 0"),
         doc="fitnet: which student stage gives the hint (0-based; -1 = the middle one)")
-    at_weight: float = _learn(1000.0, NON_NEGATIVE, doc="at: weight of the attention-map loss "
-        "(mdistiller's CIFAR value); CE weighs 1.0")
-    at_p: float = _learn(2.0, POSITIVE, doc="at: attention map = mean over channels of |A|^p "
-        "(Zagoruyko & Komodakis 2017 use p=2)")
-    fm_temperature: float = _learn(1.0, POSITIVE, doc="fm: softmax temperature of function matching's "
-        "KL (Beyer et al. 2022 use 1)")
-    fm_mixup: float = _learn(1.0, NON_NEGATIVE, doc="fm: mixup Beta(a, a) of the one view teacher and "
-        "student share (Beyer et al.: mixup + crops)")
+    at_weight: float = _learn(1000.0, NON_NEGATIVE, doc="at: attention-map loss weight (mdistiller: 1000); CE weighs 1")
+    at_p: float = _learn(2.0, POSITIVE, doc="at: attention map = channel mean of |A|^p (Zagoruyko & Komodakis: p=2)")
+    fm_temperature: float = _learn(1.0, POSITIVE, doc="fm: softmax temperature of its KL (Beyer et al. 2022: 1)")
+    fm_mixup: float = _learn(1.0, NON_NEGATIVE, doc="fm: mixup Beta(a, a) of the view teacher and student share")
+    tfkd_weight: float = _learn(0.1, UNIT_INTERVAL, doc="tfkd: virtual teacher's KL weight; CE: 1 - it (Yuan et al.)")
+    tfkd_temperature: float = _learn(20.0, POSITIVE, doc="tfkd: the virtual teacher's temperature (Yuan et al.: 20-40)")
+    tfkd_prob: float = _learn(0.99, must(lambda v: 0 < v < 1, "in (0, 1)"), doc="tfkd: its true-class value before T")
+    pskd_alpha: float = _learn(0.8, UNIT_INTERVAL, doc="pskd: own-prediction weight, last epoch (Kim et al.: 0.8)")
     teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
     teacher_precision: str = _learn(FP32, one_of(*TEACHER_CHOICES), group=True, doc="the frozen teacher's "
@@ -181,8 +180,7 @@ class Config:
         "default")
     sweep_blocks: tuple = _sweep((4, 6, 8, 10), positive_ints("[4,6]", bools=True),
         section="run_experiments.py", doc="student depths in the sweep")
-    sweep_precisions: tuple = _sweep(SWEEP_DEFAULT, each_of(*CHOICES), doc="precisions of the "
-        "distilled students")
+    sweep_precisions: tuple = _sweep(SWEEP_DEFAULT, each_of(*CHOICES), doc="precisions of the distilled students")
     sweep_methods: tuple = _sweep((DEFAULT_METHOD,), each_of(*METHODS), doc="distillation methods; a ce control "
         "per depth is always added")
     seeds: int = _sweep(1, POSITIVE, doc="seeds first_seed..first_seed+seeds-1 per grid point")

@@ -3,7 +3,7 @@ one line naming the flags. A single field's own check is declared with the field
 import re
 
 from utils.errors import UserError
-from utils.names import METHODS
+from utils.names import CONTROL, METHODS
 from utils.precision_table import FP32
 from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 
@@ -116,6 +116,10 @@ def check_command_line(cfg) -> None:
         if getattr(cfg, name) and not qat:
             raise UserError(f"--{name}={getattr(cfg, name)}: a QAT run's {what}; pass --qat=int8|int4|ternary|binary "
                             f"(or the sweep's --sweep_qat), or leave it out")
+    teacher_free = cfg.method in NO_TEACHER_METHODS and cfg.method != CONTROL
+    if cfg.role == "student" and teacher_free and cfg.teacher_checkpoint:
+        raise UserError(f"--method={cfg.method} learns without a teacher, so --teacher_checkpoint="
+                        f"{cfg.teacher_checkpoint} would be ignored (a preset may set it); pass --teacher_checkpoint=\"\"")
     if cfg.transfer_epochs and not cfg.unlabeled_samples:
         raise UserError(f"--transfer_epochs={cfg.transfer_epochs}: the epochs of the sweep's runs with a transfer "
                         f"set; pass --unlabeled_samples (with --max_train_samples), or leave it out")

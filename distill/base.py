@@ -37,11 +37,12 @@ class Distiller(nn.Module):
     name = ""  # the method's name: its entry in the method table (utils/names.py)
     uses_teacher = True  # the table's `teacher`, set on each subclass it names (False: no teacher is loaded)
     teacher_layers: tuple = ()  # teacher modules whose outputs forward_train needs (feature methods)
+    per_image = False  # the table's `per_image`: forward_train also takes idx, the batch's positions in the train split
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name in METHODS:
-            cls.uses_teacher = METHODS[cls.name].teacher
+            cls.uses_teacher, cls.per_image = METHODS[cls.name].teacher, METHODS[cls.name].per_image
 
     def __init__(self, student: nn.Module, cfg, teacher: Optional[nn.Module] = None,
                  input_shape: Optional[tuple] = None):
@@ -60,12 +61,13 @@ class Distiller(nn.Module):
 
     def forward_train(self, x: torch.Tensor, y: torch.Tensor, teacher_out: Optional[TeacherOut],
                       epoch: int) -> tuple:
-        """(student logits, {term name: scalar loss}) for one batch; `epoch` is 0-based."""
+        """(student logits, {term name: scalar loss}) for one batch; `epoch` is 0-based. A `per_image` method
+        takes a fifth argument, idx: the batch's image positions in the train split."""
         raise NotImplementedError
 
-    def forward(self, x, y, teacher_out, epoch):
+    def forward(self, *args):
         """forward_train, for DistributedDataParallel, which calls the module it wraps (torchrun runs)."""
-        return self.forward_train(x, y, teacher_out, epoch)
+        return self.forward_train(*args)
 
     def ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the labels: the batch mean, or with a transfer set the mean over the batch's

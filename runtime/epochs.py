@@ -164,7 +164,8 @@ def train_step(t: Trainee, batch, teacher_out, epoch: int):
     with t.rng if t.rng is not None else nullcontext():
         with t.prec.autocast():
             forward = t.forward if t.forward is not None else t.distiller.forward_train
-            logits, terms = forward(batch.x, batch.targets, teacher_out, epoch)
+            per_image = (batch.idx,) if t.distiller.per_image else ()  # a method that keeps a state per image
+            logits, terms = forward(batch.x, batch.targets, teacher_out, epoch, *per_image)
             loss = sum(terms.values())
         t.prec.step(loss, t.optimizer)
     t.scheduler.step()

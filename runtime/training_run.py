@@ -64,6 +64,9 @@ class TrainingRun(Trainee):
         prec.record[SUBSTITUTED_FOR] = cfg.substituted_for or None  # the sweep's bf16 in place of fp16, as a field
         distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
         self.teacher_info = dict(teacher_info) if distiller.uses_teacher else {}
+        if distiller.per_image and world.size > 1:
+            raise UserError(f"--method={cfg.method} keeps a state per training image, which one process holds; "
+                            f"run it with python, not torchrun")
         ddp = torchrun.data_parallel(distiller, device, cfg.sync_bn) if world.size > 1 else None
         steps = max(1, len(ds.train) // cfg.batch_size)
         capture, self.step_how = cuda_graphs.plan(cfg, device, cfg.precision, world.size)

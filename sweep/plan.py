@@ -8,7 +8,7 @@ import os
 
 from cli import group_key
 from config import RECIPES, Config, run_dir_of
-from utils.names import CONTROL, DEFAULT_METHOD
+from utils.names import CONTROL, DEFAULT_METHOD, METHODS
 from utils.precision_table import FP32, on_cpu, sweep_optimizer
 from utils.run_files import size_folder
 
@@ -37,9 +37,10 @@ def teacher_config(base: Config) -> Config:
 
 
 def student_config(base: Config, blocks: int, precision: str, method: str, seed: int, resolve=on_device) -> Config:
-    """One student of the grid. The CE control never takes the transfer set (it has no teacher to label it)."""
+    """One student of the grid. The CE control and the teacher-free methods never take the transfer set (no teacher
+    labels it)."""
     opt = sweep_optimizer(precision, base.optimizer)  # the precision table's: fp8 keeps 8-bit optimizer state too
-    unlabeled = 0 if method == CONTROL else base.unlabeled_samples
+    unlabeled = base.unlabeled_samples if METHODS[method].teacher else 0  # (the CE control, teacher-free methods)
     epochs, warmup = base.epochs, base.warmup_epochs
     if unlabeled and base.transfer_epochs:  # the warm-up keeps its share of the run
         epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
@@ -54,7 +55,8 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
 def grid(base: Config, resolve=on_device) -> list:
     """Every run of the sweep in order: the teacher first (none when --teacher_checkpoint names a trained one,
     e.g. a released teacher under teachers/), then per depth and seed the CE control and the students."""
-    runs = [] if base.teacher_checkpoint else [teacher_config(base)]
+    needed = any(METHODS[m].teacher for m in base.sweep_methods)  # teacher-free methods alone train none
+    runs = [] if base.teacher_checkpoint or not needed else [teacher_config(base)]
     # a timm student (--student_arch) has no depth to sweep: one student per seed and method
     for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
         for seed in range(base.first_seed, base.first_seed + base.seeds):

@@ -25,6 +25,7 @@ class Method:
     doc: str  # what --method's doc says of it (docs/config.md)
     teacher: bool = True  # False: trains without a teacher (none is loaded; no transfer set)
     features: bool = False  # matches the teacher's intermediate feature maps: one teacher, no int8 QAT graph
+    per_image: bool = False  # keeps a state per training image (its steps take the batch's indices; eager, one process)
     # its hyper-parameters, Config fields (config.py declares each, with its default, check and doc): the range
     # tune.py samples, (low, high, log scale), or None where it is not tuned; a field two methods share names
     # the same range in both
@@ -50,6 +51,13 @@ METHOD_TABLE = (
            features=True, hparams={"at_weight": (10.0, 1e4, True), "at_p": None}),
     Method("fm", "FM (function matching)", (0, (1, 1)), "++", "FunctionMatching", "function matching",
            hparams={"fm_temperature": (0.5, 8.0, True), "fm_mixup": None}),
+    Method("tfkd", "Tf-KD (virtual teacher)", (0, (2, 1)), "--", "TeacherFreeKD",
+           "teacher-free KD: a hand-made virtual teacher, Yuan et al. 2020", teacher=False,
+           hparams={"tfkd_weight": (0.0, 1.0, False), "tfkd_temperature": (1.0, 40.0, True), "tfkd_prob": None}),
+    Method("pskd", "PS-KD (progressive self-KD)", (0, (4, 1, 1, 1, 1, 1)), "||", "ProgressiveSelfKD",
+           "progressive self-KD: its own last-epoch predictions, Kim et al. 2021", teacher=False, per_image=True,
+           hparams={"pskd_alpha": (0.0, 1.0, False)},
+           refuses={"mixup": "PS-KD mixes its own last prediction of an image with that image's one label"}),
     Method("pl", "pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo", "PseudoLabels",
            "CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control"),
 )
