@@ -23,7 +23,8 @@ from typing import Callable, NamedTuple
 from presets import PRESETS, RECIPES
 from utils.errors import HelpRequested, UserError
 from utils.precision_table import AUTO
-from utils.run_files import CONFIG, QAT_PART, STUDENT_RUN_NAME, TEACHER_RUN_NAME, TEACHER_SEED_PART, UNLABELED_PART
+from utils.run_files import (CONFIG, GENERATION_PART, QAT_PART, STUDENT_RUN_NAME, TEACHER_RUN_NAME, TEACHER_SEED_PART,
+                             UNLABELED_PART)
 
 
 class Check(NamedTuple):
@@ -297,8 +298,8 @@ def teacher_run_name(cfg, seed: int = 0) -> str:
 
 
 def default_run_name(cfg) -> str:
-    """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid and seed (the pattern:
-    utils/run_files.STUDENT_RUN_NAME)."""
+    """Like the original's res4_b224_fp16, plus dataset, method, transfer set, QAT grid, born-again generation and
+    seed (the pattern: utils/run_files.STUDENT_RUN_NAME)."""
     if cfg.run_name:
         return cfg.run_name
     if cfg.role == "teacher":
@@ -307,7 +308,8 @@ def default_run_name(cfg) -> str:
     return STUDENT_RUN_NAME.format(
         dataset=cfg.dataset, student=student_name(cfg), batch_size=cfg.batch_size, precision=cfg.precision,
         method=cfg.method, unlabeled=UNLABELED_PART.format(cfg.unlabeled_samples) if cfg.unlabeled_samples else "",
-        qat=QAT_PART.format(qat) if qat != "none" else "", seed=cfg.seed)
+        qat=QAT_PART.format(qat) if qat != "none" else "",
+        generation=GENERATION_PART.format(cfg.generation) if getattr(cfg, "generation", 0) else "", seed=cfg.seed)
 
 
 def group_key(cfg) -> tuple:

@@ -70,14 +70,12 @@ class Config:
         "tensors: none | flip | crop+flip (4 px zero padding)")
     random_erasing: float = _learn(0.0, UNIT_INTERVAL, group=True, doc="probability of erasing a random rectangle per "
         "image (Zhong et al. 2020 use 0.5)")
-    mixup: float = _learn(0.0, NON_NEGATIVE, doc="mixup Beta(a, a) of a batch with its own shuffle (Zhang et al. "
-        "2018); 0 = off")
+    mixup: float = _learn(0.0, NON_NEGATIVE, doc="mixup Beta(a, a) of a batch and its shuffle (Zhang et al. 2018)")
     num_workers: int = _run(0, NON_NEGATIVE, doc="processes decoding JPEGs when a cache is built; 0 = in-process")
     role: str = _train("student", one_of("teacher", "student"), section="model", doc="which model train.py trains")
     blocks: int = _train(4, must(lambda v: 1 <= v <= 64, "in 1..64"), doc="residual blocks in the student; every 2nd "
         "doubles channels with stride 2")
-    width: int = _train(16, must(lambda v: 1 <= v <= 4096, "in 1..4096 (channels after the stem)"), doc="channels "
-        "after the stem (the original's 16)")
+    width: int = _train(16, must(lambda v: 1 <= v <= 4096, "in 1..4096"), doc="channels after the stem (originally 16)")
     fc_layers: Optional[tuple] = _train(None, positive_ints("[128]"), doc="hidden FC sizes of the student head; None = "
         "[final channels // 2]")
     student_arch: str = _train("", STUDENT_ARCH, doc="\"\" = the ResidualCNN of `blocks`; timm:<name> = any timm model "
@@ -95,6 +93,8 @@ class Config:
     teacher_checkpoint: str = _train("", group=True, doc="run dir or weights file of the trained teacher; \"\" = "
         "out_dir/<dataset's teacher run>")
     method: str = _learn(DEFAULT_METHOD, one_of(*METHODS), section="distillation", doc=METHOD_DOC)
+    generation: int = _train(0, NON_NEGATIVE, doc="born-again: this student's generation; its teacher_checkpoint is a "
+        "student run of its own model, of generation - 1 (the CE control is 0); 0 = no chain")
     temperature: float = _learn(4.0, must(lambda v: v > 0, "> 0 (the softmax temperature T; 1-20 is usual)"),
         doc="softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)")
     alpha: float = _learn(0.1, must(lambda v: 0 <= v <= 1, "in [0, 1] (kd: the weight of the cross-entropy term)"),
@@ -215,6 +215,8 @@ class Config:
     sweep_train_samples: tuple = _sweep((), non_negative_ints("[500,2000,0]"), doc="labeled sizes as an axis: a sweep "
         "per size in <out_dir>/n<N> (0 = all)")
     sweep_train_epochs: tuple = _sweep((), positive_ints("[40]", most=MAX_EPOCHS), doc="epochs per size; () = epochs")
+    sweep_generations: int = _sweep(0, NON_NEGATIVE, doc="born-again: per depth and seed, generations 1..N of the "
+        "first sweep method, each taught by the one before (generation 0: the CE control)")
     scale_deep_upto: int = _sweep(0, NON_NEGATIVE, doc="sizes above it: first sweep depth only; 0 = no limit")
     precision_note: str = _sweep("", doc="set by the sweep when it substitutes a precision; shown in every summary")
     substituted_for: str = _sweep("", one_of(*PRECISIONS, blank_ok=True), doc="set by the sweep: what it stood in for")

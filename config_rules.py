@@ -56,12 +56,29 @@ def check(cfg) -> None:
                         f"{cfg.first_seed + cfg.seeds - 1}, is past {MAX_SEED} (2**32 - 1: numpy's seed range)")
     if cfg.role == "student":
         check_method(cfg)
+    if cfg.generation or cfg.sweep_generations:
+        check_generations(cfg)
     if cfg.unlabeled_samples:
         check_transfer_set(cfg)
     if cfg.student_weights and not cfg.student_arch:
         raise UserError(f"--student_weights={cfg.student_weights}: only a timm student "
                         f"(--student_arch=timm:<name>) starts from a weights file")
     check_qat(cfg)
+
+
+def check_generations(cfg) -> None:
+    """A born-again student learns a logit method from one student run of its own model (config.py: generation,
+    sweep_generations); that the run is one, of generation - 1, is read from its files (runtime/teacher.py)."""
+    method = cfg.sweep_methods[0] if cfg.sweep_generations and cfg.sweep_methods else cfg.method
+    flag = f"--generation={cfg.generation}" if cfg.generation else f"--sweep_generations={cfg.sweep_generations}"
+    if cfg.role == "teacher" and cfg.generation:
+        raise UserError(f"{flag}: born-again generations are students; a teacher run has none")
+    if method not in LOGIT_METHODS or method in NO_TEACHER_METHODS:
+        raise UserError(f"{flag} with --method={method}: a born-again generation learns the outputs of the one "
+                        f"before; use {either(m for m in LOGIT_METHODS if m not in NO_TEACHER_METHODS)}")
+    if cfg.generation and (not cfg.teacher_checkpoint or "," in cfg.teacher_checkpoint):
+        raise UserError(f"{flag}: --teacher_checkpoint must name the one student run of generation "
+                        f"{cfg.generation - 1} that teaches it (generation 0: the CE control)")
 
 
 def check_transfer_set(cfg) -> None:

@@ -27,7 +27,8 @@ def run_name_patterns() -> tuple:
         return "[" + fmt.format(f"<{name}>") + "]"
     student = rf.STUDENT_RUN_NAME.format(
         dataset="<dataset>", student="res<blocks>", batch_size="<batch_size>", precision="<precision>",
-        method="<method>", unlabeled=part(rf.UNLABELED_PART, "N"), qat=part(rf.QAT_PART, "mode"), seed="<seed>")
+        method="<method>", unlabeled=part(rf.UNLABELED_PART, "N"), qat=part(rf.QAT_PART, "mode"),
+        generation=part(rf.GENERATION_PART, "generation"), seed="<seed>")
     teacher = rf.TEACHER_RUN_NAME.format(dataset="<dataset>", arch="<arch>", seed=part(rf.TEACHER_SEED_PART, "seed"))
     return student, teacher
 

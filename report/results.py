@@ -14,7 +14,7 @@ from utils.reports import hparams_text
 from utils.run_files import RESULTS_CSV, RESULTS_MD, SUMMARY, load_summary
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
-           "method", "hparams", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc", "test_ece", "test_nll",
+           "method", "hparams", "generation", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc", "test_ece", "test_nll",
            "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
            "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
 
@@ -143,7 +143,8 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
     groups = defaultdict(list)
     for r in ok:
         if r["role"] == "student" and not quantized(r):
-            groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0)].append(r)
+            groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0,
+                    r.get("generation") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
     lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
              f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | ECE % | NLL | "
@@ -154,10 +155,11 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
                      f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {fmt_ms([t.get('test_ece')])} | "
                      f"{_nll_cell([t])} | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
-    for key in sorted(groups, key=lambda k: (student_order(k[0]), grid_order(0, *k[1:3]), k[3])):
+    for key in sorted(groups, key=lambda k: (student_order(k[0]), grid_order(0, *k[1:3]), k[3], k[4])):
         g = groups[key]
         r0 = g[0]
         transfer = f" + {key[3]:,} unlabeled images" if key[3] else ""
+        transfer += f", born-again generation {key[4]}" if key[4] else ""
         lines.append(
             f"| {student_label(key[0])} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
             f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "

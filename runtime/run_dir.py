@@ -146,6 +146,14 @@ def load_run(run_dir: str, overrides: dict = None):
     return cfg, model.eval(), ds, path
 
 
+def measure_test_logits(run_dir) -> tuple:
+    """(logits, labels, dataset) of a finished run's weights on its test split, measured now (load_run)."""
+    from runtime.inference import predict
+
+    cfg, model, ds, _ = load_run(str(run_dir))
+    return predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last), ds.test.labels, cfg.dataset
+
+
 def check_init_from(cfg) -> None:
     """Before any data loads: a QAT run starts from a finished fp32 student of the same model and dataset
     (config_rules.check_qat has checked the flags themselves). The weights it loads: run_weights_file."""

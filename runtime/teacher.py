@@ -22,13 +22,13 @@ from pathlib import Path
 
 import torch
 
-from config import arch_name, config_from_dict, teacher_run_name
+from config import arch_name, config_from_dict, config_to_dict, student_name, teacher_run_name
 from data.dataset import NATIVE_SIZE, Split, stratified_subset
 from distill.base import TeacherOut
 from models.features import capture
-from models.teacher_arch import build_teacher
+from models.teacher_arch import build_model
 from runtime.inference import evaluate_logits, predict
-from runtime.run_dir import run_weights_file
+from runtime.run_dir import SAME_MODEL, run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
@@ -68,7 +68,7 @@ def resolve_teacher_path(cfg) -> tuple:
         return ",".join(w for w, _ in found), ",".join(r or w for w, r in found)
     spec = cfg.teacher_checkpoint or os.path.join(cfg.out_dir, teacher_run_name(cfg))
     if os.path.isdir(spec):
-        refuse_student_run(spec, spec)
+        refuse_student_run(spec, spec, cfg)
         refuse_failed_run(spec, spec)
         weights = run_weights_file(spec)
         if weights:
@@ -76,7 +76,7 @@ def resolve_teacher_path(cfg) -> tuple:
         raise UserError(f"{spec}: teacher run has no {BEST_WEIGHTS}; train it first "
                         f"(python train.py --role=teacher --dataset={cfg.dataset})")
     if os.path.isfile(spec):
-        refuse_student_run(os.path.dirname(os.path.abspath(spec)), spec)
+        refuse_student_run(os.path.dirname(os.path.abspath(spec)), spec, cfg)
         refuse_failed_run(os.path.dirname(os.path.abspath(spec)), spec)
         return spec, None
     raise UserError(f"{spec}: no teacher run or weights file; train one first "
@@ -84,10 +84,31 @@ def resolve_teacher_path(cfg) -> tuple:
                     f"or pass --teacher_checkpoint=<run dir or weights file>")
 
 
-def refuse_student_run(run_dir, spec) -> None:
-    """A student run (or its weights) given as the teacher: say so, and where its teacher is."""
+def check_born_again(saved: dict, cfg, spec) -> None:
+    """--generation=K's teacher: a finished fp32-weights student run of the same model, of generation K - 1."""
+    now = config_to_dict(cfg)  # as config.json holds it (tuples as lists)
+    differ = [f"{k} {saved.get(k)!r} (this run: {getattr(cfg, k)!r})" for k in SAME_MODEL if saved.get(k) != now[k]]
+    if differ:
+        raise UserError(f"--generation={cfg.generation}: --teacher_checkpoint={spec} is another model "
+                        f"({'; '.join(differ)}); a born-again student learns from its own model")
+    if saved.get("generation", 0) != cfg.generation - 1 or saved.get("qat", "none") != "none":
+        raise UserError(f"--generation={cfg.generation}: --teacher_checkpoint={spec} is generation "
+                        f"{saved.get('generation', 0)}{', a QAT run' if saved.get('qat', 'none') != 'none' else ''}; "
+                        f"generation {cfg.generation} learns from generation {cfg.generation - 1}")
+
+
+def refuse_student_run(run_dir, spec, cfg=None) -> None:
+    """A student run (or its weights) given as the teacher: say so, and where its teacher is; unless the student
+    learning from it is a born-again generation of that model (check_born_again)."""
     saved = read_json_object(os.path.join(run_dir, CONFIG))
+    born_again = cfg is not None and getattr(cfg, "generation", 0)
     if saved is None or saved.get("role") != "student":
+        if born_again:
+            raise UserError(f"--generation={cfg.generation}: --teacher_checkpoint={spec} is not a student run; a "
+                            f"born-again student learns from generation {cfg.generation - 1} of its own model")
+        return
+    if born_again:
+        check_born_again(saved, cfg, spec)
         return
     summary = read_summary(run_dir) or {}
     teacher = summary.get("teacher_run") or saved.get("teacher_checkpoint") or os.path.join(
@@ -95,7 +116,8 @@ def refuse_student_run(run_dir, spec) -> None:
         TEACHER_RUN_NAME.format(dataset=saved.get("dataset"), arch=arch_name(str(saved.get("teacher_arch"))), seed=""))
     student = arch_name(saved["student_arch"]) if saved.get("student_arch") else f"res{saved.get('blocks')}"
     raise UserError(f"--teacher_checkpoint={spec}: this is a student run ({student}, "
-                    f"{saved.get('method')}); the teacher is {teacher}")
+                    f"{saved.get('method')}); the teacher is {teacher} (a student of the same model learns from it "
+                    f"as a born-again generation: --generation)")
 
 
 def refuse_failed_run(run_dir, spec) -> None:
@@ -190,7 +212,8 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
         return load_teacher_ensemble(cfg, in_channels, num_classes, device, image_size, data)
     weights, run_dir = resolve_teacher_path(cfg)
     check_digest(weights, read_summary(run_dir or os.path.dirname(os.path.abspath(weights))))
-    tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0, qat="none", init_from="")
+    tcfg = replace(cfg, role="teacher", teacher_pretrained=False, unlabeled_samples=0, qat="none", init_from="",
+                   generation=0)
     info = {"teacher_run": run_dir or weights, "teacher_weights": weights, "teacher_arch": cfg.teacher_arch,
             "teacher_acc": None}
     if run_dir:
@@ -198,9 +221,11 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
         saved = config_from_dict(read_json(path), path)
         tcfg = replace(tcfg, teacher_arch=saved.teacher_arch, teacher_width=saved.teacher_width)
         info["teacher_arch"] = saved.teacher_arch
+        if saved.role == "student":  # a born-again generation's teacher: the generation before, its own model
+            tcfg, info["teacher_arch"] = saved, f"{student_name(saved)} generation {saved.generation}"
         check_teacher_shape(run_dir, saved, image_size, in_channels, num_classes)
         info["teacher_acc"] = (read_summary(run_dir) or {}).get("best_test_acc")
-    teacher = build_teacher(tcfg, in_channels, num_classes)
+    teacher = build_model(tcfg, in_channels, num_classes)
     load_weights_into(teacher, weights,
                       f"a {info['teacher_arch']} teacher for {in_channels} channels and {num_classes} classes")
     teacher.to(device)

@@ -26,7 +26,7 @@ from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
 from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS,
-                             SUBSTITUTED_FOR, TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint,
+                             GENERATION, SUBSTITUTED_FOR, TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint,
                              save_checkpoint, write_history, write_summary)
 from utils.tensorboard import EpochLog
 
@@ -261,7 +261,8 @@ class TrainingRun(Trainee):
             "val_images": n_val, "test_images": n_test, "data_source": ds.source, "precision": cfg.precision,
             "precision_description": self.prec.description, **self.prec.record, "device": str(self.device),
             "hardware": hardware_name(self.device), "threads": torch.get_num_threads(), "method": self.distiller.name,
-            "hparams": self.distiller.hparams(), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
+            "hparams": self.distiller.hparams(),
+            **({GENERATION: cfg.generation} if cfg.generation else {}), "seed": cfg.seed, "batch_size": cfg.batch_size, "lr": cfg.lr,
             # batch_size and lr are the global batch's: a torchrun run splits it, the single-process run does not
             "effective_batch_size": cfg.batch_size, "world_size": self.world.size,
             "batch_per_rank": cfg.batch_size // self.world.size, "data_parallel": self.world.describe(cfg.sync_bn),

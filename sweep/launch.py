@@ -161,9 +161,12 @@ def run_grid(base: Config, runs: list) -> tuple:
             if stopped:
                 tqdm.write(f"{default_run_name(teacher)}: the students need the finished teacher, stopping the sweep")
                 students = []
-        # QAT runs start from finished fp32 students: those train first, then their PTQ contrasts are built
+        # QAT runs start from finished fp32 students: those train first, then their PTQ contrasts are built; a
+        # born-again generation learns from the one before, which has finished in the phase before
         quantized = [c for c in students if c.qat != "none"]
-        for phase in ([c for c in students if c.qat == "none"], quantized):
+        plain = [c for c in students if c.qat == "none"]
+        generations = [[c for c in plain if c.generation == g] for g in range(base.sweep_generations + 1)]
+        for phase in (*generations, quantized):
             if phase is quantized and phase:
                 ptq_contrasts(base, phase)
             bar.set_postfix_str("QAT students" if phase is quantized else "students")

@@ -46,7 +46,7 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
         epochs, warmup = base.transfer_epochs, base.warmup_epochs * base.transfer_epochs / base.epochs
     cfg = dataclasses.replace(base, role="student", blocks=blocks, precision=precision, method=method,
                               seed=seed, optimizer=opt, run_name="", resume=True, fc_layers=None,
-                              precision_note="", substituted_for="", unlabeled_samples=unlabeled,
+                              precision_note="", substituted_for="", unlabeled_samples=unlabeled, generation=0,
                               epochs=epochs, warmup_epochs=warmup,
                               qat="none", init_from="", qat_epochs=0, qat_lr=0.0)  # qat_runs sets them for QAT runs
     return resolve(cfg)
@@ -55,7 +55,8 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
 def grid(base: Config, resolve=on_device) -> list:
     """Every run of the sweep in order: the teacher first (none when --teacher_checkpoint names a trained one,
     e.g. a released teacher under teachers/), then per depth and seed the CE control and the students."""
-    needed = any(METHODS[m].teacher for m in base.sweep_methods)  # teacher-free methods alone train none
+    # a sweep of teacher-free methods alone trains no teacher (of CE controls alone, one for the table)
+    needed = not base.sweep_methods or any(METHODS[m].teacher for m in base.sweep_methods)
     runs = [] if base.teacher_checkpoint or not needed else [teacher_config(base)]
     # a timm student (--student_arch) has no depth to sweep: one student per seed and method
     for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
@@ -63,11 +64,26 @@ def grid(base: Config, resolve=on_device) -> list:
             runs.append(student_config(base, blocks, FP32, CONTROL, seed, resolve))
             for method in base.sweep_methods:
                 runs += [student_config(base, blocks, p, method, seed, resolve) for p in base.sweep_precisions]
-    runs += qat_runs(base, resolve)
+    runs += generation_runs(base, resolve) + qat_runs(base, resolve)
     unique = {}  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
     for c in runs:
         unique.setdefault(run_dir_of(c), c)
     return list(unique.values())
+
+
+def generation_runs(base: Config, resolve=on_device) -> list:
+    """--sweep_generations: per depth and seed, born-again generations 1..N of the first sweep method in fp32,
+    generation g taught by generation g - 1 of the same depth and seed (generation 0: the CE control)."""
+    runs = []
+    method = base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
+    for blocks in base.sweep_blocks if base.sweep_generations else ():
+        for seed in range(base.first_seed, base.first_seed + base.seeds):
+            before = student_config(base, blocks, FP32, CONTROL, seed, resolve)
+            for g in range(1, base.sweep_generations + 1):
+                before = dataclasses.replace(student_config(base, blocks, FP32, method, seed, resolve), generation=g,
+                                             teacher_checkpoint=run_dir_of(before), unlabeled_samples=0)
+                runs.append(before)
+    return runs
 
 
 def qat_runs(base: Config, resolve=on_device) -> list:

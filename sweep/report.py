@@ -5,13 +5,15 @@ file is rewritten only when it changes, so a finished sweep reruns in a read-onl
 import os
 
 from config import Config, run_dir_of
+from report.born_again import born_again_table
 from report.hparams import write_hparams
 from report.qat import qat_points, qat_table
 from report.results import collect_results, results_text, write_results
 from report.scale import write_scale_report
 from utils.errors import cannot_write
 from utils.lock import table_lock
-from utils.run_files import read_summary
+from utils.atomic import read_json_object
+from utils.run_files import BORN_AGAIN, read_summary
 
 
 def quantized_table(run_dirs: list) -> str:
@@ -33,7 +35,8 @@ def write_report(base: Config, runs: list, unsaved: list) -> None:
                         if os.path.join(base.out_dir, d) not in grid_dirs)  # collect_results skips any without a summary
         rows = collect_results(base.out_dir, grid_dirs + others)
         texts = results_text(base.out_dir, rows, base)
-        texts = (texts[0], texts[1] + quantized_table(grid_dirs + others))
+        born_again = read_json_object(os.path.join(base.out_dir, BORN_AGAIN))
+        texts = (texts[0], texts[1] + quantized_table(grid_dirs + others) + born_again_table(born_again))
         if base.tensorboard:
             try:
                 write_hparams(base.out_dir, rows)

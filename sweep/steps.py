@@ -1,16 +1,20 @@
 """What the sweep does around the training (sweep/launch.py): the PTQ contrasts the QAT runs are compared with,
 built once their fp32 students finish; after the runs, --deploy's variants and the best student's evaluation.
 """
+import json
 import os
 
 from tqdm import tqdm
 
 import evaluate
 from config import Config
+from report.born_again import born_again_record
 from report.results import selection_acc
-from runtime.run_dir import is_complete, run_dir_of
-from utils.errors import UserError
-from utils.run_files import EVALUATION, read_summary
+from runtime.inference import evaluate_logits
+from runtime.run_dir import is_complete, measure_test_logits, run_dir_of
+from utils.atomic import atomic_update_text
+from utils.errors import UserError, cannot_write
+from utils.run_files import BORN_AGAIN, EVALUATION, read_summary
 
 
 def ptq_contrasts(base: Config, quantized: list) -> None:
@@ -27,15 +31,46 @@ def ptq_contrasts(base: Config, quantized: list) -> None:
 
 
 def after_runs(base: Config, runs: list) -> list:
-    """--deploy's variants of every finished run, then the best student's evaluation; what could not be saved
-    (one line each: the sweep's exit code says so after its table)."""
+    """--deploy's variants of every finished run, the born-again ensembles, then the best student's evaluation;
+    what could not be saved (one line each: the sweep's exit code says so after its table)."""
     if base.deploy:
         deploy_finished(base, runs)
     try:
+        born_again_ensembles(base, runs)
         evaluate_best_student(runs)
     except UserError as e:  # e.g. a read-only out_dir: the table still comes, and the exit code says so
         return [str(e)]
     return []
+
+
+def born_again_ensembles(base: Config, runs: list) -> None:
+    """--sweep_generations: per depth and seed whose generations all finished, the mean of generations 1..N's test
+    logits, measured now, with the CE control's (generation 0) accuracy: out_dir/born_again.json."""
+    chains = {}
+    for c in runs:
+        if c.generation:
+            chains.setdefault((c.blocks, c.seed), []).append(c)
+    measured = []
+    for (blocks, seed), gens in tqdm(sorted(chains.items()), desc="born-again ensembles", unit="chain"):
+        gens.sort(key=lambda c: c.generation)
+        control = read_summary(gens[0].teacher_checkpoint)
+        dirs = [run_dir_of(c) for c in gens]
+        if control is None or not all(is_complete(d) for d in dirs):
+            continue
+        total, labels = None, None
+        for d in dirs:
+            logits, labels, _ = measure_test_logits(d)
+            total = logits if total is None else total + logits
+        measured.append({"student": blocks, "seed": seed, "generations": [os.path.basename(d) for d in dirs],
+                         "generation_acc": [read_summary(d)["best_test_acc"] for d in dirs],
+                         "ensemble_acc": evaluate_logits(total / len(dirs), labels)[1],
+                         "control_acc": control["best_test_acc"]})
+    if measured:
+        try:
+            atomic_update_text(os.path.join(base.out_dir, BORN_AGAIN),
+                               json.dumps(born_again_record(measured), indent=1) + "\n")
+        except OSError as e:
+            raise cannot_write(e, base.out_dir, "no born-again ensembles") from None
 
 
 def deploy_finished(base: Config, runs: list) -> None:

@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.inference import evaluate_logits, predict  # noqa: E402
-from runtime.run_dir import load_run  # noqa: E402
+from runtime.inference import evaluate_logits  # noqa: E402
+from runtime.run_dir import measure_test_logits  # noqa: E402
 from utils.atomic import atomic_copy_file, read_json_object  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.run_files import (BEST_WEIGHTS, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS, HISTORY,  # noqa: E402
@@ -42,16 +42,10 @@ REMADE_BY = "make teacher (python train.py --preset=teacher --resume=True)"
 TOLERANCE = 0.15  # points: the same weights on another CPU's kernels may flip an image or two of 10,000
 
 
-def test_logits(run_dir) -> tuple:
-    """(logits, labels, dataset) of the run's weights on its whole test split, measured now."""
-    cfg, model, ds, _ = load_run(str(run_dir))
-    return predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last), ds.test.labels, cfg.dataset
-
-
 def measured_accuracy(run_dir, measured: tuple = None) -> tuple:
-    """(test accuracy %, test images) of the run's weights on its whole test split: of test_logits' `measured`
+    """(test accuracy %, test images) of the run's weights on its whole test split: of measure_test_logits' `measured`
     when given, else measured now."""
-    logits, labels, _ = measured or test_logits(run_dir)
+    logits, labels, _ = measured or measure_test_logits(run_dir)
     return evaluate_logits(logits, labels)[1], len(labels)
 
 
@@ -96,7 +90,7 @@ def destination(run_dir) -> Path:
 
 
 def check(run_dir, measured: tuple = None) -> float:
-    """The run's test accuracy now (of test_logits' `measured` when given) against its summary's: one line."""
+    """The run's test accuracy now (of measure_test_logits' `measured` when given) against its summary's: one line."""
     s = summary_of(run_dir)
     check_digests(run_dir, s)
     recorded = s["best_test_acc"]
@@ -131,7 +125,7 @@ def ensemble(spec: str) -> float:
     total, labels, datasets = None, None, set()
     for run_dir in members:
         teacher_summary(run_dir)
-        measured = test_logits(run_dir)  # once: checked against the summary, then averaged
+        measured = measure_test_logits(run_dir)  # once: checked against the summary, then averaged
         check(run_dir, measured)
         logits, labels, dataset = measured
         datasets.add((dataset, len(labels)))

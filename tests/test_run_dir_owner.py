@@ -29,7 +29,7 @@ def test_docs_runs_md_is_generated_from_run_files():
     assert text == doc.render(text), "docs/runs.md is stale: run python docs/runs_doc.py"
     for name in {**rf.RUN_FILES, **rf.SWEEP_FILES}:  # every file has its row
         assert f"| `{name}/` |" in text or f"| `{name}` |" in text, name
-    assert "<dataset>_res<blocks>_b<batch_size>_<precision>_<method>[_u<N>][_q<mode>]_s<seed>" in text
+    assert "<dataset>_res<blocks>_b<batch_size>_<precision>_<method>[_u<N>][_q<mode>][_g<generation>]_s<seed>" in text
     assert "<dataset>_teacher_<arch>[_s<seed>]" in text
 
 

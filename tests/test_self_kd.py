@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 import train
 from config import make_config
@@ -16,6 +17,7 @@ from models.cnn_model import ResidualCNN
 from runtime import cuda_graphs
 from tests.fixtures import interrupt_after_first_epoch, one_line_exit, small_run_args
 from utils.errors import UserError
+from utils.run_files import RUN_WEIGHTS
 
 SMALL = small_run_args(max_train_samples=200, max_test_samples=64, epochs=3, val_fraction=0.01)
 
@@ -84,6 +86,9 @@ def test_pskd_trains_saves_its_buffer_and_resumes_to_the_same_run(tmp_path, monk
     a = json.loads((tmp_path / "straight" / "history.json").read_text())
     b = json.loads((tmp_path / "resumed" / "history.json").read_text())
     assert [[h.get(k) for k in keys] for h in a] == [[h.get(k) for k in keys] for h in b]
+    for name in RUN_WEIGHTS:  # the same weights, to the bit
+        x, y = load_file(tmp_path / "straight" / name), load_file(tmp_path / "resumed" / name)
+        assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
 
 
 def test_tfkd_trains_without_a_teacher(tmp_path):
@@ -104,3 +109,13 @@ def test_pskd_refuses_mixup_and_runs_eager_steps():
         make_config(method="pskd", mixup=0.2, teacher_checkpoint="")
     capture, why = cuda_graphs.plan(make_config(method="pskd", cuda_graphs=True), torch.device("cuda"), "fp32")
     assert not capture and "per-image buffer" in why
+
+
+def test_a_sweep_of_teacher_free_methods_plans_no_teacher(tmp_path):
+    from sweep.plan import grid
+
+    runs = grid(make_config(["--preset=smoke", "--sweep_methods=[tfkd,pskd]", "--sweep_precisions=[fp32]"],
+                            out_dir=str(tmp_path), sweep_blocks=(2,)))
+    assert [(c.role, c.method) for c in runs] == [("student", "ce"), ("student", "tfkd"), ("student", "pskd")]
+    with_kd = grid(make_config(["--preset=smoke", "--sweep_methods=[tfkd,kd]"], out_dir=str(tmp_path)))
+    assert with_kd[0].role == "teacher"

@@ -40,6 +40,7 @@ LOGITS_CACHE = "logits_cache"  # in a teacher's run directory, else in the stude
 # what a sweep writes in its out_dir beside the run directories (SWEEP_FILES)
 RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
 SCALE_MD, SCALE_CSV = "scale.md", "scale.csv"
+BORN_AGAIN = "born_again.json"  # a sweep's born-again ensembles (--sweep_generations)
 PLOTS_DIR = "plots"
 HPARAMS_DIR, HPARAMS_JSON = "tb_hparams", "tb_hparams.json"
 
@@ -93,6 +94,8 @@ SWEEP_FILES = {
     LOGITS_CACHE: ("the teacher-logit cache of a read-only teacher", "train.py"),
     SCALE_MD: ("a data-scaling sweep's table", "run_experiments.py --sweep_train_samples"),
     SCALE_CSV: ("the same, one row per size, student, method and seed", "run_experiments.py --sweep_train_samples"),
+    BORN_AGAIN: ("per depth and seed, the born-again generations' ensemble (their mean logits) on the test split",
+                 "run_experiments.py --sweep_generations"),
 }
 FOLDERS = (DEPLOY_DIR, PTQ_DIR, TB_DIR, LOGITS_CACHE, PLOTS_DIR, HPARAMS_DIR)
 # files made from a run's weights (summary.json, evaluate.py, deploy): a fresh start removes them with the
@@ -101,9 +104,9 @@ DERIVED_FILES = (SUMMARY, EVALUATION, CONFUSION_MATRIX, PREDICTIONS, DEPLOY_JSON
 
 # a run directory's default name (cli.default_run_name), like the original's res4_b224_fp16: {student} is
 # res<blocks> or timm-<name>; each *_PART appears only where its field is set (a teacher's seed: other than 0)
-STUDENT_RUN_NAME = "{dataset}_{student}_b{batch_size}_{precision}_{method}{unlabeled}{qat}_s{seed}"
+STUDENT_RUN_NAME = "{dataset}_{student}_b{batch_size}_{precision}_{method}{unlabeled}{qat}{generation}_s{seed}"
 TEACHER_RUN_NAME = "{dataset}_teacher_{arch}{seed}"
-UNLABELED_PART, QAT_PART, TEACHER_SEED_PART = "_u{}", "_q{}", "_s{}"
+UNLABELED_PART, QAT_PART, GENERATION_PART, TEACHER_SEED_PART = "_u{}", "_q{}", "_g{}", "_s{}"
 
 # summary.json of a finished run ("status": "complete"), in file order after "schema". The TEACHER_KEYS
 # come (after teacher_logits) only when the run learned from a teacher; RELEASE_KEY only in a released
@@ -121,11 +124,12 @@ SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
 # equal-width bins; NLL = the mean cross-entropy); optional: older summaries lack them
 CALIBRATION_KEYS = ("test_nll", "test_ece", "test_calibration_bins")  # bins: runtime/inference.calibration_bins
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
+GENERATION = "generation"  # a born-again student's generation (--generation): only where it is one
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
     "image_size", "in_channels", "num_classes", "classes", "train_images", "unlabeled_images", "val_images",
     "test_images", "data_source", "precision", "precision_description", *PRECISION_KEYS, "device", "hardware",
-    "threads", "method", "hparams", "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
+    "threads", "method", "hparams", GENERATION, "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", *CALIBRATION_KEYS, "early_stopped",
     "stopped_at_epoch", "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
@@ -159,7 +163,7 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
                     "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
                     SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER,
-                    "test_calibration_bins": dict}
+                    "test_calibration_bins": dict, GENERATION: int}
 
 
 def schema_defect(record: dict):
@@ -199,7 +203,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
     return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + CALIBRATION_KEYS +
-                    (DIGEST_KEY, "threads"))
+                    (DIGEST_KEY, "threads", GENERATION))
 
 
 def failed_summary(**values) -> dict:
