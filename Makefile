@@ -3,6 +3,7 @@
 # make test : set-up, data, then the test suite
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
+# make selfkd : set-up, data, the demo's students, then teacher-free tfkd and pskd and born-again generations 1-2
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
 # make teacher : set-up, data, then train the stronger released teacher again: two resnet32 members and their ensemble
 # make teacher20 : the same for the demo's released resnet20 teacher
@@ -11,7 +12,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo qat reduced scale teacher teacher20 test clean
+.PHONY: setup data demo qat selfkd reduced scale teacher teacher20 test clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +42,11 @@ demo: setup data
 qat: setup data
 	$(BIN)/python run_experiments.py --preset=qat
 	$(BIN)/python plot_experiment_results.py --preset=qat
+
+# self-distillation beside the demo's students (same out_dir: its CE controls and KD students are reused)
+selfkd: setup data
+	$(BIN)/python run_experiments.py --preset=selfkd
+	$(BIN)/python plot_experiment_results.py --preset=selfkd
 
 # the demo's protocol on 5 more seeds and the whole test split, then the transfer-set rows (same out_dir)
 reduced: setup data

@@ -97,10 +97,14 @@ TEACHER_COLOR = "black"
 
 
 def method_look(method: str) -> MethodLook:
-    """The look of a method, or of a method with a transfer set ("kd+20000u": dotted, its count named)."""
-    name, _, transfer = method.partition("+")
+    """The look of a method, or of a method with a transfer set ("kd+20000u": dotted, its count named) or of a
+    born-again generation ("kd+g2": loosely dotted, more loosely each generation)."""
+    name, _, extra = method.partition("+")
     look = METHOD_LOOKS.get(name, MethodLook(name.upper(), ":", ".."))
-    return look._replace(label=f"{look.label} + {int(transfer[:-1]):,} unlabeled", line=":") if transfer else look
+    if extra.startswith("g"):
+        return look._replace(label=f"{look.label}, born-again generation {extra[1:]}", line=(0, (1, 1 + int(extra[1:]))),
+                             hatch="**")
+    return look._replace(label=f"{look.label} + {int(extra[:-1]):,} unlabeled", line=":") if extra else look
 
 
 def method_order(method: str) -> int:

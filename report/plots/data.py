@@ -14,7 +14,7 @@ from report.results import ce_controls, kd_gain, student_key, student_label, stu
 from utils.errors import UserError
 from utils.names import CONTROL, grid_order
 from utils.precision_table import FP32, precision_label as summaries_label
-from utils.run_files import DEPLOY_JSON, EVALUATION, HISTORY, SUMMARY, load_history, load_summary
+from utils.run_files import DEPLOY_JSON, EVALUATION, GENERATION, HISTORY, SUMMARY, load_history, load_summary
 
 
 def read_json_or_none(path: str):
@@ -48,9 +48,11 @@ class Run:
 
     @property
     def method(self) -> str:
-        """The method, with its transfer set where it had one ("kd+20000u"): a series of its own."""
-        unlabeled = self.get("unlabeled_images", 0)
-        return self.get("method", CONTROL) + (f"+{unlabeled}u" if unlabeled else "")
+        """The method, with its transfer set where it had one ("kd+20000u") or its born-again generation ("kd+g1"):
+        a series of its own."""
+        unlabeled, generation = self.get("unlabeled_images", 0), self.get(GENERATION, 0)
+        return self.get("method", CONTROL) + (f"+{unlabeled}u" if unlabeled else "") + (f"+g{generation}"
+                                                                                       if generation else "")
 
     @property
     def precision(self) -> str:

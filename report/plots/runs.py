@@ -21,8 +21,12 @@ def _color(method: str, precision: str) -> str:
 
 
 def _series_name(method: str, precision: str, runs: list) -> str:
-    return "CE control (fp32, no teacher)" if method == CONTROL else \
-        f"{method.upper()} {precision_label(runs, precision)}"
+    """"KD fp32", "KD + 20,000 unlabeled fp32", "KD generation 2 fp32" (born-again), or the CE control."""
+    if method == CONTROL:
+        return "CE control (fp32, no teacher)"
+    name, _, extra = method.partition("+")
+    tag = f" generation {extra[1:]}" if extra.startswith("g") else f" + {int(extra[:-1]):,} unlabeled" if extra else ""
+    return f"{name.upper()}{tag} {precision_label(runs, precision)}"
 
 
 def mean_curve(runs: list, metric: str) -> tuple:
