@@ -3,7 +3,7 @@
 # make test : set-up, data, then the test suite
 # make reduced : set-up, data, then the reduced experiment and its transfer-set rows
 # make qat : set-up, data, the demo's students, then their PTQ, QAT-CE and QAT-KD students at int8/int4/ternary/binary
-# make selfkd : set-up, data, the demo's students, then teacher-free tfkd and pskd and born-again generations 1-2
+# make selfkd : set-up, data, the demo's students, then teacher-free tfkd, pskd, byot and born-again generations 1-2
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
 # make teacher : set-up, data, then train the stronger released teacher again: two resnet32 members and their ensemble
 # make teacher20 : the same for the demo's released resnet20 teacher

@@ -44,6 +44,8 @@ SEED = must(lambda v: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED} (2**32 - 1: numpy's
 TEACHER_ARCH = Check(lambda v: v in TEACHER_ARCHS[:-1] or TIMM_PATTERN.match(v) or (  # wrn{6n+4}_{k >= 1}
     (m := WRN_PATTERN.match(v)) is not None and int(m[1]) >= 10 and (int(m[1]) - 4) % 6 == 0 and int(m[2]) >= 1),
     f"allowed values are {', '.join(TEACHER_ARCHS)} (depth 6n+4, e.g. wrn16_4)")
+EXIT = Check(lambda v: v in ("", "auto") or (v.isdigit() and int(v) >= 1), '"" (the deepest), auto, or an exit number '
+             'from 1, e.g. --exit=1')
 STUDENT_ARCH = Check(lambda v: not v or TIMM_PATTERN.match(v),
                      'expected "" (the ResidualCNN of --blocks) or timm:<name>, e.g. timm:mobilenetv3_small_050')
 BETA_PER_DEPTH = Check(lambda v: all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)
@@ -84,8 +86,7 @@ class Config:
         "\"\" = random init")
     teacher_arch: str = _train("seed12", TEACHER_ARCH, group=True, doc="seed12 (the original's 26.5M params) | "
         "resnet20..110 | wrn{depth}_{k} | resnet18 | resnet50 | efficientnet_b0 | timm:<name> (any timm model)")
-    teacher_width: int = _train(16, POSITIVE, group=True, doc="stem channels of the seed12 teacher; smaller only for "
-        "quick smoke runs")
+    teacher_width: int = _train(16, POSITIVE, group=True, doc="stem channels of the seed12 teacher (less: smoke runs)")
     teacher_pretrained: bool = _train(False, doc="ImageNet weights for torchvision teachers (from the torch hub "
         "cache); timm teachers: teacher_weights")
     teacher_weights: str = _train("", doc="a local weights file for teacher_pretrained (a timm teacher: any state dict "
@@ -99,8 +100,7 @@ class Config:
         doc="softmax temperature T of kd and dkd (4: mdistiller's CIFAR value)")
     alpha: float = _learn(0.1, must(lambda v: 0 <= v <= 1, "in [0, 1] (kd: the weight of the cross-entropy term)"),
         doc="kd: weight of the cross-entropy term (mdistiller's CE_WEIGHT 0.1; the old default here was 0.5)")
-    kd_weight: float = _learn(0.9, NON_NEGATIVE, doc="kd: weight of the T^2-scaled KL term (mdistiller's KD_WEIGHT "
-        "0.9)")
+    kd_weight: float = _learn(0.9, NON_NEGATIVE, doc="kd: weight of the T^2-scaled KL term (mdistiller's KD_WEIGHT)")
     kd_logit_std: bool = _learn(False, doc="kd: z-score both logits before the softmax (Sun et al. "
         "2024; their recipe: T=2, kd_weight=9)")
     dkd_alpha: float = _learn(1.0, NON_NEGATIVE, doc="dkd: weight of TCKD (Zhao et al. 2022 use 1.0); CE weighs 1.0")
@@ -119,6 +119,9 @@ class Config:
     tfkd_weight: float = _learn(0.1, UNIT_INTERVAL, doc="tfkd: virtual teacher's KL weight; CE: 1 - it (Yuan et al.)")
     tfkd_temperature: float = _learn(20.0, POSITIVE, doc="tfkd: the virtual teacher's temperature (Yuan et al.: 20-40)")
     tfkd_prob: float = _learn(0.99, must(lambda v: 0 < v < 1, "in (0, 1)"), doc="tfkd: its true-class value before T")
+    byot_weight: float = _learn(0.3, UNIT_INTERVAL, doc="byot: a shallow exit's KL weight, CE: 1 - it (Zhang et al.)")
+    byot_temperature: float = _learn(3.0, POSITIVE, doc="byot: the deepest exit's temperature (Zhang et al.: 3)")
+    byot_feature_weight: float = _learn(0.03, NON_NEGATIVE, doc="byot: feature L2 weight to the deepest exit (0.03)")
     pskd_alpha: float = _learn(0.8, UNIT_INTERVAL, doc="pskd: own-prediction weight, last epoch (Kim et al.: 0.8)")
     teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
@@ -146,8 +149,7 @@ class Config:
         "model and dataset; \"\" = random init")
     qat_epochs: int = _learn(0, EPOCHS_OR_0, doc="a QAT run's epochs (in place of epochs); 0 = epochs")
     qat_lr: float = _learn(0.0, NON_NEGATIVE, doc="a QAT run's learning rate (in place of lr); 0 = lr")
-    patience: int = _learn(3, NON_NEGATIVE, doc="epochs without a better accuracy before stopping; 0 = never stop "
-        "early (the original: 3)")
+    patience: int = _learn(3, NON_NEGATIVE, doc="epochs with no better accuracy before stopping; 0 = never (orig.: 3)")
     batch_size: int = _learn(224, POSITIVE, group=True, doc="images per step (the original: 224)")
     eval_batch_size: int = _run(1024, POSITIVE, group=True, doc="images per evaluation forward (no activations kept); "
         "on a CPU capped to ~200k pixels")
@@ -163,21 +165,20 @@ class Config:
     run_name: str = _run("", PLAIN_NAME, doc="\"\" = derived, like the original's res4_b224_fp16 plus dataset, method, "
         "transfer set and seed; a plain folder name, never a path")
     resume: bool = _run(False, doc="continue out_dir/run_name/checkpoint.pt if present")
-    tensorboard: bool = _run(True, doc="TensorBoard event files in every run's tb/ (losses, accuracies, lr, images/s "
-        "per epoch)")
-    overwrite: bool = _run(False, doc="replace a finished run of the same run_name (otherwise train.py stops with exit "
-        "2)")
+    tensorboard: bool = _run(True, doc="TensorBoard files in each run's tb/ (losses, accuracies, lr, images/s)")
+    overwrite: bool = _run(False, doc="replace a finished run of the same run_name (else train.py exits 2)")
     run: str = _eval("", section="evaluate.py", doc="evaluate.py: the run directory to evaluate")
     split: str = _eval("test", one_of("test", "pred"), doc="evaluate.py: test (labelled metrics) | pred (Intel's "
         "unlabelled seg_pred -> predictions.csv)")
+    exit: str = _eval("", EXIT, doc="evaluate.py on a byot run: K = exit K alone (1: the shallowest) | auto = the first"
+        " exit whose confidence reaches exit_threshold; \"\" = the deepest")
+    exit_threshold: float = _eval(0.9, UNIT_INTERVAL, doc="evaluate.py --exit=auto: the confidence to answer at")
     deploy: bool = _deploy(False, doc="evaluate.py / run_experiments.py: build and measure deployable variants")
     calib_samples: int = _deploy(512, POSITIVE, doc="training images used to calibrate int8 static quantization")
     deploy_variants: tuple = _deploy((), each_of(*DEPLOY_VARIANTS), doc="deploy variants to build and measure; () = "
         "all of DEPLOY_VARIANTS")
-    deploy_repeats: int = _deploy(50, POSITIVE, doc="timed batch-1 calls per variant (median reported); >= 50 for "
-        "quoted numbers")
-    deploy_threads: int = _deploy(0, NON_NEGATIVE, doc="intra-op threads while measuring deploy variants; 0 = torch's "
-        "default")
+    deploy_repeats: int = _deploy(50, POSITIVE, doc="timed batch-1 calls per variant (the median; >= 50 to quote)")
+    deploy_threads: int = _deploy(0, NON_NEGATIVE, doc="intra-op threads timing deploy variants; 0 = torch's default")
     sweep_blocks: tuple = _sweep((4, 6, 8, 10), positive_ints("[4,6]", bools=True),
         section="run_experiments.py", doc="student depths in the sweep")
     sweep_precisions: tuple = _sweep(SWEEP_DEFAULT, each_of(*CHOICES), doc="precisions of the distilled students")
@@ -186,8 +187,7 @@ class Config:
     seeds: int = _sweep(1, POSITIVE, doc="seeds first_seed..first_seed+seeds-1 per grid point")
     first_seed: int = _sweep(0, SEED, doc="the sweep's first seed (choose settings on seeds the reported table "
         "does not use, e.g. 100)")
-    workers: int = _sweep(1, POSITIVE, doc="groups of students trained at once, each in its own process (1 = one after "
-        "another)")
+    workers: int = _sweep(1, POSITIVE, doc="groups of students trained at once, each in its own process (1: in turn)")
     launcher: str = _sweep("local", one_of("local", "ray"), doc="local: this machine (--workers processes) | ray: Ray "
         "tasks on a local Ray or a cluster")
     ray_address: str = _sweep("", doc="an existing Ray cluster (host:port); \"\" = $RAY_ADDRESS if set, else a local "
@@ -202,8 +202,7 @@ class Config:
         "False: tasks return their files, the driver writes them")
     transfer_epochs: int = _sweep(0, EPOCHS_OR_0, doc="the sweep's runs with a transfer set (unlabeled_samples): "
         "epochs, e.g. to match the control's images x epochs (the warm-up keeps its share of the run); 0 = epochs")
-    teacher_epochs: int = _sweep(0, EPOCHS_OR_0, doc="the sweep's teacher run: epochs; 0 = same as the students' "
-        "epochs")
+    teacher_epochs: int = _sweep(0, EPOCHS_OR_0, doc="the sweep's teacher run: epochs; 0 = the students' epochs")
     teacher_train_samples: int = _sweep(0, NON_NEGATIVE, doc="the sweep's teacher run: train images; 0 = same as "
         "max_train_samples")
     teacher_recipe: str = _sweep("", one_of(*RECIPES, blank_ok=True), doc="the sweep's teacher run: a named recipe "

@@ -112,6 +112,8 @@ def check_qat(cfg) -> None:
         raise UserError(f"{flag}: quantization-aware training is for students; the teacher stays fp32")
     if cfg.student_arch:
         raise UserError(f"{flag}: quantizes the ResidualCNN students only, not {cfg.student_arch}")
+    if METHODS[cfg.method].exits:
+        raise UserError(f"{flag} with --method={cfg.method}: quantizes single-exit students only")
     if cfg.precision != FP32:
         raise UserError(f"{flag} with --precision={cfg.precision}: fake quantization runs in {FP32}; pass "
                         f"--precision={FP32}")

@@ -4,6 +4,8 @@ Intel predictions.
     python evaluate.py --run=checkpoints/demo/fashion-mnist_res4_b128_fp32_kd_s0
     python evaluate.py --run=<intel run> --split=pred            # predictions.csv for seg_pred
     python evaluate.py --run=<run> --deploy=True                 # quantized variants, measured (deploy.json)
+    python evaluate.py --run=<byot run> --exit=1                 # one exit of a multi-exit student (exits.json)
+    python evaluate.py --run=<byot run> --exit=auto --exit_threshold=0.9   # early exit at a confidence
 
 Everything about the model comes from the run's config.json; data_dir, device and batch sizes may
 be overridden on the command line.
@@ -24,7 +26,7 @@ from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
-from utils.run_files import CONFUSION_MATRIX, EVALUATION, PREDICTIONS
+from utils.run_files import CONFUSION_MATRIX, EVALUATION, EXITS_JSON, PREDICTIONS
 
 
 @contextmanager
@@ -96,6 +98,10 @@ def evaluate_run(run_dir: str, overrides: dict = None) -> None:
     device = resolve_device(cfg.device)
     if cfg.split == "pred":
         predict_unlabelled(cfg, model, ds, run_dir, device)
+    elif cfg.exit:  # a byot run's exit K, or early exit at a confidence
+        from deploy.exits import evaluate_exits
+        with saving(run_dir, EXITS_JSON):
+            evaluate_exits(cfg, model, ds, run_dir, device)
     else:
         evaluate_test(cfg, model, ds, weights, run_dir, device)
     if cfg.qat != "none":

@@ -86,9 +86,9 @@ PRESETS = {
     "qat": dict(**CPU_PROTOCOL, sweep_qat=("int8", "int4", "ternary", "binary"), qat_epochs=20, qat_lr=0.01,
                 out_dir="checkpoints/demo"),
     # `make selfkd`: self-distillation beside the demo's students (the same runs: it reuses checkpoints/demo), per
-    # depth and seed the teacher-free tfkd and pskd (the papers' settings) and born-again generations 1-2 of the
-    # demo's KD, generation 1 learning from the CE control; born_again.json holds their ensembles
-    "selfkd": dict(**{**CPU_PROTOCOL, "sweep_methods": ("kd", "tfkd", "pskd")}, sweep_generations=2,
+    # depth and seed the teacher-free tfkd, pskd and byot (the papers' settings) and born-again generations 1-2 of
+    # the demo's KD, generation 1 learning from the CE control; born_again.json holds their ensembles
+    "selfkd": dict(**{**CPU_PROTOCOL, "sweep_methods": ("kd", "tfkd", "pskd", "byot")}, sweep_generations=2,
                    out_dir="checkpoints/demo"),
     # the full experiment for one GPU: the data-scaling protocol of `make scale` at every depth and size (the whole
     # training split included for res6-res10 too), with DKD beside KD; benchmarks/gpu_check.sh runs a slice of it

@@ -154,5 +154,9 @@ def build_model(cfg, in_channels: int, num_classes: int) -> nn.Module:
     """The model a run with this config trains (teacher or student)."""
     if cfg.role == "teacher":
         return build_teacher(cfg, in_channels, num_classes)
+    from utils.names import METHODS
+    if METHODS[cfg.method].exits:  # byot: a classifier on every stage of the ResidualCNN
+        from models.multi_exit import MultiExitCNN
+        return MultiExitCNN(cfg.blocks, in_channels, num_classes, cfg.width, cfg.fc_layers)
     from models.cnn_model import build_student
     return build_student(cfg, in_channels, num_classes)

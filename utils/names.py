@@ -25,7 +25,8 @@ class Method:
     doc: str  # what --method's doc says of it (docs/config.md)
     teacher: bool = True  # False: trains without a teacher (none is loaded; no transfer set)
     features: bool = False  # matches the teacher's intermediate feature maps: one teacher, no int8 QAT graph
-    per_image: bool = False  # keeps a state per training image (its steps take the batch's indices; eager, one process)
+    per_image: bool = False  # keeps a state per training image (steps take the batch's indices; eager, one process)
+    exits: bool = False  # a multi-exit student (models/multi_exit.py: a classifier per stage; evaluate.py --exit)
     # its hyper-parameters, Config fields (config.py declares each, with its default, check and doc): the range
     # tune.py samples, (low, high, log scale), or None where it is not tuned; a field two methods share names
     # the same range in both
@@ -58,6 +59,11 @@ METHOD_TABLE = (
            "progressive self-KD: its own last-epoch predictions, Kim et al. 2021", teacher=False, per_image=True,
            hparams={"pskd_alpha": (0.0, 1.0, False)},
            refuses={"mixup": "PS-KD mixes its own last prediction of an image with that image's one label"}),
+    Method("byot", "BYOT (its deepest exit teaches)", (0, (6, 2, 1, 2)), "..", "BeYourOwnTeacher",
+           "be your own teacher: an exit per stage, the deepest teaching the rest, Zhang et al. 2019", teacher=False,
+           exits=True, hparams={"byot_weight": (0.0, 1.0, False), "byot_temperature": TEMPERATURE,
+                                "byot_feature_weight": (1e-3, 1.0, True)},
+           refuses={"student_arch": "its exits sit on the ResidualCNN's stages", "mixup": "its exits learn one label"}),
     Method("pl", "pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo", "PseudoLabels",
            "CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control"),
 )
@@ -102,8 +108,8 @@ def method_look(method: str) -> MethodLook:
     name, _, extra = method.partition("+")
     look = METHOD_LOOKS.get(name, MethodLook(name.upper(), ":", ".."))
     if extra.startswith("g"):
-        return look._replace(label=f"{look.label}, born-again generation {extra[1:]}", line=(0, (1, 1 + int(extra[1:]))),
-                             hatch="**")
+        k = int(extra[1:])
+        return look._replace(label=f"{look.label}, born-again generation {k}", line=(0, (1, 1 + k)), hatch="**")
     return look._replace(label=f"{look.label} + {int(extra[:-1]):,} unlabeled", line=":") if extra else look
 
 
