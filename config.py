@@ -17,7 +17,7 @@ from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NA
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
                  run_dir_of, teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
-from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
+from utils.names import DEFAULT_METHOD, EARLY_EXIT, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
 from utils.precision_table import AUTO, BF16, CHOICES, FP16, FP16_ON_CPU, FP32, PRECISION_DOC, TEACHER_CHOICES
 from utils.precision_table import SWEEP_DEFAULT, TRAINED as PRECISIONS  # the precision table: its names and order
 
@@ -44,8 +44,8 @@ SEED = must(lambda v: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED} (2**32 - 1: numpy's
 TEACHER_ARCH = Check(lambda v: v in TEACHER_ARCHS[:-1] or TIMM_PATTERN.match(v) or (  # wrn{6n+4}_{k >= 1}
     (m := WRN_PATTERN.match(v)) is not None and int(m[1]) >= 10 and (int(m[1]) - 4) % 6 == 0 and int(m[2]) >= 1),
     f"allowed values are {', '.join(TEACHER_ARCHS)} (depth 6n+4, e.g. wrn16_4)")
-EXIT = Check(lambda v: v in ("", "auto") or (v.isdigit() and int(v) >= 1), '"" (the deepest), auto, or an exit number '
-             'from 1, e.g. --exit=1')
+EXIT = Check(lambda v: v in ("", EARLY_EXIT) or (v.isdigit() and int(v) >= 1), f'"" (the deepest), {EARLY_EXIT}, or an '
+             f'exit number from 1, e.g. --exit=1')
 STUDENT_ARCH = Check(lambda v: not v or TIMM_PATTERN.match(v),
                      'expected "" (the ResidualCNN of --blocks) or timm:<name>, e.g. timm:mobilenetv3_small_050')
 BETA_PER_DEPTH = Check(lambda v: all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)

@@ -13,6 +13,7 @@ from data.transforms import prepare_batch
 from runtime.inference import evaluate_logits, predict
 from utils.atomic import atomic_write_json, read_json_object
 from utils.errors import UserError
+from utils.names import EARLY_EXIT
 from utils.run_files import EXITS_JSON
 
 TIMED_IMAGES = 500  # test images timed one by one for --exit=auto's mean latency (and per exit: its median)
@@ -35,8 +36,8 @@ def exit_of(cfg, model, run_dir) -> object:
     if not hasattr(model, "exit_logits"):
         raise UserError(f"--exit={cfg.exit}: {run_dir} is a single-exit student ({cfg.method}); exits are a byot "
                         f"run's (--method=byot)")
-    if cfg.exit == "auto":
-        return "auto"
+    if cfg.exit == EARLY_EXIT:
+        return EARLY_EXIT
     k = int(cfg.exit)
     if k > model.num_exits:
         raise UserError(f"--exit={k}: this res{cfg.blocks} has exits 1..{model.num_exits}")
@@ -64,7 +65,7 @@ def evaluate_exits(cfg, model, ds, run_dir, device) -> dict:
     test = ds.test.to(device)
     ones = [prepare_batch(test.images[i:i + 1], ds.mean, ds.std, cfg.channels_last)
             for i in range(min(TIMED_IMAGES, len(test)))]
-    ks = range(1, model.num_exits + 1) if asked == "auto" else (asked,)
+    ks = range(1, model.num_exits + 1) if asked == EARLY_EXIT else (asked,)
     per_exit = {}
     for k in ks:
         logits = predict(ExitView(model, k), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
@@ -74,7 +75,7 @@ def evaluate_exits(cfg, model, ds, run_dir, device) -> dict:
         print(f"exit {k} of {model.num_exits}: test accuracy {per_exit[k]['accuracy']:.2f}%, "
               f"{per_exit[k]['params']:,} params, {per_exit[k]['latency_ms']:.3f} ms at batch 1 (median)")
     entry = {str(k): {n: v for n, v in e.items() if n != "logits"} for k, e in per_exit.items()}
-    if asked == "auto":
+    if asked == EARLY_EXIT:
         entry = {"exits": entry, **auto_exit(model, per_exit, test.labels, ones, cfg.exit_threshold)}
         key = f"auto@{cfg.exit_threshold:g}"
     else:

@@ -24,7 +24,8 @@ from utils.run_files import FP8_LAYERS, PRECISION_KEYS, SUBSTITUTED_FOR, summary
 
 TABLE_FILE = "utils/precision_table.py"
 MAY_NAME_ANY_PRECISION = {TABLE_FILE, "presets.py"}  # the table, and the presets' recipes and sweeps (values)
-OTHER_MEANING = {"runtime/ray_sweep.py": {AUTO}}  # Ray's own address word "auto", no precision
+# Ray's own address word "auto", and --exit=auto (early exit), no precision
+OTHER_MEANING = {"runtime/ray_sweep.py": {AUTO}, "utils/names.py": {AUTO}}
 CPU = torch.device("cpu")
 
 

@@ -96,6 +96,8 @@ class MethodLook(NamedTuple):
 
 METHOD_LOOKS = {m.name: MethodLook(m.label, m.line, m.hatch) for m in METHOD_TABLE}  # in sweep order
 
+EARLY_EXIT = "auto"  # evaluate.py --exit=auto: a multi-exit student answers at its first confident exit
+
 # --qat: the weight grid a student trains on (quant/), in table order; bits as the grids' names say
 QAT_MODES = ("none", "int8", "int4", "ternary", "binary")
 CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
