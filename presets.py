@@ -126,8 +126,11 @@ PRESETS = {
 MEASURED = {
     "test": Measured("5 min 30 s", "make test from a fresh clone right after its make demo (venv present; 546 "
                      "tests, pytest 5 min 22 s)", "2-core AMD EPYC Zen 5, no GPU", "ed41ff3"),
-    "demo": Measured("7 min 3 s", "make demo from a fresh clone, venv set-up included (pip from its local cache); "
-                     "on a Zen 4 at 285820e: 10 min 53 s", "2-core AMD EPYC Zen 5, no GPU", "ed41ff3"),
+    "demo": Measured("7 min 19 s", "make demo from a fresh clone, venv set-up included (pip from its local cache); "
+                     "on a Zen 4 at 285820e: 10 min 53 s", "2-core AMD EPYC Zen 5, no GPU", "8972ffd"),
+    "selfkd": Measured("14 min 41 s", "make selfkd right after make demo in the same fresh clone (the demo's 18 runs "
+                       "reused; 45 new runs, the born-again ensembles, the plots)", "2-core AMD EPYC Zen 5, no GPU",
+                       "8972ffd"),
     "reduced": Measured("24 min 33 s", "make reduced after make demo in the same clone (the reduced sweep 16 min "
                         "40 s, the transfer-set rows 7 min 31 s)", "2-core AMD EPYC Zen 4, no GPU", "285820e"),
     "qat": Measured("60 min 40 s", "make qat after make demo (its students reused)",
@@ -137,7 +140,8 @@ MEASURED = {
     "teacher": Measured("about 2 h 15 min", "two resnet32 members, each 90 epochs at 41.5-47 s alone (about 66 min; "
                         "neither run had the cores to itself the whole time, so their summaries say more), then "
                         "their ensemble measured (25 s)", "2-core AMD EPYC Zen 5, no GPU", "3ae952f, d8f958f"),
-    "scale": Measured(None, "per size: 500 x 40 about 1 min a seed group, 2,000 x 30 "
-                      "1.5, 8,000 x 20 3, the whole split 5.5 a seed (docs/results.md)",
-                      "2-core AMD EPYC Zen 5, no GPU", "3ae952f"),
+    "scale": Measured(None, "not end to end; the transfer set alone took 46.5 min at 1 thread on one core; per size "
+                      "at 2 threads (the single-teacher table): 500 x 40 about 1 min a seed group, 2,000 x 30 1.5, "
+                      "8,000 x 20 3, the whole split 5.5 a seed (docs/results.md)", "2-core AMD EPYC Zen 5, no GPU",
+                      "3ae952f, 8972ffd"),
 }
