@@ -21,14 +21,15 @@ WARMUP_CALLS = 10
 
 
 class ExitView(torch.nn.Module):
-    """The model as far as exit k: its logits (for predict)."""
+    """The model as far as exit k: its logits (for predict); k None: every exit's, [N, exits, classes], in one
+    forward."""
 
-    def __init__(self, model, k: int):
+    def __init__(self, model, k=None):
         super().__init__()
         self.model, self.k = model, k
 
     def forward(self, x):
-        return self.model.exit_logits(x, self.k)
+        return torch.stack(self.model.exits(x)[0], 1) if self.k is None else self.model.exit_logits(x, self.k)
 
 
 def exit_of(cfg, model, run_dir) -> object:
@@ -45,16 +46,15 @@ def exit_of(cfg, model, run_dir) -> object:
 
 
 @torch.inference_mode()
-def batch1_seconds(fn, images: list, repeats: int = 1) -> list:
+def batch1_seconds(fn, images: list) -> list:
     """Seconds of fn(x) per image of `images` (each already a normalized batch of 1), after a warm-up."""
     for x in images[:WARMUP_CALLS]:
         fn(x)
     out = []
-    for _ in range(repeats):
-        for x in images:
-            t0 = time.perf_counter()
-            fn(x)
-            out.append(time.perf_counter() - t0)
+    for x in images:
+        t0 = time.perf_counter()
+        fn(x)
+        out.append(time.perf_counter() - t0)
     return out
 
 
@@ -65,10 +65,12 @@ def evaluate_exits(cfg, model, ds, run_dir, device) -> dict:
     test = ds.test.to(device)
     ones = [prepare_batch(test.images[i:i + 1], ds.mean, ds.std, cfg.channels_last)
             for i in range(min(TIMED_IMAGES, len(test)))]
-    ks = range(1, model.num_exits + 1) if asked == EARLY_EXIT else (asked,)
+    every = asked == EARLY_EXIT  # every exit's logits from one pass over the test split, else exit k's alone
+    logits_of = predict(ExitView(model, None if every else asked), test, ds.mean, ds.std, cfg.eval_batch_size,
+                        cfg.channels_last)
     per_exit = {}
-    for k in ks:
-        logits = predict(ExitView(model, k), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
+    for k in range(1, model.num_exits + 1) if every else (asked,):
+        logits = logits_of[:, k - 1] if every else logits_of
         secs = batch1_seconds(lambda x, k=k: model.exit_logits(x, k), ones)
         per_exit[k] = {"accuracy": evaluate_logits(logits, test.labels)[1], "params": model.exit_params(k),
                        "latency_ms": 1e3 * statistics.median(secs), "logits": logits}
@@ -77,7 +79,7 @@ def evaluate_exits(cfg, model, ds, run_dir, device) -> dict:
     entry = {str(k): {n: v for n, v in e.items() if n != "logits"} for k, e in per_exit.items()}
     if asked == EARLY_EXIT:
         entry = {"exits": entry, **auto_exit(model, per_exit, test.labels, ones, cfg.exit_threshold)}
-        key = f"auto@{cfg.exit_threshold:g}"
+        key = f"{EARLY_EXIT}@{cfg.exit_threshold:g}"
     else:
         entry, key = entry[str(asked)], str(asked)
     record = read_json_object(os.path.join(run_dir, EXITS_JSON)) or {}

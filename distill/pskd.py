@@ -24,14 +24,15 @@ class PredictionBuffer(nn.Module):
         self.register_buffer("seen", torch.zeros(0, dtype=torch.bool))
 
     def _grow(self, rows: int, classes: int) -> None:
-        if rows > len(self.seen) or classes != self.probs.shape[1]:
-            rows = max(rows, 2 * len(self.seen))
-            grown = self.probs.new_zeros(rows, classes)
-            if classes == self.probs.shape[1]:
-                grown[:len(self.probs)] = self.probs
-            seen = self.seen.new_zeros(rows)
-            seen[:len(self.seen)] = self.seen if classes == self.probs.shape[1] else False
-            self.probs, self.seen = grown, seen
+        """Room for `rows` images of `classes` classes (doubling); a new class count (the first call's) keeps none."""
+        if rows <= len(self.seen) and classes == self.probs.shape[1]:
+            return
+        kept = len(self.seen) if classes == self.probs.shape[1] else 0
+        rows = max(rows, 2 * len(self.seen))
+        probs, seen = self.probs.new_zeros(rows, classes), self.seen.new_zeros(rows)
+        if kept:
+            probs[:kept], seen[:kept] = self.probs, self.seen
+        self.probs, self.seen = probs, seen
 
     def read(self, idx: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         """The stored predictions of these images; their one-hot labels where none is stored."""

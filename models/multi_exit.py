@@ -33,18 +33,22 @@ class MultiExitCNN(ResidualCNN):
     def num_exits(self) -> int:
         return len(self.exit_after)
 
-    def exits(self, x: torch.Tensor) -> tuple:
-        """([logits of exit 1..K], [features of exit 1..K]): the deepest's features are its pooled maps."""
-        x = self.stem(x)
-        logits, feats, done = [], [], 0
+    def _walk(self, x: torch.Tensor):
+        """(features, logits) of exit 1, 2, ..., the deepest last, each computed only when the walk reaches it:
+        the blocks after an exit run only if its caller asks for the next one. The deepest's features are its
+        pooled maps."""
+        x, done = self.stem(x), 0
         for k, b in enumerate(self.exit_after[:-1]):
-            x = self.features[done:b](x)
-            done = b
+            x, done = self.features[done:b](x), b
             f = self.side[k](x)
-            feats.append(f)
-            logits.append(self.side_heads[k](f))
+            yield f, self.side_heads[k](f)
         f = torch.flatten(self.pool(self.features[done:](x)), 1)
-        return logits + [self.head(f)], feats + [f]
+        yield f, self.head(f)
+
+    def exits(self, x: torch.Tensor) -> tuple:
+        """([logits of exit 1..K], [features of exit 1..K])."""
+        feats, logits = zip(*self._walk(x))
+        return list(logits), list(feats)
 
     def exit_logits(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Exit k's logits (1-based), computing only the blocks before it."""
@@ -56,15 +60,9 @@ class MultiExitCNN(ResidualCNN):
     def early_exit(self, x: torch.Tensor, threshold: float) -> tuple:
         """(logits, exit) of one image (batch 1): the first exit whose top softmax probability reaches
         `threshold`, else the deepest; the blocks after it never run."""
-        x = self.stem(x)
-        done = 0
-        for k, b in enumerate(self.exit_after[:-1]):
-            x = self.features[done:b](x)
-            done = b
-            logits = self.side_heads[k](self.side[k](x))
-            if logits.softmax(1).max() >= threshold:
-                return logits, k + 1
-        return self.head(torch.flatten(self.pool(self.features[done:](x)), 1)), self.num_exits
+        for k, (_, logits) in enumerate(self._walk(x), start=1):
+            if k == self.num_exits or logits.softmax(1).max() >= threshold:
+                return logits, k
 
     def exit_params(self, k: int) -> int:
         """Parameters exit k uses: the stem, the blocks before it and its own head."""

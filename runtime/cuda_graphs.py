@@ -24,8 +24,7 @@ def plan(cfg, device: torch.device, precision: str, world_size: int = 1) -> tupl
         return False, "eager steps: under torchrun DistributedDataParallel's gradient hooks run outside any graph"
     if graph_refusal(precision):  # the precision table's: fp16's GradScaler, fp8's host-side re-scaling
         return False, f"eager steps: {graph_refusal(precision)}"
-    method = getattr(cfg, "method", None)  # (a student's; the tests plan with a bare namespace)
-    if getattr(cfg, "role", None) == "student" and method in METHODS and METHODS[method].per_image:
+    if cfg.role == "student" and METHODS[cfg.method].per_image:
         return False, f"eager steps: {cfg.method} writes its per-image buffer at each batch's own rows"
     if cfg.optimizer == "adam8bit":
         return False, "eager steps: bitsandbytes' 8-bit optimizer is not capturable"

@@ -71,11 +71,15 @@ def grid(base: Config, resolve=on_device) -> list:
     return list(unique.values())
 
 
+def first_method(base: Config) -> str:
+    """The sweep method the QAT runs and the born-again generations learn with: the first one."""
+    return base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
+
+
 def generation_runs(base: Config, resolve=on_device) -> list:
     """--sweep_generations: per depth and seed, born-again generations 1..N of the first sweep method in fp32,
     generation g taught by generation g - 1 of the same depth and seed (generation 0: the CE control)."""
-    runs = []
-    method = base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
+    runs, method = [], first_method(base)
     for blocks in base.sweep_blocks if base.sweep_generations else ():
         for seed in range(base.first_seed, base.first_seed + base.seeds):
             before = student_config(base, blocks, FP32, CONTROL, seed, resolve)
@@ -89,8 +93,7 @@ def generation_runs(base: Config, resolve=on_device) -> list:
 def qat_runs(base: Config, resolve=on_device) -> list:
     """--sweep_qat: per depth, seed and grid a QAT-CE and a QAT-KD run (KD: the first sweep method), both
     started from that seed's fp32 student of the first sweep method (added when the grid lacks it)."""
-    runs = []
-    method = base.sweep_methods[0] if base.sweep_methods else DEFAULT_METHOD
+    runs, method = [], first_method(base)
     for blocks in base.sweep_blocks if base.sweep_qat else ():
         for seed in range(base.first_seed, base.first_seed + base.seeds):
             init = student_config(base, blocks, FP32, method, seed, resolve)

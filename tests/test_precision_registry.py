@@ -71,12 +71,12 @@ def test_an_entry_changed_changes_the_behaviour(monkeypatch):
     monkeypatch.setitem(PRECISIONS, BF16, dataclasses.replace(PRECISIONS[BF16], grad_scaler=True,
                                                               graph_refusal="a test's refusal"))
     assert setup_precision(BF16, torch.nn.Linear(2, 2), CPU).scaler is not None
-    cfg = SimpleNamespace(cuda_graphs=True, optimizer="adam")
+    cfg = SimpleNamespace(cuda_graphs=True, optimizer="adam", role="student", method="kd")
     assert cuda_graphs.plan(cfg, torch.device("cuda"), BF16) == (False, "eager steps: a test's refusal")
 
 
 def test_cuda_graphs_refuse_what_the_table_says_word_for_word():
-    cfg, cuda = SimpleNamespace(cuda_graphs=True, optimizer="adam"), torch.device("cuda")
+    cfg, cuda = SimpleNamespace(cuda_graphs=True, optimizer="adam", role="student", method="kd"), torch.device("cuda")
     assert cuda_graphs.plan(cfg, cuda, FP16) == (
         False, "eager steps: fp16's GradScaler checks for inf on the host every step, outside any graph")
     assert cuda_graphs.plan(cfg, cuda, FP8) == (False, "eager steps: simulated fp8 re-scales with host-side control "

@@ -104,15 +104,28 @@ CE_COLOR = "#7f7f7f"  # the CE control: no teacher, fp32
 TEACHER_COLOR = "black"
 
 
+def series_of(method: str, unlabeled: int = 0, generation: int = 0) -> str:
+    """A plotted series' name: the method, with its transfer set ("kd+20000u") or its born-again generation
+    ("kd+g2") where it has one (series_parts reads it back)."""
+    return method + (f"+{unlabeled}u" if unlabeled else "") + (f"+g{generation}" if generation else "")
+
+
+def series_parts(series: str) -> tuple:
+    """(method, unlabeled images, generation) of series_of's name."""
+    method, *extras = series.split("+")
+    unlabeled = next((int(e[:-1]) for e in extras if e.endswith("u")), 0)
+    return method, unlabeled, next((int(e[1:]) for e in extras if e.startswith("g")), 0)
+
+
 def method_look(method: str) -> MethodLook:
-    """The look of a method, or of a method with a transfer set ("kd+20000u": dotted, its count named) or of a
-    born-again generation ("kd+g2": loosely dotted, more loosely each generation)."""
-    name, _, extra = method.partition("+")
+    """The look of a method, or of a series with a transfer set (series_of: dotted, its count named) or of a
+    born-again generation (loosely dotted, more loosely each generation)."""
+    name, unlabeled, generation = series_parts(method)
     look = METHOD_LOOKS.get(name, MethodLook(name.upper(), ":", ".."))
-    if extra.startswith("g"):
-        k = int(extra[1:])
-        return look._replace(label=f"{look.label}, born-again generation {k}", line=(0, (1, 1 + k)), hatch="**")
-    return look._replace(label=f"{look.label} + {int(extra[:-1]):,} unlabeled", line=":") if extra else look
+    if generation:
+        return look._replace(label=f"{look.label}, born-again generation {generation}", line=(0, (1, 1 + generation)),
+                             hatch="**")
+    return look._replace(label=f"{look.label} + {unlabeled:,} unlabeled", line=":") if unlabeled else look
 
 
 def method_order(method: str) -> int:

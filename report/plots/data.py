@@ -12,7 +12,7 @@ from typing import Optional
 
 from report.results import ce_controls, kd_gain, student_key, student_label, student_order
 from utils.errors import UserError
-from utils.names import CONTROL, grid_order
+from utils.names import CONTROL, grid_order, series_of
 from utils.precision_table import FP32, precision_label as summaries_label
 from utils.run_files import DEPLOY_JSON, EVALUATION, GENERATION, HISTORY, SUMMARY, load_history, load_summary
 
@@ -50,9 +50,7 @@ class Run:
     def method(self) -> str:
         """The method, with its transfer set where it had one ("kd+20000u") or its born-again generation ("kd+g1"):
         a series of its own."""
-        unlabeled, generation = self.get("unlabeled_images", 0), self.get(GENERATION, 0)
-        return self.get("method", CONTROL) + (f"+{unlabeled}u" if unlabeled else "") + (f"+g{generation}"
-                                                                                       if generation else "")
+        return series_of(self.get("method", CONTROL), self.get("unlabeled_images", 0), self.get(GENERATION, 0))
 
     @property
     def precision(self) -> str:

@@ -12,7 +12,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from report.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
 from report.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
 from report.results import mean_std, student_label, student_order
-from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order
+from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order, series_parts
 from utils.precision_table import FP32, precision_color, precision_marker, precision_order
 
 
@@ -24,8 +24,8 @@ def _series_name(method: str, precision: str, runs: list) -> str:
     """"KD fp32", "KD + 20,000 unlabeled fp32", "KD generation 2 fp32" (born-again), or the CE control."""
     if method == CONTROL:
         return "CE control (fp32, no teacher)"
-    name, _, extra = method.partition("+")
-    tag = f" generation {extra[1:]}" if extra.startswith("g") else f" + {int(extra[:-1]):,} unlabeled" if extra else ""
+    name, unlabeled, generation = series_parts(method)
+    tag = f" generation {generation}" if generation else f" + {unlabeled:,} unlabeled" if unlabeled else ""
     return f"{name.upper()}{tag} {precision_label(runs, precision)}"
 
 
