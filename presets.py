@@ -42,12 +42,14 @@ ENSEMBLE_TEACHER = f"{STRONG_TEACHER},{STRONG_TEACHER}_s1"
 # epoch 17 on (in 150 such runs no epoch before 20 was the best; --select_from), tested on the whole test
 # split. Size and KD setting were chosen on that hold-out with seeds 100-102 over 1,000 x 20 epochs,
 # mdistiller's T 4 / 0.1 / 0.9, logit standardization, DKD and function matching (docs/results.md). augment=flip lets
-# the teacher's logits be cached once per image and view.
+# the teacher's logits be cached once per image and view. Precision auto: bf16 where a training step of the student
+# measures faster on this CPU (an AMD EPYC Zen 5: 1.4-1.6x), else fp32 (an Intel Xeon without AMX: bf16 1.33x
+# slower); each CE control runs in its students' precision (docs/speed.md).
 CPU_PROTOCOL = dict(**{**RECIPES["student-sgd"], "augment": "flip", "batch_size": 64, "lr": 0.05},
                     teacher_arch="resnet20", teacher_checkpoint=RELEASED_TEACHER, max_train_samples=500,
                     max_test_samples=0, val_fraction=0.02, select_from=0.4, epochs=40, seeds=3,
                     sweep_blocks=(4, 6, 8), sweep_methods=("kd",), temperature=2.0, alpha=0.5, kd_weight=0.5,
-                    sweep_precisions=("fp32",))
+                    sweep_precisions=("auto",))
 
 # the data-scaling protocol (`make scale`, the full preset): the CPU protocol above with the released ensemble of two
 # resnet32s (95.62%, `make teacher`) and KD at T 4 (CE and KD weights 0.5), chosen on the validation hold-out with
@@ -82,11 +84,12 @@ PRESETS = {
                     out_dir="checkpoints/teachers"),
     # the CPU demo `make demo` (its time: MEASURED below): the CPU protocol above
     "demo": dict(**CPU_PROTOCOL, out_dir="checkpoints/demo"),
-    # `make qat`: the demo's students (the same runs: it reuses checkpoints/demo), then per depth and seed the
-    # fp32 KD student quantized after training (PTQ) and fine-tuned on each weight grid with and without its
-    # teacher (QAT-KD, QAT-CE): 20 epochs at a fifth of the students' lr, the demo's selection protocol
-    "qat": dict(**CPU_PROTOCOL, sweep_qat=("int8", "int4", "ternary", "binary"), qat_epochs=20, qat_lr=0.01,
-                out_dir="checkpoints/demo"),
+    # `make qat`: the demo's students in fp32 (fake quantization runs in fp32; it reuses checkpoints/demo, whose runs
+    # are these where auto picks fp32), then per depth and seed the fp32 KD student quantized after training (PTQ)
+    # and fine-tuned on each weight grid with and without its teacher (QAT-KD, QAT-CE): 20 epochs at a fifth of the
+    # students' lr, the demo's selection protocol
+    "qat": dict(**{**CPU_PROTOCOL, "sweep_precisions": ("fp32",)}, sweep_qat=("int8", "int4", "ternary", "binary"),
+                qat_epochs=20, qat_lr=0.01, out_dir="checkpoints/demo"),
     # `make selfkd`: self-distillation beside the demo's students (the same runs: it reuses checkpoints/demo), per
     # depth and seed the teacher-free tfkd, pskd and byot (the papers' settings) and born-again generations 1-2 of
     # the demo's KD, generation 1 learning from the CE control; born_again.json holds their ensembles

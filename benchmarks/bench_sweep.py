@@ -43,7 +43,7 @@ from models.teacher_arch import build_teacher  # noqa: E402
 from utils.atomic import atomic_write_json  # noqa: E402
 from utils.checkpoint import load_weights_into  # noqa: E402
 from utils.names import CONTROL  # noqa: E402
-from utils.run_files import BEST_WEIGHTS, read_summary  # noqa: E402
+from utils.run_files import BEST_WEIGHTS, STAGE_SECONDS, STAGES, read_summary  # noqa: E402
 
 TARGET_OVER_ORIGINAL = 2.0  # issue 13: the sweep >= 2x the grid trained the original way, on this CPU
 TARGET_OVER_FLOORS = 1.10  # ... and within 10% of the sum of its students' eager floors
@@ -116,8 +116,10 @@ def run_project(base, teacher_dir: Path, work: Path) -> dict:
     seconds = time.perf_counter() - t0
     rows = [read_summary(out / default_run_name(c)) for c in run_experiments.grid(base)[1:]]
     seen = sum(r["epochs_run"] * (r["train_images"] // r["batch_size"]) * r["batch_size"] for r in rows)
+    stages = {k: sum((r.get(STAGE_SECONDS) or {}).get(k, 0.0) for r in rows) for k in ("train", *STAGES)}
+    stages["other"] = seconds - sum(stages.values())  # data and teacher-logit caches, auto's timing, tables, plots
     return {"seconds": seconds, "exit_code": code, "train_images_seen": seen, "images_per_second": seen / seconds,
-            "train_loop_seconds": sum(r["train_seconds"] for r in rows),
+            "train_loop_seconds": sum(r["train_seconds"] for r in rows), "stage_seconds": stages,
             "final_test_acc": {r["run_name"]: r["final_test_acc"] for r in rows}}
 
 
@@ -151,7 +153,9 @@ def main(argv=None) -> dict:
                 print(f"  (a) original, repeat {rep + 1}: {runs['original'][-1]['seconds']:.1f} s", flush=True)
             if "project" in wanted:
                 runs["project"].append(run_project(base, teacher_dir, work))
-                print(f"  (b) project sweep, repeat {rep + 1}: {runs['project'][-1]['seconds']:.1f} s", flush=True)
+                done = runs["project"][-1]
+                print(f"  (b) project sweep, repeat {rep + 1}: {done['seconds']:.1f} s ("
+                      + ", ".join(f"{k} {v:.1f} s" for k, v in done["stage_seconds"].items()) + ")", flush=True)
             if "floors" in wanted:
                 runs["floors"].append(run_floors(students))
                 print(f"  (c) floors, repeat {rep + 1}: {runs['floors'][-1]['seconds']:.1f} s", flush=True)

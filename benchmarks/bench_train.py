@@ -119,8 +119,9 @@ def student_floor(cfg, channels: int, classes: int, size: int, steps: int, devic
     x = torch.randn((cfg.batch_size, channels, size, size), device=device).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, classes, (cfg.batch_size,), device=device)
 
-    def step():
-        loss = torch.nn.functional.cross_entropy(model(x), y)
+    def step():  # in the student's own precision: bf16 autocast where the run trains in bf16 (auto's choice)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == BF16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,7 +9,7 @@ from collections import defaultdict
 
 from utils.atomic import atomic_update_text
 from utils.names import CONTROL, grid_order
-from utils.precision_table import precision_how
+from utils.precision_table import FP32, precision_how
 from utils.reports import hparams_text
 from utils.run_files import RESULTS_CSV, RESULTS_MD, SUMMARY, load_summary
 
@@ -25,11 +25,14 @@ def quantized(summary: dict) -> bool:
 
 
 def kd_gain(summary: dict, ce_controls: dict):
-    """A distilled student's best accuracy minus its same-depth, same-seed CE control's; None without one."""
+    """A distilled student's best accuracy minus its same-depth, same-seed, same-precision CE control's (the fp32
+    control where there is none in its precision: sweeps before the pairing trained fp32 controls alone); None
+    without one."""
     if summary.get("role") != "student" or quantized(summary) or summary.get("method") in (CONTROL, None) \
             or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
         return None
-    control = ce_controls.get((student_key(summary), summary.get("seed")))
+    key = (student_key(summary), summary.get("seed"))
+    control = ce_controls.get((*key, summary.get("precision", FP32)), ce_controls.get((*key, FP32)))
     return None if control is None else summary["best_test_acc"] - control
 
 
@@ -63,8 +66,9 @@ def student_order(key) -> tuple:
 
 
 def ce_controls(summaries: list) -> dict:
-    """{(student, seed): best accuracy} of the complete CE-control students among `summaries` (student_key)."""
-    return {(student_key(s), s.get("seed")): s["best_test_acc"] for s in summaries
+    """{(student, seed, precision): best accuracy} of the complete CE-control students among `summaries`
+    (student_key)."""
+    return {(student_key(s), s.get("seed"), s.get("precision", FP32)): s["best_test_acc"] for s in summaries
             if s.get("role") == "student" and s.get("method") == CONTROL and s.get("status") == "complete"
             and not quantized(s) and s.get("best_test_acc") is not None}
 
@@ -189,8 +193,8 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
             f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "
             f"(the best one seen{_evaluated_from(cfg)}; 'val' never uses the test images to choose) and at the last "
             f"epoch. KD gain = the "
-            f"distilled student's accuracy at its selected epoch minus the fp32 CE control's (same depth, same "
-            f"seed, same data order and schedule, no teacher), per seed, then mean ± std over seeds. ECE: the "
+            f"distilled student's accuracy at its selected epoch minus the CE control's (same depth, seed, "
+            f"precision, data order and schedule, no teacher), per seed, then mean ± std over seeds. ECE: the "
             f"selected epoch's expected calibration error on the test split (15 equal-width confidence bins, "
             f"percent); NLL: its mean negative log-likelihood (nats)."
             + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else

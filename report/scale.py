@@ -45,7 +45,9 @@ def scale_rows(out_dir: str) -> list:
         groups = group_students(runs)
         teacher = teacher_of(runs)
         for (model, method, precision), members in groups.items():
-            control = {r.get("seed"): r.acc for r in groups.get((model, CONTROL, FP32), [])}
+            # the control of the same precision (the fp32 one in sweeps from before the pairing)
+            paired = groups.get((model, CONTROL, precision)) or groups.get((model, CONTROL, FP32), [])
+            control = {r.get("seed"): r.acc for r in paired}
             if method == CONTROL or not control:
                 continue
             seeds = sorted(r.get("seed") for r in members if r.get("seed") in control)

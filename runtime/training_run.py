@@ -5,6 +5,7 @@ steps them, alone or several students together, through runtime/epochs.py. The r
 schema are utils/run_files.py's."""
 import os
 import sys
+import time
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -26,7 +27,7 @@ from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
 from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS,
-                             GENERATION, SUBSTITUTED_FOR, TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint,
+                             GENERATION, STAGE_SECONDS, STAGES, SUBSTITUTED_FOR, TRAINING_SUMMARY, complete_summary, file_digests, load_checkpoint,
                              save_checkpoint, write_history, write_summary)
 from utils.tensorboard import EpochLog
 
@@ -87,6 +88,7 @@ class TrainingRun(Trainee):
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
         self.calibration = None  # the selected epoch's test calibration_bins, set by test_selected_and_last
+        self.stage_seconds = dict.fromkeys(STAGES, 0.0)  # where the time beside the training steps went
         self.tb = None  # the TensorBoard event stream, opened by begin()
         self.on_epoch = on_epoch  # called with (self, row) after each recorded epoch (train.train_runs)
         if cfg.resume and os.path.isfile(self.ckpt_path):
@@ -106,6 +108,7 @@ class TrainingRun(Trainee):
         self.generator_state = ck["rng"]["generator"]
         self.stopper = EarlyStopping(self.cfg.patience, **ck["early_stopping"])
         self.history, self.start_epoch, self.elapsed = ck["history"], ck["epoch"] + 1, ck["elapsed_seconds"]
+        self.stage_seconds.update(ck.get(STAGE_SECONDS) or {})  # (older checkpoints lack it)
         if self.world.main:  # a torn history.json is never kept: the checkpoint's is the record
             resume_history(self.dir, self.history)
         print(f"{self.name}: resuming after epoch {self.start_epoch} of {self.cfg.epochs}")
@@ -154,6 +157,15 @@ class TrainingRun(Trainee):
         return evaluate_logits(self.logits(split, model), split.labels)
 
     @contextmanager
+    def timed(self, stage: str):
+        """Adds the block's wall time to stage_seconds[stage] (val, test or files: summary.json's stage_seconds)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds[stage] += time.perf_counter() - t0
+
+    @contextmanager
     def selected_weights(self):
         """The selected epoch's weights (best_model.safetensors) in the model for the block; the last epoch's after."""
         final = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -174,8 +186,9 @@ class TrainingRun(Trainee):
         judge = "val" if val is not None else "test"
         judged = epoch >= self.first_judged_epoch
         if judged:  # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
-            row[f"{judge}_loss"], row[f"{judge}_acc"] = torchrun.gather(
-                self.evaluate(val if val is not None else test))[0]
+            with self.timed("val" if val is not None else "test"):
+                row[f"{judge}_loss"], row[f"{judge}_acc"] = torchrun.gather(
+                    self.evaluate(val if val is not None else test))[0]
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
         if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
             self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
@@ -186,7 +199,8 @@ class TrainingRun(Trainee):
         if self.tb is not None:
             self.tb.epoch(row)
         if judged and self.stopper.update(row[f"{judge}_acc"], epoch) and main:
-            save_weights(self.model, os.path.join(self.dir, BEST_WEIGHTS), {"epoch": epoch + 1})
+            with self.timed("files"):
+                save_weights(self.model, os.path.join(self.dir, BEST_WEIGHTS), {"epoch": epoch + 1})
         judged_text = f"{row[f'{judge}_acc']:.2f}%" if judged else f"from epoch {self.first_judged_epoch + 1}"
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
@@ -194,6 +208,15 @@ class TrainingRun(Trainee):
         rngs = torchrun.gather(self.rng.state())
         if not main:
             return
+        with self.timed("files"):
+            self._save(epoch, generator, rngs)
+        if self.on_epoch is not None:
+            self.on_epoch(self, row)
+        if self.stopper.should_stop and epoch + 1 < cfg.epochs:
+            print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
+
+    def _save(self, epoch: int, generator, rngs: list) -> None:
+        """history.json and checkpoint.pt after `epoch`."""
         write_history(self.dir, self.history)
         save_checkpoint(self.ckpt_path, {
             "model": self.model.state_dict(), "trainable": self.distiller.trainable_state(),
@@ -201,11 +224,7 @@ class TrainingRun(Trainee):
             "scaler": self.prec.scaler.state_dict() if self.prec.scaler is not None else {},
             "epoch": epoch, "early_stopping": self.stopper.state(), "history": self.history,
             "rng": {**self.rng.state(), "generator": generator.get_state(), **({"ranks": rngs} if len(rngs) > 1 else {})},
-            "elapsed_seconds": self.elapsed})
-        if self.on_epoch is not None:
-            self.on_epoch(self, row)
-        if self.stopper.should_stop and epoch + 1 < cfg.epochs:
-            print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
+            "elapsed_seconds": self.elapsed, STAGE_SECONDS: dict(self.stage_seconds)})
 
     def test_selected_and_last(self, test) -> None:
         """The test loss and accuracy of the selected epoch's weights (best_model) and of the last epoch's,
@@ -244,11 +263,13 @@ class TrainingRun(Trainee):
             raise UserError(f"{self.dir}: nothing to train (epochs={cfg.epochs} already done)")
         if not self.world.main:  # rank 0 alone tests, writes and reports the run
             return {"run_name": self.name, "rank": self.world.rank}
-        self.test_selected_and_last(test)
-        qat = self.export_quantized(test) if cfg.qat != "none" else {}
+        with self.timed("test"):
+            self.test_selected_and_last(test)
+            qat = self.export_quantized(test) if cfg.qat != "none" else {}
         n_test = len(test)
-        model_bytes = save_weights(self.model, os.path.join(self.dir, FINAL_WEIGHTS),
-                                   {"epoch": history[-1]["epoch"]})
+        with self.timed("files"):
+            model_bytes = save_weights(self.model, os.path.join(self.dir, FINAL_WEIGHTS),
+                                       {"epoch": history[-1]["epoch"]})
         best = history[self.stopper.best_epoch]
         secs = sorted(r["epoch_seconds"] for r in history)
         summary = complete_summary({
@@ -274,6 +295,7 @@ class TrainingRun(Trainee):
             "test_calibration_bins": self.calibration,
             "early_stopped": history[-1]["epoch"] < cfg.epochs,
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
+            STAGE_SECONDS: {"train": self.elapsed, **self.stage_seconds},
             "seconds_per_epoch": secs[len(secs) // 2],
             "images_per_second": n_train * len(history) / self.elapsed if self.elapsed > 0 else None,
             "teacher_logits": None, **self.teacher_info, **qat, "warnings": self.warnings, "provenance": provenance(),

@@ -1,4 +1,4 @@
-"""The sweep's grid: the teacher, then per depth and seed the CE control and every method x precision, then
+"""The sweep's grid: the teacher, then per depth, seed and precision the CE control and every method, then
 the QAT runs; one frozen config per run, nothing global mutated. Torch-free: the one step that needs the
 device (what fp16 and auto become on it, shown in the run's name) is `resolve`, on_device unless a caller
 passes its own, and imports torch only when called.
@@ -54,16 +54,18 @@ def student_config(base: Config, blocks: int, precision: str, method: str, seed:
 
 def grid(base: Config, resolve=on_device) -> list:
     """Every run of the sweep in order: the teacher first (none when --teacher_checkpoint names a trained one,
-    e.g. a released teacher under teachers/), then per depth and seed the CE control and the students."""
+    e.g. a released teacher under teachers/), then per depth, seed and precision the CE control and the students:
+    a control runs in the precision of the students it controls, so every gain stays paired."""
     # a sweep of teacher-free methods alone trains no teacher (of CE controls alone, one for the table)
     needed = not base.sweep_methods or any(METHODS[m].teacher for m in base.sweep_methods)
     runs = [] if base.teacher_checkpoint or not needed else [teacher_config(base)]
     # a timm student (--student_arch) has no depth to sweep: one student per seed and method
     for blocks in (base.sweep_blocks if not base.student_arch else (base.blocks,)):
         for seed in range(base.first_seed, base.first_seed + base.seeds):
-            runs.append(student_config(base, blocks, FP32, CONTROL, seed, resolve))
-            for method in base.sweep_methods:
-                runs += [student_config(base, blocks, p, method, seed, resolve) for p in base.sweep_precisions]
+            paired = base.sweep_precisions if base.sweep_methods else ()
+            for p in paired or (FP32,):  # no method or no precision: the fp32 CE controls alone
+                runs += [student_config(base, blocks, p, m, seed, resolve)
+                         for m in (CONTROL, *(base.sweep_methods if paired else ()))]
     runs += generation_runs(base, resolve) + qat_runs(base, resolve)
     unique = {}  # e.g. --sweep_precisions=[fp32,auto] where auto chose fp32: one run, not two
     for c in runs:
@@ -77,14 +79,15 @@ def first_method(base: Config) -> str:
 
 
 def generation_runs(base: Config, resolve=on_device) -> list:
-    """--sweep_generations: per depth and seed, born-again generations 1..N of the first sweep method in fp32,
-    generation g taught by generation g - 1 of the same depth and seed (generation 0: the CE control)."""
-    runs, method = [], first_method(base)
+    """--sweep_generations: per depth and seed, born-again generations 1..N of the first sweep method in the first
+    sweep precision, generation g taught by generation g - 1 of the same depth and seed (generation 0: that
+    precision's CE control)."""
+    runs, method, p = [], first_method(base), (*base.sweep_precisions, FP32)[0]
     for blocks in base.sweep_blocks if base.sweep_generations else ():
         for seed in range(base.first_seed, base.first_seed + base.seeds):
-            before = student_config(base, blocks, FP32, CONTROL, seed, resolve)
+            before = student_config(base, blocks, p, CONTROL, seed, resolve)
             for g in range(1, base.sweep_generations + 1):
-                before = dataclasses.replace(student_config(base, blocks, FP32, method, seed, resolve), generation=g,
+                before = dataclasses.replace(student_config(base, blocks, p, method, seed, resolve), generation=g,
                                              teacher_checkpoint=run_dir_of(before), unlabeled_samples=0)
                 runs.append(before)
     return runs

@@ -100,8 +100,21 @@ def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
                                              "--sweep_methods=[kd]"]))
     kd = [c for c in runs if c.method == "kd"]
     assert [c.precision for c in kd] == (["fp32", "bf16"] if faster else ["fp32"])  # no duplicate
+    # each precision's students have their CE control in that precision: the gains stay paired
+    assert [c.precision for c in runs if c.method == "ce" and c.role == "student"] == [c.precision for c in kd]
     if faster:
         assert "auto: bf16" in kd[1].precision_note and "_bf16_kd_" in default_run_name(kd[1])
+
+
+def test_a_gain_is_paired_with_the_control_of_its_own_precision():
+    from report.results import ce_controls, kd_gain
+
+    runs = [{"role": "student", "status": "complete", "blocks": 4, "seed": 0, "method": m, "precision": p,
+             "best_test_acc": acc} for m, p, acc in
+            (("ce", "fp32", 80.0), ("ce", "bf16", 79.0), ("kd", "bf16", 81.5), ("kd", "fp8", 80.5))]
+    ce = ce_controls(runs)
+    assert kd_gain(runs[2], ce) == pytest.approx(2.5)  # bf16 KD against the bf16 control, not the fp32 one
+    assert kd_gain(runs[3], ce) == pytest.approx(0.5)  # no fp8 control: the fp32 one, as older sweeps had
 
 
 def test_a_run_records_autos_choice(timed, tmp_path):

@@ -234,3 +234,17 @@ def test_ray_student_tasks_default_to_a_local_runs_threads():
     assert task_cpus(unset, "student", most_cpus=1) == 1  # never more than a node has
     assert task_cpus(make_config(["--launcher=ray", "--cpus_per_task=3"]), "student", most_cpus=64) == 3  # the user's
     assert task_cpus(unset, "teacher", most_cpus=64) == 64  # the teacher alone on the largest node, as before
+
+
+# ----------------------------------------------------------------------------- where the time went
+
+def test_a_run_records_where_its_time_went_across_a_resume(fashion_idx, tmp_path, monkeypatch):
+    from utils.run_files import load_checkpoint
+
+    run = interrupted_run(fashion_idx, tmp_path, monkeypatch, "--val_fraction=0.25")
+    first = load_checkpoint(run / "checkpoint.pt")["stage_seconds"]
+    assert first["val"] > 0 and first["files"] > 0 and first["test"] == 0  # the test split waits for the end
+    s = train.main(make_config(args(fashion_idx, tmp_path, "--epochs=2", "--val_fraction=0.25", "--resume=True")))
+    stages = s["stage_seconds"]
+    assert set(stages) == {"train", "val", "test", "files"} and stages["train"] == s["train_seconds"]
+    assert stages["val"] > first["val"] and stages["files"] > first["files"] and stages["test"] > 0

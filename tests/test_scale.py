@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install -r requirements-scale.txt")
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = ("train_seconds", "seconds_per_epoch", "images_per_second", "epoch_seconds")
+TIMING = ("train_seconds", "stage_seconds", "seconds_per_epoch", "images_per_second", "epoch_seconds")
 NEEDS_PROC = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the processes to kill in /proc")
 GRID = dict(sweep_blocks=(2,), sweep_precisions=("fp32",), sweep_methods=("kd",))
 

@@ -32,8 +32,11 @@ def test_grid_has_teacher_controls_and_students():
     runs = run_experiments.grid(base)
     assert runs[0].role == "teacher" and runs[0].precision == "fp32"
     students = runs[1:]
-    assert len(students) == 4 * 2 * (1 + 3)  # depths x seeds x (ce control + 3 precisions)
-    assert sum(r.method == "ce" for r in students) == 8
+    assert len(students) == 4 * 2 * 3 * 2  # depths x seeds x precisions x (its ce control + kd)
+    assert sum(r.method == "ce" for r in students) == 4 * 2 * 3
+    for r in students:  # every student's control is in its own precision
+        assert any(c.method == "ce" and (c.blocks, c.seed, c.precision) == (r.blocks, r.seed, r.precision)
+                   for c in students)
     assert all(r.optimizer == "adam8bit" for r in students if r.precision == "fp8")
     # on a CPU fp16 becomes bf16, and says so
     half = [r for r in students if r.precision_note]
@@ -63,7 +66,7 @@ def test_sigkill_after_first_student_then_rerun_completes_without_redoing(tmp_pa
     assert {p: p.stat().st_mtime_ns for p in first.parent.rglob("*") if p.is_file()} == done
     assert {p: p.read_bytes() for p in done} == contents
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 1 + 2 * 3 and all(r["status"] == "complete" for r in rows)
+    assert len(rows) == 1 + 2 * 2 * 2 and all(r["status"] == "complete" for r in rows)  # per precision CE + KD
     kd = [r for r in rows if r["method"] == "kd"]
     assert all(r["kd_gain"] != "" for r in kd)
     assert any("simulated" in r["precision_how"] for r in rows if r["precision"] == "fp8")

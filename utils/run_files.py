@@ -128,6 +128,10 @@ SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
 CALIBRATION_KEYS = ("test_nll", "test_ece", "test_calibration_bins")  # bins: runtime/inference.calibration_bins
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
 GENERATION = "generation"  # a born-again student's generation (--generation): only where it is one
+# where a run's wall time went, in seconds: the training steps ("train", = train_seconds), evaluating the validation
+# split each judged epoch ("val"), the test split at the end ("test"; each epoch when selecting on it), and writing
+# history, checkpoints and weights ("files"); optional: older summaries lack it. checkpoint.pt keeps it for --resume
+STAGE_SECONDS, STAGES = "stage_seconds", ("val", "test", "files")
 COMPLETE_KEYS = (
     "status", "run_name", "role", "dataset", "model", "arch", "blocks", "fc_layers", "params", "model_bytes",
     "image_size", "in_channels", "num_classes", "classes", "train_images", "unlabeled_images", "val_images",
@@ -135,7 +139,8 @@ COMPLETE_KEYS = (
     "threads", "method", "hparams", GENERATION, "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
     "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", *CALIBRATION_KEYS, "early_stopped",
-    "stopped_at_epoch", "train_seconds", "seconds_per_epoch", "images_per_second", "teacher_logits", *TEACHER_KEYS, *QAT_KEYS,
+    "stopped_at_epoch", "train_seconds", STAGE_SECONDS, "seconds_per_epoch", "images_per_second", "teacher_logits",
+    *TEACHER_KEYS, *QAT_KEYS,
     "warnings", "provenance", "sha256")
 RELEASE_KEY = "release"
 # "sha256": {file name: hex digest} of the run's weights and deployable files, recorded when the run finishes
@@ -153,7 +158,7 @@ HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "lr", "epoch_seconds", "imag
 
 # checkpoint.pt (torch, loaded weights-only): everything --resume needs to continue to the same result
 CHECKPOINT_KEYS = ("model", "trainable", "optimizer", "scheduler", "scaler", "epoch", "early_stopping", "history",
-                   "rng", "elapsed_seconds")
+                   "rng", "elapsed_seconds", STAGE_SECONDS)
 
 # the fields of a complete summary.json that the table, the plots and the sweep compute with, and their
 # types: the accuracy it is selected and reported by must be there; the others, where present, must fit
@@ -166,7 +171,7 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
                     "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
                     SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER,
-                    "test_calibration_bins": dict, GENERATION: int}
+                    "test_calibration_bins": dict, GENERATION: int, STAGE_SECONDS: dict}
 
 
 def schema_defect(record: dict):
@@ -206,7 +211,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
     return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + CALIBRATION_KEYS +
-                    (DIGEST_KEY, "threads", GENERATION))
+                    (DIGEST_KEY, "threads", GENERATION, STAGE_SECONDS))
 
 
 def failed_summary(**values) -> dict:
@@ -349,7 +354,7 @@ def load_checkpoint(path) -> dict:
     why = schema_defect(ck)
     if why:
         raise UserError(f"{path}: {why}; it cannot be resumed here (start the run over with --resume=False)")
-    missing = [k for k in CHECKPOINT_KEYS if k not in ck]
+    missing = [k for k in CHECKPOINT_KEYS if k not in ck and k != STAGE_SECONDS]  # (older ones lack stage_seconds)
     if missing:
         raise CorruptCheckpoint(f"{path}: not a checkpoint this project wrote (no {'/'.join(missing)})")
     return ck
