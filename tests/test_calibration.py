@@ -11,7 +11,7 @@ import evaluate
 import train
 from config import make_config
 from report.results import collect_results, markdown_table
-from report.plots.calibration import plot_reliability
+from report.plots.calibration import best_and_control, plot_reliability
 from report.plots.data import Run
 from runtime.inference import ECE_BINS, calibration_bins, calibration_error, ece_of, evaluate_logits
 from tests.fixtures import small_run_args
@@ -94,13 +94,17 @@ def test_the_reliability_diagram_shows_the_best_student_and_its_control(tmp_path
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, 10, (300,), generator=g)
 
-    def student(method, acc, scale):
+    def student(method, acc, scale, precision="fp32"):
         logits = torch.randn(300, 10, generator=g) * scale
-        return Run(f"res4_{method}", str(tmp_path), {
-            "role": "student", "status": "complete", "method": method, "blocks": 4, "seed": 0, "precision": "fp32",
+        return Run(f"res4_{method}_{precision}", str(tmp_path), {
+            "role": "student", "status": "complete", "method": method, "blocks": 4, "seed": 0, "precision": precision,
             "best_test_acc": acc, "test_ece": calibration_error(logits, labels), "test_nll": 1.0,
             "test_calibration_bins": calibration_bins(logits, labels)}, [])
     kd, ce = student("kd", 81.0, 3.0), student("ce", 79.0, 6.0)
+    # the best student's control is the one of its own precision (else the fp32 one)
+    kd16, ce16 = student("kd", 82.0, 3.0, "bf16"), student("ce", 78.0, 6.0, "bf16")
+    assert [r.name for r in best_and_control([ce, kd, ce16, kd16])] == ["res4_kd_bf16", "res4_ce_bf16"]
+    assert [r.name for r in best_and_control([ce, kd, kd16])] == ["res4_kd_bf16", "res4_ce_fp32"]
     path = plot_reliability([ce, kd], str(tmp_path / "reliability_diagram.png"))
     assert path and (tmp_path / "reliability_diagram.png").stat().st_size > 10_000
     old = Run("res4_kd_old", str(tmp_path), {"role": "student", "status": "complete", "method": "kd", "blocks": 4,

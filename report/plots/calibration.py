@@ -7,20 +7,22 @@ from report.plots.data import Run, students
 from report.plots.style import plt, save_figure
 from report.results import selection_acc, student_key
 from utils.names import CONTROL
+from utils.precision_table import FP32
 
 BINS_KEY = "test_calibration_bins"
 
 
 def best_and_control(runs: list) -> list:
     """The student with the best selection accuracy (validation where runs have one) and the CE control of its
-    depth and seed, each only where its summary has the bins; the control is left out when it is the best."""
+    depth, seed and precision (the fp32 one where there is none), each only where its summary has the bins; the
+    control is left out when it is the best."""
     ranked = [r for r in students(runs) if r.acc is not None and isinstance(r.summary.get(BINS_KEY), dict)]
     if not ranked:
         return []
     best = max(ranked, key=lambda r: selection_acc(r.summary))
-    control = next((r for r in ranked if r.get("method") == CONTROL and r is not best
-                    and student_key(r.summary) == student_key(best.summary) and r.get("seed") == best.get("seed")
-                    and not r.get("unlabeled_images")), None)
+    controls = [r for r in ranked if r.get("method") == CONTROL and r is not best and not r.get("unlabeled_images")
+                and student_key(r.summary) == student_key(best.summary) and r.get("seed") == best.get("seed")]
+    control = next((r for p in (best.get("precision"), FP32) for r in controls if r.get("precision") == p), None)
     return [best] + ([control] if control else [])
 
 

@@ -42,19 +42,20 @@ def mean_curve(runs: list, metric: str) -> tuple:
 
 
 def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> str:
-    """One panel per student precision; colour = depth, solid = distilled, dashed = the CE control
-    (repeated in every panel as the baseline), dotted black = the teacher."""
+    """One panel per student precision; colour = depth, solid = distilled, dashed = the CE control (the panel's
+    precision's, else the fp32 one: the baseline of every panel), dotted black = the teacher."""
     groups = group_students(runs)
     teacher = teacher_of(runs)
     precisions = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
     precisions = precisions or [FP32]
+    controls = {p for (_, m, p) in groups if m == CONTROL}
     colors = depth_colors(b for (b, _, _) in groups)
     last_epoch = max((row.get("epoch") or 0 for r in runs for row in r.history), default=1)
     n = len(precisions)
     fig, axes = plt.subplots(1, n, figsize=(4.0 * n + 0.6, 4.0), sharey=True, squeeze=False)
     for ax, p in zip(axes[0], precisions):
         for (b, m, prec), rs in groups.items():
-            if m != CONTROL and prec != p:
+            if prec != (p if m != CONTROL or p in controls else FP32):
                 continue
             ep, mean, sd = mean_curve(rs, metric)
             if not len(ep):
@@ -84,7 +85,7 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
         handles.append(Patch(color="#999999", alpha=0.3, label="± std over seeds"))
     legend_right(fig, handles, title="colour: depth; style: method")
     finish_figure(fig, title, f"{context_line(runs)} | {seeds_note(runs)}; "
-                              f"the CE control (fp32) is repeated in every panel")
+                              f"each panel shows the CE control of its precision (else the fp32 one)")
     save_figure(fig, path)
     return path
 
@@ -221,7 +222,7 @@ def plot_seconds_per_epoch(runs: list, path: str) -> str:
     present = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
     handles = [Patch(color=precision_color(p), label=f"distilled, {precision_label(runs, p)}")
                for p in present]
-    handles += [Patch(color=CE_COLOR, label="CE control (fp32)")]
+    handles += [Patch(color=CE_COLOR, label="CE control")]
     if teacher is not None:
         handles.append(Patch(color=TEACHER_COLOR, label="teacher"))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
