@@ -8,8 +8,9 @@ from report.results import fmt_gains, fmt_ms, student_label, student_order
 
 
 def born_again_record(chains: list) -> dict:
-    """born_again.json: one entry per chain (student, seed, its generations' run names and test accuracies, the
-    ensemble's, the control's)."""
+    """born_again.json: one entry per chain (student, seed, its generations' run names, test accuracies and weights'
+    digests (weights_sha256: a rerun keeps a chain whose weights are the same), the ensemble's accuracy, the
+    control's)."""
     return {"schema": 1, "chains": chains}
 
 

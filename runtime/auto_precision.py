@@ -5,7 +5,8 @@ than fp32; on an AMD EPYC Zen 5 a resnet32 step ran 1.7x faster in bf16. So on a
 units, auto times a few steps of the run's own model at its own batch in fp32 and in bf16 (a training step
 for --precision, the teacher's forward for --teacher_precision), interleaved, and picks bf16 only where it
 is at least MARGIN faster. The measurement is cached in <data_dir>/cache/auto_precision.json, keyed by the
-CPU model, torch version, thread count, model and batch, so later runs do not pay for it again. A CPU
+CPU model, torch version, thread count, model and batch, so later runs do not pay for it again (not when the
+machine was busy as it measured: such a timing decides that run alone). A CPU
 without bf16 units gets fp32 without measuring (bf16 is emulated there); a GPU keeps the capability rule
 (sm_80+). The run's summary says what was measured, e.g. "auto: fp32 (bf16 measured 1.33x slower)".
 """
@@ -118,15 +119,30 @@ def cache_path(cfg) -> str:
     return os.path.join(cfg.data_dir, "cache", CACHE_FILE)
 
 
+def busy() -> str:
+    """Why a timing taken now would not be this machine's (its 1-minute load average at or above the cores this
+    process may use: something else runs, and two processes on 2 cores slow both precisions tens of times), or
+    "" when it looks idle."""
+    try:
+        load, cores = os.getloadavg()[0], len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no load average here: trust the measurement
+        return ""
+    return f"load average {load:.1f} on {cores} cores" if load >= cores else ""
+
+
 def measured(cfg, role: str) -> dict:
-    """This machine's measurement for cfg's model, from the cache or timed now (and cached where it can be)."""
+    """This machine's measurement for cfg's model, from the cache or timed now, and cached unless the machine was
+    busy (then "busy" says why, and the next run measures again)."""
     path, key = cache_path(cfg), cache_key(cfg, role)
     cache = (read_json_object(path) if os.path.isfile(path) else None) or {}
     found = cache.get(key)
     if isinstance(found, dict) and all(isinstance(found.get(k), float) and found[k] > 0
                                        for k in ("fp32_seconds", "bf16_seconds")):
         return found
+    why = busy()
     found = measure(cfg, role)
+    if why:  # not this machine's speed: used once, never kept
+        return {**found, "busy": why}
     try:
         atomic_write_json(path, {**cache, key: found})
     except OSError:  # a read-only data_dir: measured again next time, nothing lost
@@ -142,10 +158,11 @@ def choose(cfg, role: str, device: torch.device) -> tuple:
     m = measured(cfg, role)
     speed = m["fp32_seconds"] / m["bf16_seconds"]
     what = "training step" if role == "train" else "teacher forward"
+    where = f"this CPU, {units}" + (f"; measured beside other work ({m['busy']}), so not cached" if m.get("busy") else "")
     if speed >= MARGIN:
-        return BF16, f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on this CPU, {units})"
+        return BF16, f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on {where})"
     how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"
-    return FP32, f"auto: fp32 (bf16 {what} measured {how} on this CPU, {units})"
+    return FP32, f"auto: fp32 (bf16 {what} measured {how} on {where})"
 
 
 def resolve_auto(cfg, device: torch.device):

@@ -12,9 +12,9 @@ from report.born_again import born_again_record
 from report.results import selection_acc
 from runtime.inference import evaluate_logits
 from runtime.run_dir import is_complete, measure_test_logits, run_dir_of
-from utils.atomic import atomic_update_text
+from utils.atomic import atomic_update_text, read_json_object
 from utils.errors import UserError, cannot_write
-from utils.run_files import BORN_AGAIN, EVALUATION, read_summary
+from utils.run_files import BEST_WEIGHTS, BORN_AGAIN, DIGEST_KEY, EVALUATION, read_summary
 
 
 def ptq_contrasts(base: Config, quantized: list) -> None:
@@ -45,11 +45,15 @@ def after_runs(base: Config, runs: list) -> list:
 
 def born_again_ensembles(base: Config, runs: list) -> None:
     """--sweep_generations: per depth and seed whose generations all finished, the mean of generations 1..N's test
-    logits, measured now, with the CE control's (generation 0) accuracy: out_dir/born_again.json."""
+    logits with the CE control's (generation 0) accuracy: out_dir/born_again.json. A chain recorded there with the
+    same generations' weights (their summaries' digests) is kept as it is; any other is measured now."""
     chains = {}
     for c in runs:
         if c.generation:
             chains.setdefault((c.blocks, c.seed), []).append(c)
+    path = os.path.join(base.out_dir, BORN_AGAIN)
+    before = (read_json_object(path) if os.path.isfile(path) else None) or {}
+    known = {tuple(c.get("generations") or ()): c for c in before.get("chains") or [] if isinstance(c, dict)}
     measured = []
     for (blocks, seed), gens in tqdm(sorted(chains.items()), desc="born-again ensembles", unit="chain"):
         gens.sort(key=lambda c: c.generation)
@@ -57,18 +61,23 @@ def born_again_ensembles(base: Config, runs: list) -> None:
         dirs = [run_dir_of(c) for c in gens]
         if control is None or not all(is_complete(d) for d in dirs):
             continue
+        names = [os.path.basename(d) for d in dirs]
+        weights = [(read_summary(d).get(DIGEST_KEY) or {}).get(BEST_WEIGHTS) for d in dirs]
+        old = known.get(tuple(names))
+        if old is not None and all(weights) and old.get("weights_sha256") == weights:
+            measured.append({**old, "control_acc": control["best_test_acc"]})
+            continue
         total, labels = None, None
         for d in dirs:
             logits, labels, _ = measure_test_logits(d)
             total = logits if total is None else total + logits
-        measured.append({"student": blocks, "seed": seed, "generations": [os.path.basename(d) for d in dirs],
+        measured.append({"student": blocks, "seed": seed, "generations": names,
                          "generation_acc": [read_summary(d)["best_test_acc"] for d in dirs],
                          "ensemble_acc": evaluate_logits(total / len(dirs), labels)[1],
-                         "control_acc": control["best_test_acc"]})
+                         "control_acc": control["best_test_acc"], "weights_sha256": weights})
     if measured:
         try:
-            atomic_update_text(os.path.join(base.out_dir, BORN_AGAIN),
-                               json.dumps(born_again_record(measured), indent=1) + "\n")
+            atomic_update_text(path, json.dumps(born_again_record(measured), indent=1) + "\n")
         except OSError as e:
             raise cannot_write(e, base.out_dir, "no born-again ensembles") from None
 

@@ -20,11 +20,14 @@ from utils.run_files import BORN_AGAIN, RESULTS_MD
 def chain(fashion_idx, smoke_teacher, tmp_path_factory):
     """A sweep of res2, 2 seeds, KD plus born-again generations 1-2, from the shared smoke teacher."""
     out = tmp_path_factory.mktemp("born_again")
-    teacher = copy_run(smoke_teacher(), out)
-    run_experiments.main(make_config(small_run_args(
-        fashion_idx, out, "--sweep_blocks=[2]", "--sweep_precisions=[fp32]", "--sweep_methods=[kd]",
-        f"--teacher_checkpoint={teacher}", seeds=2, sweep_generations=2, batch_size=32, epochs=2)))
+    run_experiments.main(chain_config(fashion_idx, out, copy_run(smoke_teacher(), out)))
     return out
+
+
+def chain_config(fashion_idx, out, teacher):
+    return make_config(small_run_args(
+        fashion_idx, out, "--sweep_blocks=[2]", "--sweep_precisions=[fp32]", "--sweep_methods=[kd]",
+        f"--teacher_checkpoint={teacher}", seeds=2, sweep_generations=2, batch_size=32, epochs=2))
 
 
 def test_each_generation_learns_from_the_one_before(chain):
@@ -75,3 +78,22 @@ def test_a_teacher_that_is_not_the_generation_before_is_one_line(chain, fashion_
 def test_generation_flags_that_cannot_work_are_refused(flags, says):
     with pytest.raises(UserError, match=says):
         make_config(flags)
+
+
+def test_a_rerun_keeps_the_chains_whose_weights_it_recorded(chain, fashion_idx, monkeypatch):
+    import sweep.steps
+
+    record = json.loads((chain / BORN_AGAIN).read_text())
+    assert all(len(c["weights_sha256"]) == 2 and all(c["weights_sha256"]) for c in record["chains"])
+    teacher = next(p for p in chain.iterdir() if p.name.startswith("fashion-mnist_teacher"))
+    real = sweep.steps.measure_test_logits
+    calls = []
+    monkeypatch.setattr(sweep.steps, "measure_test_logits", lambda d: calls.append(d) or real(d))
+    assert run_experiments.main(chain_config(fashion_idx, chain, teacher)) == 0
+    assert calls == [] and json.loads((chain / BORN_AGAIN).read_text()) == record  # nothing measured again
+    spoiled = json.loads(json.dumps(record))
+    spoiled["chains"][0]["weights_sha256"][1] = "0" * 64  # as if generation 2 had been retrained
+    spoiled["chains"][0]["ensemble_acc"] = -1.0
+    (chain / BORN_AGAIN).write_text(json.dumps(spoiled))
+    assert run_experiments.main(chain_config(fashion_idx, chain, teacher)) == 0
+    assert len(calls) == 2 and json.loads((chain / BORN_AGAIN).read_text()) == record  # that chain alone, again

@@ -2,6 +2,7 @@
 CPU's flags); where it has them, bf16 only if a measured step of the run's own model is at least 10% faster,
 the measurement cached per CPU, torch, threads, model and batch; every run says what was measured."""
 import json
+import os
 
 import pytest
 import torch
@@ -29,7 +30,27 @@ def timed(monkeypatch, tmp_path):
 
     monkeypatch.setattr(auto_precision, "time_step", fake)
     monkeypatch.setattr(device_mod, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_bf16"])
+    monkeypatch.setattr(auto_precision, "busy", lambda: "")  # an idle machine, whatever else the suite runs
     return speeds, calls
+
+
+def test_a_measurement_beside_other_work_is_used_once_and_never_cached(timed, tmp_path, monkeypatch):
+    speeds, calls = timed
+    speeds.update({("train", False): 1.0, ("train", True): 0.5})
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (cores + 1.0, 2.0, 1.0))  # one more than it has
+    monkeypatch.setattr(auto_precision, "busy", busy_before)
+    cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2"])
+    precision, note = auto_precision.choose(cfg, "train", CPU)
+    assert precision == "bf16" and f"(load average {cores + 1.0:.1f} on {cores} cores), so not cached" in note
+    assert not (tmp_path / "cache" / auto_precision.CACHE_FILE).exists()
+    n = len(calls)
+    monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # idle now: measured and kept
+    assert auto_precision.choose(cfg, "train", CPU)[0] == "bf16" and len(calls) > n
+    assert (tmp_path / "cache" / auto_precision.CACHE_FILE).exists()
+
+
+busy_before = auto_precision.busy  # the real check, before the fixture mocks it
 
 
 def test_without_bf16_units_auto_is_fp32_unmeasured(monkeypatch):
