@@ -158,7 +158,7 @@ def choose(cfg, role: str, device: torch.device) -> tuple:
     m = measured(cfg, role)
     speed = m["fp32_seconds"] / m["bf16_seconds"]
     what = "training step" if role == "train" else "teacher forward"
-    where = f"this CPU, {units}" + (f"; measured beside other work ({m['busy']}), so not cached" if m.get("busy") else "")
+    where = f"this CPU, {units}" + (f"; {m['busy']} as it measured, so not cached" if m.get("busy") else "")
     if speed >= MARGIN:
         return BF16, f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on {where})"
     how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"

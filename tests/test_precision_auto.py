@@ -42,7 +42,7 @@ def test_a_measurement_beside_other_work_is_used_once_and_never_cached(timed, tm
     monkeypatch.setattr(auto_precision, "busy", busy_before)
     cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2"])
     precision, note = auto_precision.choose(cfg, "train", CPU)
-    assert precision == "bf16" and f"(load average {cores + 1.0:.1f} on {cores} cores), so not cached" in note
+    assert precision == "bf16" and f"; load average {cores + 1.0:.1f} on {cores} cores as it measured, so not cached" in note
     assert not (tmp_path / "cache" / auto_precision.CACHE_FILE).exists()
     n = len(calls)
     monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # idle now: measured and kept
