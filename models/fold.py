@@ -35,31 +35,26 @@ def _biased(conv: nn.Conv2d) -> nn.Conv2d:
     return out.requires_grad_(False)
 
 
-def _twin(model: ResidualCNN) -> ResidualCNN:
-    """A copy of `model` whose conv-BN pairs are biased convs (weights filled by _refresh)."""
+def _twin(model: ResidualCNN) -> tuple:
+    """(a copy of `model` whose conv-BN pairs are biased convs, those convs in _pairs' order); their weights are
+    filled by _refresh."""
     m = copy.deepcopy(model).requires_grad_(False)
-    m.stem = nn.Sequential(_biased(m.stem[0]), *list(m.stem)[2:])
+    targets = [_biased(conv) for conv, _ in _pairs(m)]
+    m.stem = nn.Sequential(targets[0], *list(m.stem)[2:])
+    slots = iter(targets[1:])
     for block in m.features:
-        block.conv1, block.bn1 = _biased(block.conv1), nn.Identity()
-        block.conv2, block.bn2 = _biased(block.conv2), nn.Identity()
+        block.conv1, block.bn1 = next(slots), nn.Identity()
+        block.conv2, block.bn2 = next(slots), nn.Identity()
         if isinstance(block.shortcut, nn.Sequential):
-            block.shortcut = _biased(block.shortcut[0])
-    return m.eval()
-
-
-def _targets(twin: ResidualCNN) -> list:
-    """The twin's folded convs, in _pairs' order."""
-    convs = [twin.stem[0]]
-    for block in twin.features:
-        convs += [block.conv1, block.conv2] + ([block.shortcut] if isinstance(block.shortcut, nn.Conv2d) else [])
-    return convs
+            block.shortcut = next(slots)
+    return m.eval(), targets
 
 
 @torch.no_grad()
-def _refresh(model: ResidualCNN, twin: ResidualCNN) -> None:
-    """The model's current weights into the twin: bn(conv(x)) = conv'(x) with w' = w * g / sqrt(v + eps) and
-    b' = beta + (b - m) * g / sqrt(v + eps) per output channel; the head as it is."""
-    for (conv, bn), out in zip(_pairs(model), _targets(twin)):
+def _refresh(model: ResidualCNN, twin: ResidualCNN, targets: list) -> None:
+    """The model's current weights into the twin (its folded convs: `targets`): bn(conv(x)) = conv'(x) with
+    w' = w * g / sqrt(v + eps) and b' = beta + (b - m) * g / sqrt(v + eps) per output channel; the head as it is."""
+    for (conv, bn), out in zip(_pairs(model), targets):
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         out.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
@@ -82,7 +77,7 @@ def foldable(model: nn.Module) -> bool:
             and all(bn.track_running_stats and bn.affine for bn in bns) and _plain(*bns, *convs))
 
 
-_TWINS = weakref.WeakKeyDictionary()  # model -> its folded twin, built once, refreshed at every evaluation
+_TWINS = weakref.WeakKeyDictionary()  # model -> (its folded twin, the twin's folded convs), built once
 
 
 def folded_for_eval(model: nn.Module) -> nn.Module:
@@ -90,8 +85,8 @@ def folded_for_eval(model: nn.Module) -> nn.Module:
     is not foldable. The twin is built once per model and device; each call only refolds the weights."""
     if not foldable(model):
         return model
-    twin = _TWINS.get(model)
-    if twin is None or twin.stem[0].weight.device != model.stem[0].weight.device:
-        twin = _TWINS[model] = _twin(model)
-    _refresh(model, twin)
-    return twin
+    found = _TWINS.get(model)
+    if found is None or found[1][0].weight.device != model.stem[0].weight.device:
+        found = _TWINS[model] = _twin(model)
+    _refresh(model, *found)
+    return found[0]

@@ -24,15 +24,21 @@ def quantized(summary: dict) -> bool:
     return (summary.get("qat") or "none") != "none"
 
 
+def control_precisions(precision) -> tuple:
+    """Where a student's CE control is looked for, in order: its own precision, then fp32 (sweeps before the pairing
+    trained fp32 controls alone). The one rule of the gains, the scale table and the plots."""
+    return (precision or FP32, FP32)
+
+
 def kd_gain(summary: dict, ce_controls: dict):
-    """A distilled student's best accuracy minus its same-depth, same-seed, same-precision CE control's (the fp32
-    control where there is none in its precision: sweeps before the pairing trained fp32 controls alone); None
-    without one."""
+    """A distilled student's best accuracy minus its same-depth, same-seed, same-precision CE control's
+    (control_precisions); None without one."""
     if summary.get("role") != "student" or quantized(summary) or summary.get("method") in (CONTROL, None) \
             or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
         return None
     key = (student_key(summary), summary.get("seed"))
-    control = ce_controls.get((*key, summary.get("precision", FP32)), ce_controls.get((*key, FP32)))
+    control = next((ce_controls[(*key, p)] for p in control_precisions(summary.get("precision"))
+                    if (*key, p) in ce_controls), None)
     return None if control is None else summary["best_test_acc"] - control
 
 

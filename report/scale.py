@@ -7,7 +7,7 @@ import io
 import os
 
 from report.plots.data import group_students, load_runs, teacher_of
-from report.results import fmt_gains, fmt_ms, quantized, student_label, student_order
+from report.results import control_precisions, fmt_gains, fmt_ms, quantized, student_label, student_order
 from utils.atomic import atomic_update_text
 from utils.errors import UserError
 from utils.names import CONTROL
@@ -45,8 +45,8 @@ def scale_rows(out_dir: str) -> list:
         groups = group_students(runs)
         teacher = teacher_of(runs)
         for (model, method, precision), members in groups.items():
-            # the control of the same precision (the fp32 one in sweeps from before the pairing)
-            paired = groups.get((model, CONTROL, precision)) or groups.get((model, CONTROL, FP32), [])
+            paired = next((groups[(model, CONTROL, p)] for p in control_precisions(precision)
+                           if (model, CONTROL, p) in groups), [])
             control = {r.get("seed"): r.acc for r in paired}
             if method == CONTROL or not control:
                 continue

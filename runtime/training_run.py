@@ -186,7 +186,7 @@ class TrainingRun(Trainee):
         judge = "val" if val is not None else "test"
         judged = epoch >= self.first_judged_epoch
         if judged:  # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
-            with self.timed("val" if val is not None else "test"):
+            with self.timed(judge):
                 row[f"{judge}_loss"], row[f"{judge}_acc"] = torchrun.gather(
                     self.evaluate(val if val is not None else test))[0]
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])

@@ -61,8 +61,8 @@ def born_again_ensembles(base: Config, runs: list) -> None:
         dirs = [run_dir_of(c) for c in gens]
         if control is None or not all(is_complete(d) for d in dirs):
             continue
-        names = [os.path.basename(d) for d in dirs]
-        weights = [(read_summary(d).get(DIGEST_KEY) or {}).get(BEST_WEIGHTS) for d in dirs]
+        names, summaries = [os.path.basename(d) for d in dirs], [read_summary(d) for d in dirs]
+        weights = [(s.get(DIGEST_KEY) or {}).get(BEST_WEIGHTS) for s in summaries]
         old = known.get(tuple(names))
         if old is not None and all(weights) and old.get("weights_sha256") == weights:
             measured.append({**old, "control_acc": control["best_test_acc"]})
@@ -72,7 +72,7 @@ def born_again_ensembles(base: Config, runs: list) -> None:
             logits, labels, _ = measure_test_logits(d)
             total = logits if total is None else total + logits
         measured.append({"student": blocks, "seed": seed, "generations": names,
-                         "generation_acc": [read_summary(d)["best_test_acc"] for d in dirs],
+                         "generation_acc": [s["best_test_acc"] for s in summaries],
                          "ensemble_acc": evaluate_logits(total / len(dirs), labels)[1],
                          "control_acc": control["best_test_acc"], "weights_sha256": weights})
     if measured:

@@ -5,9 +5,8 @@ import os
 
 from report.plots.data import Run, students
 from report.plots.style import plt, save_figure
-from report.results import selection_acc, student_key
+from report.results import control_precisions, selection_acc, student_key
 from utils.names import CONTROL
-from utils.precision_table import FP32
 
 BINS_KEY = "test_calibration_bins"
 
@@ -22,7 +21,8 @@ def best_and_control(runs: list) -> list:
     best = max(ranked, key=lambda r: selection_acc(r.summary))
     controls = [r for r in ranked if r.get("method") == CONTROL and r is not best and not r.get("unlabeled_images")
                 and student_key(r.summary) == student_key(best.summary) and r.get("seed") == best.get("seed")]
-    control = next((r for p in (best.get("precision"), FP32) for r in controls if r.get("precision") == p), None)
+    control = next((r for p in control_precisions(best.get("precision")) for r in controls if r.get("precision") == p),
+                   None)
     return [best] + ([control] if control else [])
 
 

@@ -11,7 +11,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 
 from report.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
 from report.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
-from report.results import mean_std, student_label, student_order
+from report.results import control_precisions, mean_std, student_label, student_order
 from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order, series_parts
 from utils.precision_table import FP32, precision_color, precision_marker, precision_order
 
@@ -48,14 +48,15 @@ def plot_curves(runs: list, metric: str, ylabel: str, title: str, path: str) -> 
     teacher = teacher_of(runs)
     precisions = sorted({p for (_, m, p) in groups if m != CONTROL}, key=precision_order)
     precisions = precisions or [FP32]
-    controls = {p for (_, m, p) in groups if m == CONTROL}
     colors = depth_colors(b for (b, _, _) in groups)
     last_epoch = max((row.get("epoch") or 0 for r in runs for row in r.history), default=1)
+    controls = {p for (_, m, p) in groups if m == CONTROL}
+    control_of = {p: next((c for c in control_precisions(p) if c in controls), FP32) for p in precisions}
     n = len(precisions)
     fig, axes = plt.subplots(1, n, figsize=(4.0 * n + 0.6, 4.0), sharey=True, squeeze=False)
     for ax, p in zip(axes[0], precisions):
         for (b, m, prec), rs in groups.items():
-            if prec != (p if m != CONTROL or p in controls else FP32):
+            if prec != (p if m != CONTROL else control_of[p]):
                 continue
             ep, mean, sd = mean_curve(rs, metric)
             if not len(ep):
