@@ -171,3 +171,13 @@ def test_two_datasets_get_one_set_each(tmp_path, capsys):
     assert plots.main(str(out_dir)) == 0
     for prefix in ("fashion-mnist_", "cifar10_"):
         assert_png(out_dir / "plots" / f"{prefix}accuracy_vs_params.png")
+
+
+def test_a_ce_controls_label_names_its_own_precision():
+    from report.plots.data import Run
+    from report.plots.runs import _series_name
+
+    runs = [Run(f"r_{p}", ".", {"role": "student", "method": "ce", "precision": p}, []) for p in ("fp32", "bf16")]
+    assert _series_name("ce", "bf16", runs).startswith("CE control (bf16") and "fp32" not in _series_name(
+        "ce", "bf16", runs)
+    assert _series_name("ce", "fp32", runs).startswith("CE control (fp32")

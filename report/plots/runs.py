@@ -21,9 +21,10 @@ def _color(method: str, precision: str) -> str:
 
 
 def _series_name(method: str, precision: str, runs: list) -> str:
-    """"KD fp32", "KD + 20,000 unlabeled fp32", "KD generation 2 fp32" (born-again), or the CE control."""
+    """"KD fp32", "KD + 20,000 unlabeled fp32", "KD generation 2 fp32" (born-again), or the CE control in its
+    precision."""
     if method == CONTROL:
-        return "CE control (fp32, no teacher)"
+        return f"CE control ({precision_label(runs, precision)}, no teacher)"
     name, unlabeled, generation = series_parts(method)
     tag = f" generation {generation}" if generation else f" + {unlabeled:,} unlabeled" if unlabeled else ""
     return f"{name.upper()}{tag} {precision_label(runs, precision)}"
