@@ -6,7 +6,7 @@ units, auto times a few steps of the run's own model at its own batch in fp32 an
 for --precision, the teacher's forward for --teacher_precision), interleaved, and picks bf16 only where it
 is at least MARGIN faster. The measurement is cached in <data_dir>/cache/auto_precision.json, keyed by the
 CPU model, torch version, thread count, model and batch, so later runs do not pay for it again (not when the
-machine was busy as it measured: such a timing decides that run alone). A CPU
+machine was busy as it measured: such a timing decides for this process alone). A CPU
 without bf16 units gets fp32 without measuring (bf16 is emulated there); a GPU keeps the capability rule
 (sm_80+). The run's summary says what was measured, e.g. "auto: fp32 (bf16 measured 1.33x slower)".
 """
@@ -130,19 +130,26 @@ def busy() -> str:
     return f"load average {load:.1f} on {cores} cores" if load >= cores else ""
 
 
+# measurements taken on a busy machine, kept for this process alone: every run of one sweep (its plan, its groups,
+# its table) then gets the same choice, where measuring each again could pick bf16 for a student and fp32 for its
+# control, and name them so
+_THIS_PROCESS = {}
+
+
 def measured(cfg, role: str) -> dict:
     """This machine's measurement for cfg's model, from the cache or timed now, and cached unless the machine was
-    busy (then "busy" says why, and the next run measures again)."""
+    busy (then "busy" says why, this process keeps it, and the next process measures again)."""
     path, key = cache_path(cfg), cache_key(cfg, role)
     cache = (read_json_object(path) if os.path.isfile(path) else None) or {}
-    found = cache.get(key)
+    found = cache.get(key) or _THIS_PROCESS.get((path, key))
     if isinstance(found, dict) and all(isinstance(found.get(k), float) and found[k] > 0
                                        for k in ("fp32_seconds", "bf16_seconds")):
         return found
     why = busy()
     found = measure(cfg, role)
-    if why:  # not this machine's speed: used once, never kept
-        return {**found, "busy": why}
+    if why:  # not this machine's speed: kept for this process only, never written
+        _THIS_PROCESS[(path, key)] = found = {**found, "busy": why}
+        return found
     try:
         atomic_write_json(path, {**cache, key: found})
     except OSError:  # a read-only data_dir: measured again next time, nothing lost
@@ -158,7 +165,8 @@ def choose(cfg, role: str, device: torch.device) -> tuple:
     m = measured(cfg, role)
     speed = m["fp32_seconds"] / m["bf16_seconds"]
     what = "training step" if role == "train" else "teacher forward"
-    where = f"this CPU, {units}" + (f"; {m['busy']} as it measured, so not cached" if m.get("busy") else "")
+    where = f"this CPU, {units}" + (f"; {m['busy']} as it measured, so not cached past this process"
+                                     if m.get("busy") else "")
     if speed >= MARGIN:
         return BF16, f"auto: bf16 ({what} measured {speed:.2f}x the speed of fp32 on {where})"
     how = f"{1 / speed:.2f}x slower" if speed < 1 else f"only {speed:.2f}x faster, under the {MARGIN:.2f}x margin"

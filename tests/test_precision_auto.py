@@ -34,19 +34,26 @@ def timed(monkeypatch, tmp_path):
     return speeds, calls
 
 
-def test_a_measurement_beside_other_work_is_used_once_and_never_cached(timed, tmp_path, monkeypatch):
+def test_a_measurement_beside_other_work_holds_for_its_process_and_is_never_written(timed, tmp_path, monkeypatch):
     speeds, calls = timed
     speeds.update({("train", False): 1.0, ("train", True): 0.5})
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (cores + 1.0, 2.0, 1.0))  # one more than it has
     monkeypatch.setattr(auto_precision, "busy", busy_before)
+    monkeypatch.setattr(auto_precision, "_THIS_PROCESS", {})
     cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--blocks=2"])
     precision, note = auto_precision.choose(cfg, "train", CPU)
-    assert precision == "bf16" and f"; load average {cores + 1.0:.1f} on {cores} cores as it measured, so not cached" in note
+    assert precision == "bf16" and (f"; load average {cores + 1.0:.1f} on {cores} cores as it measured, so not "
+                                    f"cached past this process") in note
     assert not (tmp_path / "cache" / auto_precision.CACHE_FILE).exists()
     n = len(calls)
-    monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # idle now: measured and kept
-    assert auto_precision.choose(cfg, "train", CPU)[0] == "bf16" and len(calls) > n
+    # the same process asks again (the sweep's control, its table): the same measurement, even where a new one
+    # would now say fp32, so a student and its control never split
+    speeds.update({("train", False): 0.5, ("train", True): 1.0})
+    assert auto_precision.choose(cfg, "train", CPU) == (precision, note) and len(calls) == n
+    monkeypatch.setattr(auto_precision, "_THIS_PROCESS", {})  # a new process on an idle machine: measured and kept
+    monkeypatch.setattr(auto_precision.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    assert auto_precision.choose(cfg, "train", CPU)[0] == "fp32" and len(calls) > n
     assert (tmp_path / "cache" / auto_precision.CACHE_FILE).exists()
 
 
