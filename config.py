@@ -5,33 +5,26 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 import types
 from dataclasses import dataclass
 from typing import Optional
 
 import cli
 import config_rules
-from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NAME, POSITIVE, UNIT_INTERVAL, Check,
+from cli import (DEVICE, EPOCHS, EPOCHS_OR_0, MAX_EPOCHS, NON_NEGATIVE, PLAIN_NAME, POSITIVE, UNIT_INTERVAL,
                  each_of, must, non_negative_ints, one_of, positive_ints)
 from cli import (arch_name, config_to_dict, default_run_name, method_hparams, student_name,  # noqa: F401 (re-exported)
                  run_dir_of, teacher_run_name)
 from presets import CPU_PROTOCOL, PRESETS, RECIPES, RELEASED_TEACHER  # noqa: F401 (re-exported)
-from utils.names import DEFAULT_METHOD, EARLY_EXIT, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
-from utils.precision_table import AUTO, BF16, CHOICES, FP16, FP16_ON_CPU, FP32, PRECISION_DOC, TEACHER_CHOICES
+from utils.names import DEFAULT_METHOD, METHOD_DOC, METHOD_TABLE, QAT_MODES, hparam_methods
+from utils.precision_table import AUTO, BF16, CHOICES, FP16_ON_CPU, FP32, PRECISION_DOC, TEACHER_CHOICES
 from utils.precision_table import SWEEP_DEFAULT, TRAINED as PRECISIONS  # the precision table: its names and order
 
-DATASETS = ("fashion-mnist", "intel", "imagefolder", "cifar10", "cifar100")
-CIFAR_RESNETS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")  # He et al. 2016, 6n+2 layers
-TORCHVISION_TEACHERS = ("resnet18", "resnet50", "efficientnet_b0")  # ImageNet-style backbones
-WRN_PATTERN = re.compile(r"wrn(\d+)_(\d+)$")  # wide ResNet wrn{depth}_{k}, depth 6n+4 (wrn16_4, wrn28_10)
-TIMM_PREFIX = "timm:"  # timm:<name>: any timm model by name, as a teacher or a student (models/timm_models.py)
-TIMM_PATTERN = re.compile(r"timm:[A-Za-z0-9_.-]+$")  # the name itself is checked against timm when the model is built
-TEACHER_ARCHS = ("seed12", *CIFAR_RESNETS, "wrn{depth}_{k}", *TORCHVISION_TEACHERS, "timm:<name>")
 METHODS = tuple(m.name for m in METHOD_TABLE)  # the method table (utils/names.py); distill.DISTILLERS: their classes
 from config_rules import MAX_SEED, NO_TEACHER_METHODS  # noqa: E402,F401 (re-exported)
-DEPLOY_VARIANTS = (FP32, "fp32-compiled", BF16, FP16, "int8", "fp8-weights", "int8-head-bnb",
-                   "nf4-head-bnb", "onnx", "onnx-int8")
+from config_values import (BETA_PER_DEPTH, CIFAR_RESNETS, DATASETS, DEPLOY_VARIANTS, EXIT, SCENE_CANVAS,  # noqa: E402,F401
+                           SEED, SEG_PATTERN, STUDENT_ARCH, TASKS, TEACHER_ARCH, TEACHER_ARCHS, TIMM_PATTERN, TIMM_PREFIX,
+                           TORCHVISION_TEACHERS, WRN_PATTERN)
 SCOPES = {  # what changing a field changes; a method's hyper-parameters also name their methods (summaries record them)
     "train": "what a run learns: a resumed run must match its interrupted self in every one of them",
     "run": "where and how a run executes (paths, device, threads, memory layout), not what it learns",
@@ -39,24 +32,21 @@ SCOPES = {  # what changing a field changes; a method's hyper-parameters also na
 _train, _run, _eval, _deploy, _sweep = (cli.knob(s) for s in SCOPES)
 # a train field a recipe (--recipe=NAME or @file) may set: how a run learns, never its data, model, seed or folders
 _learn = cli.knob("train", recipe=True)
-SEED = must(lambda v: 0 <= v <= MAX_SEED, f"in 0..{MAX_SEED} (2**32 - 1: numpy's seed range)")
-
-TEACHER_ARCH = Check(lambda v: v in TEACHER_ARCHS[:-1] or TIMM_PATTERN.match(v) or (  # wrn{6n+4}_{k >= 1}
-    (m := WRN_PATTERN.match(v)) is not None and int(m[1]) >= 10 and (int(m[1]) - 4) % 6 == 0 and int(m[2]) >= 1),
-    f"allowed values are {', '.join(TEACHER_ARCHS)} (depth 6n+4, e.g. wrn16_4)")
-EXIT = Check(lambda v: v in ("", EARLY_EXIT) or (v.isdigit() and int(v) >= 1), f'"" (the deepest), {EARLY_EXIT}, or an '
-             f'exit number from 1, e.g. --exit=1')
-STUDENT_ARCH = Check(lambda v: not v or TIMM_PATTERN.match(v),
-                     'expected "" (the ResidualCNN of --blocks) or timm:<name>, e.g. timm:mobilenetv3_small_050')
-BETA_PER_DEPTH = Check(lambda v: all(isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)
-                                     and p[0] > 0 and isinstance(p[1], (int, float)) and p[1] >= 0 for p in v),
-                       "expected [[blocks, beta], ...], e.g. [[4,2],[6,4]]", True)
 
 
 @dataclass(frozen=True)
 class Config:
     dataset: str = _train("fashion-mnist", one_of(*DATASETS), group=True, section="data", doc="which dataset; "
         "fashion-mnist is real data that ships with Debian")
+    task: str = _train("classify", one_of(*TASKS), group=True, doc="classify: a class per image | segment: a class "
+        "per pixel (outputs [N, C, H, W], a per-pixel loss, mIoU), on a dataset of masks (fashion-mnist-scenes)")
+    scene_count: int = _train(12000, POSITIVE, group=True, doc="fashion-mnist-scenes: training scenes, val_fraction "
+        "of them the hold-out (pasted from other training garments)")
+    scene_test_count: int = _train(2000, POSITIVE, group=True, doc="fashion-mnist-scenes: test scenes (test garments)")
+    scene_canvas: tuple = _train((64, 84), SCENE_CANVAS, group=True, doc="fashion-mnist-scenes: [height, width], px "
+        "(M2NIST's 64 x 84)")
+    scene_items: int = _train(3, must(lambda v: 1 <= v <= 8, "in 1..8"), group=True, doc="fashion-mnist-scenes: "
+        "1 to this many garments a scene (uniform)")
     data_dir: str = _run("data", group=True, doc="where the dataset files live; decoded caches go to data_dir/cache")
     image_size: int = _train(0, NON_NEGATIVE, group=True, doc="px, square; 0 = the dataset's native size (28 "
         "Fashion-MNIST, 32 CIFAR, 150 Intel)")
@@ -123,6 +113,8 @@ class Config:
     byot_temperature: float = _learn(3.0, POSITIVE, doc="byot: the deepest exit's temperature (Zhang et al.: 3)")
     byot_feature_weight: float = _learn(0.03, NON_NEGATIVE, doc="byot: feature L2 weight to the deepest exit (0.03)")
     pskd_alpha: float = _learn(0.8, UNIT_INTERVAL, doc="pskd: own-prediction weight, last epoch (Kim et al.: 0.8)")
+    cwd_weight: float = _learn(3.0, NON_NEGATIVE, doc="cwd: weight of the channel-wise KL (Shu et al. 2021: 3)")
+    cwd_temperature: float = _learn(4.0, POSITIVE, doc="cwd: temperature of each channel's softmax over locations (4)")
     teacher_logits: str = _learn("cache", one_of("cache", "online"), group=True, doc="cache: teacher logits computed "
         "once per image/view and reused; online: every batch")
     teacher_precision: str = _learn(FP32, one_of(*TEACHER_CHOICES), group=True, doc="the frozen teacher's "

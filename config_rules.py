@@ -3,7 +3,7 @@ one line naming the flags. A single field's own check is declared with the field
 import re
 
 from utils.errors import UserError
-from utils.names import CONTROL, METHODS
+from utils.names import CONTROL, METHODS, SEGMENT
 from utils.precision_table import FP32
 from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 
@@ -11,6 +11,9 @@ from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 NO_TEACHER_METHODS = tuple(name for name, m in METHODS.items() if not m.teacher)
 FEATURE_METHODS = tuple(name for name, m in METHODS.items() if m.features)
 LOGIT_METHODS = tuple(name for name in METHODS if name not in FEATURE_METHODS)  # the rest: logits alone
+MASK_DATASETS = ("fashion-mnist-scenes",)  # labels are masks, a class per pixel: --task=segment's (data/scenes.py)
+SEG_PATTERN = re.compile(r"resseg(\d+)_(\d+)$")  # a segmenter of the student family as teacher (models/segment.py)
+SEGMENT_METHODS = tuple(name for name, m in METHODS.items() if SEGMENT in m.tasks)
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState (Optuna's samplers) takes 0..2**32-1; torch takes up to 2**64-1
 # what the sweep writes in out_dir beside its run directories (utils/run_files.SWEEP_FILES; a data-scaling sweep's
 # size folders: utils/run_files.SIZE_FOLDER): a run of such a name would be written over, or deleted with, the
@@ -54,6 +57,7 @@ def check(cfg) -> None:
     if cfg.first_seed + cfg.seeds - 1 > MAX_SEED:
         raise UserError(f"--first_seed={cfg.first_seed} --seeds={cfg.seeds}: the last seed, "
                         f"{cfg.first_seed + cfg.seeds - 1}, is past {MAX_SEED} (2**32 - 1: numpy's seed range)")
+    check_task(cfg)
     if cfg.role == "student":
         check_method(cfg)
     if cfg.generation or cfg.sweep_generations:
@@ -64,6 +68,39 @@ def check(cfg) -> None:
         raise UserError(f"--student_weights={cfg.student_weights}: only a timm student "
                         f"(--student_arch=timm:<name>) starts from a weights file")
     check_qat(cfg)
+
+
+def check_task(cfg) -> None:
+    """A task needs its kind of labels and models: --task=segment a dataset of masks, a method that serves dense
+    outputs (the method table's `tasks`), a segmenter as teacher (resseg{blocks}_{width}); a classifier none of
+    those. What a segmentation run cannot have yet is refused here, one line each."""
+    seg, masks = cfg.task == SEGMENT, cfg.dataset in MASK_DATASETS
+    if seg != masks:
+        raise UserError(f"--dataset={cfg.dataset} with --task={cfg.task}: "
+                        + (f"its labels are masks; pass --task={SEGMENT}" if masks else
+                           f"its labels are one class per image; --task={SEGMENT} needs masks: "
+                           f"--dataset={either(MASK_DATASETS)}"))
+    uses_teacher = cfg.role == "teacher" or METHODS[cfg.method].teacher or cfg.generation
+    if uses_teacher and seg != bool(SEG_PATTERN.match(cfg.teacher_arch)):
+        raise UserError(f"--teacher_arch={cfg.teacher_arch} with --task={cfg.task}: " + (
+            "a segmentation teacher is a resseg{blocks}_{width} (e.g. resseg6_24)" if seg else
+            "resseg models label pixels; a classification teacher is any other --teacher_arch"))
+    if not seg:
+        return
+    if cfg.role == "student" and cfg.method not in SEGMENT_METHODS:
+        raise UserError(f"--method={cfg.method} with --task={SEGMENT}: it distills one class per image; "
+                        f"use {either(SEGMENT_METHODS)}")
+    for name, why in (("image_size", "a scene keeps its canvas (--scene_canvas)"),
+                      ("student_arch", "the students are the residual segmenters of --blocks"),
+                      ("unlabeled_samples", "no transfer set for segmentation yet"),
+                      ("mixup", "mixup blends one label per image"),
+                      ("random_erasing", "an erased patch would keep its pixels' labels"),
+                      ("generation", "no born-again segmenters yet"), ("sweep_generations", "no born-again "
+                                                                                      "segmenters yet")):
+        if getattr(cfg, name):
+            raise UserError(f"--{name}={getattr(cfg, name)} with --task={SEGMENT}: {why}")
+    if cfg.qat != "none" or cfg.sweep_qat:
+        raise UserError(f"--task={SEGMENT}: quantization-aware training is for classifiers only so far")
 
 
 def check_generations(cfg) -> None:

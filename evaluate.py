@@ -1,5 +1,5 @@
 """Evaluate a run directory: accuracy, calibration (ECE, NLL), per-class precision/recall/F1, confusion matrix;
-Intel predictions.
+Intel predictions; a segmentation run's mIoU, per-class IoU and pixel accuracy.
 
     python evaluate.py --run=checkpoints/demo/fashion-mnist_res4_b128_fp32_kd_s0
     python evaluate.py --run=<intel run> --split=pred            # predictions.csv for seg_pred
@@ -21,11 +21,12 @@ import torch
 from config import make_config, parse_overrides
 from data.dataset import Split, load_pred_images
 from report.plots.style import plot_confusion_matrix
-from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, predict
+from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, predict, segment_scores
 from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
+from utils.names import SEGMENT
 from utils.run_files import CONFUSION_MATRIX, EVALUATION, EXITS_JSON, PREDICTIONS
 
 
@@ -74,6 +75,26 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
     return result
 
 
+def evaluate_segmentation(cfg, model, ds, weights, run_dir, device) -> dict:
+    """A segmentation run's test scores (runtime/inference.segment_scores): mIoU (every class, background
+    included), per-class IoU, pixel accuracy and the NLL per labeled pixel, into evaluation.json."""
+    test = ds.test.to(device)
+    s = segment_scores(model.to(device), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last,
+                       ds.num_classes)
+    result = {"run": run_dir, "weights": os.path.basename(weights), "split": "test", "task": cfg.task,
+              "images": len(test), "miou": s["miou"], "pixel_accuracy": s["acc"], "accuracy": s["acc"],
+              "loss": s["loss"], "nll": s["loss"], "classes": list(ds.classes),
+              "per_class": [{"class": c, "iou": v} for c, v in zip(ds.classes, s["iou"])]}
+    print(f"test mIoU {s['miou']:.2f}% (every class, background included), pixel accuracy {s['acc']:.2f}% on "
+          f"{len(test)} images ({os.path.basename(weights)}); NLL {s['loss']:.4f} a pixel")
+    print(f"{'class':>16} {'IoU':>7}")
+    for c, v in zip(ds.classes, s["iou"]):
+        print(f"{c:>16} {'-' if v is None else f'{v:.2f}':>7}")
+    with saving(run_dir, EVALUATION):
+        atomic_write_json(os.path.join(run_dir, EVALUATION), result)
+    return result
+
+
 def predict_unlabelled(cfg, model, ds, run_dir, device) -> str:
     images, paths = load_pred_images(cfg)
     logits = predict(model.to(device), Split(images, torch.zeros(len(paths), dtype=torch.long)).to(device),
@@ -96,6 +117,12 @@ def evaluate_run(run_dir: str, overrides: dict = None) -> None:
     `overrides` may change only fields of scope run, eval and deploy (runtime.run_dir.load_run)."""
     cfg, model, ds, weights = load_run(run_dir, overrides)
     device = resolve_device(cfg.device)
+    if cfg.task == SEGMENT:
+        if cfg.deploy or cfg.exit or cfg.split == "pred":
+            raise UserError(f"{run_dir}: a segmentation run is evaluated on its test scenes only; --deploy, --exit "
+                            f"and --split=pred serve classifiers")
+        evaluate_segmentation(cfg, model, ds, weights, run_dir, device)
+        return
     if cfg.split == "pred":
         predict_unlabelled(cfg, model, ds, run_dir, device)
     elif cfg.exit:  # a byot run's exit K, or early exit at a confidence

@@ -29,12 +29,13 @@ import torch
 
 from cli import group_key
 from config import Config, default_run_name, make_config
+from config_rules import MASK_DATASETS
 from data.dataset import NATIVE_SIZE, load_dataset
 from data.sampler import BatchSampler
 from distill import needs_teacher
 from runtime import torchrun
 from runtime.epochs import train_epochs_together
-from runtime.inference import evaluate_logits, predict
+from runtime.inference import evaluate_logits, predict, segment_scores
 from runtime.run_dir import check_init_from, is_complete, remove_if_bare, restore_history, run_dir_of
 from runtime.training_run import TrainingRun
 from models.cnn_model import MIN_IMAGE_SIZE, min_image_size
@@ -53,7 +54,7 @@ def refuse_finished(cfg: Config, run_dir: str) -> None:
 
 def check_image_size(cfg: Config) -> None:
     """Before any data loads: a student's stride-2 blocks need a big enough input (models/cnn_model.py)."""
-    size = cfg.image_size or NATIVE_SIZE[cfg.dataset]
+    size = cfg.image_size or (min(cfg.scene_canvas) if cfg.dataset in MASK_DATASETS else NATIVE_SIZE[cfg.dataset])
     blocks = cfg.blocks if cfg.role == "student" and not cfg.student_arch else 0
     need = min_image_size(blocks)
     if size < need:
@@ -167,7 +168,10 @@ def _train_locked(cfgs: list, todo: list, world, device, on_epoch=None) -> dict:
 
         teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size,
                                             data=ds)
-        if info["teacher_acc"] is None:
+        if info["teacher_acc"] is None and test.labels.dim() > 1:  # a segmentation's: pixel accuracy
+            info["teacher_acc"] = segment_scores(teacher, test, ds.mean, ds.std, first.eval_batch_size,
+                                                 first.channels_last, ds.num_classes)["acc"]
+        elif info["teacher_acc"] is None:
             info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
                                                           first.channels_last), test.labels)[1]
 

@@ -32,7 +32,7 @@ from config_rules import check_out_dir_name
 from utils.atomic import atomic_write_json
 from utils.errors import HelpRequested, UserError, cannot_write, cli_entry, first_line
 from utils.lock import RunLocked, run_lock
-from utils.names import hparam_methods, method_space
+from utils.names import SEGMENT, hparam_methods, method_space
 from utils.run_files import CONFIG
 
 TUNE_FIRST_SEED = 100  # tuning seeds start here; the presets' tables use seeds below it
@@ -239,6 +239,8 @@ def main(argv: list) -> dict:
         raise HelpRequested(__doc__)
     flags, rest = split_flags(argv)
     cfg = make_config(rest)
+    if cfg.task == SEGMENT:  # it would maximize pixel accuracy, not mIoU
+        raise UserError(f"--task={SEGMENT}: tune.py searches classifiers' settings only so far")
     names = [n for n in flags["params"].split(",") if n]
     check_params(cfg, names)
     import optuna

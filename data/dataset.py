@@ -22,13 +22,17 @@ from safetensors.torch import load_file, save_file
 
 from data import folders
 from data.folders import DataError
-from data.sources import CIFAR, Source, cifar_source, fashion_source, folder_source
+from data import scenes
+from data.sources import CIFAR, Source, labelled_tensors, cifar_source, fashion_source, folder_source
 from utils.atomic import atomic_write_to
 
 __all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", "split_train_val",
            "stratified_subset"]
 
-NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64}
+SCENES = "fashion-mnist-scenes"  # config_rules.MASK_DATASETS: Fashion-MNIST garments pasted on a canvas (scenes.py)
+MASK_IGNORE = scenes.IGNORE_INDEX  # a mask pixel without a label (VOC's 255); batches carry it as -1
+# a scene's native size: the shorter side of the default canvas (its --scene_canvas is the real one)
+NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64, SCENES: 64}
 CACHE_FORMAT = "kd-uint8-cache-1"  # bump when the cache layout changes: old files are rebuilt
 
 
@@ -37,7 +41,7 @@ class Split:
     """One split: uint8 images [N, C, H, W] and int64 labels [N], on the CPU or on the training device."""
 
     images: torch.Tensor  # uint8 [N, C, H, W], contiguous
-    labels: torch.Tensor  # int64 [N]
+    labels: torch.Tensor  # int64 [N]; a segmentation's masks: uint8 [N, H, W], a class per pixel (255: none)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -76,6 +80,11 @@ class Dataset:
         return int(self.train.images.shape[-1])
 
     @property
+    def image_shape(self) -> tuple:
+        """(C, H, W) of an input: what feature adapters are sized for (a scene's canvas need not be square)."""
+        return tuple(int(s) for s in self.train.images.shape[1:])
+
+    @property
     def num_classes(self) -> int:
         return len(self.classes)
 
@@ -92,8 +101,11 @@ def fingerprint(root: Path, files: list[Path]) -> str:
 
 def cache_defect(tensors: dict, meta: dict):
     """Why decoded tensors cannot be what their metadata says (None when they can): every <split>_images
-    uint8 [N, C, S, S] at the metadata's image size, its <split>_labels int64 [N] within the classes."""
+    uint8 [N, C, S, S] at the metadata's image size (a scene cache: [N, C, H, W] at its "canvas"), its
+    <split>_labels int64 [N] within the classes (masks: uint8 [N, H, W], a class or MASK_IGNORE per pixel)."""
+    canvas = json.loads(meta["canvas"]) if "canvas" in meta else None
     size = int(meta.get("image_size", 0))
+    hw = tuple(canvas) if canvas else (size, size)
     try:
         classes = len(json.loads(meta["classes"])) if "classes" in meta else None
     except (ValueError, TypeError):
@@ -101,14 +113,16 @@ def cache_defect(tensors: dict, meta: dict):
     for key, x in tensors.items():
         if not key.endswith("images"):
             continue
-        if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[-2:]) != (size, size):
-            return f"{key} is {x.dtype} {tuple(x.shape)}, not uint8 [N, C, {size}, {size}]"
+        if x.dtype != torch.uint8 or x.dim() != 4 or tuple(x.shape[-2:]) != hw:
+            return f"{key} is {x.dtype} {tuple(x.shape)}, not uint8 [N, C, {hw[0]}, {hw[1]}]"
         y = tensors.get(key[:-len("images")] + "labels")
         if y is None:
             continue
-        if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-            return f"{key[:-6]}labels is {y.dtype} {tuple(y.shape)}, not int64 [{len(x)}]"
-        if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+        want = (torch.uint8, (len(x), *hw)) if canvas else (torch.int64, (len(x),))
+        if y.dtype != want[0] or tuple(y.shape) != want[1]:
+            return f"{key[:-6]}labels is {y.dtype} {tuple(y.shape)}, not {str(want[0])[6:]} {list(want[1])}"
+        bad = y[y != MASK_IGNORE] if canvas else y
+        if len(bad) and (int(bad.min()) < 0 or (classes is not None and int(bad.max()) >= classes)):
             return f"{key[:-6]}labels outside 0..{(classes or 1) - 1}"
     return None
 
@@ -187,6 +201,8 @@ def load_dataset(cfg) -> Dataset:
     size = _image_size(cfg)
     data_dir = Path(cfg.data_dir).expanduser()
     name = cfg.dataset
+    if name == SCENES:
+        return load_scenes(cfg, data_dir)
     if name == "fashion-mnist":
         source = fashion_source(data_dir)
     elif name in CIFAR:
@@ -211,6 +227,49 @@ def load_dataset(cfg) -> Dataset:
         std=tuple(json.loads(meta["std"])),
         source=meta["source"],
     )
+
+
+def pixel_labels(masks: torch.Tensor) -> torch.Tensor:
+    """uint8 masks [N, H, W] as the losses and metrics take them: int64, a pixel without a label (MASK_IGNORE)
+    -1, like an unlabeled image (utils/segmentation.IGNORE)."""
+    y = masks.long()
+    return y.masked_fill_(masks == MASK_IGNORE, -1)
+
+
+def load_scenes(cfg, data_dir: Path) -> Dataset:
+    """Fashion-MNIST scenes (data/scenes.py) from the Fashion-MNIST cache, built once per size and count and cached
+    beside it: scene_count training scenes, val_fraction of them the hold-out, pasted from a disjoint pool of
+    training garments, and scene_test_count test scenes from the test garments. The same scenes for every run
+    (seed 0); max_train_samples takes a seeded subset of the training scenes."""
+    fashion = fashion_source(data_dir)
+    f, _ = _cached(data_dir / "cache" / f"fashion-mnist-{NATIVE_SIZE['fashion-mnist']}px.safetensors", fashion,
+                   NATIVE_SIZE["fashion-mnist"], cfg.num_workers)
+    (h, w), n_val = cfg.scene_canvas, int(round(cfg.val_fraction * cfg.scene_count))
+    n_train = cfg.scene_count - n_val
+    if n_train < 2:
+        raise DataError(f"--scene_count={cfg.scene_count} with --val_fraction={cfg.val_fraction} leaves {n_train} "
+                        f"training scene(s); at least 2 are needed")
+
+    def build(_size, _workers):
+        s = scenes.scene_splits(f["train_images"], f["train_labels"], f["test_images"], f["test_labels"], n_train,
+                                n_val, cfg.scene_test_count, h, w, cfg.scene_items)
+        tensors, meta = labelled_tensors(*s["train"], *s["test"], scenes.SCENE_CLASSES)
+        tensors.update({"val_images": s["val"][0], "val_labels": s["val"][1]})
+        return tensors, {**meta, "canvas": json.dumps([h, w])}
+
+    key = f"{SCENES}-{h}x{w}-{cfg.scene_items}items-{n_train}-{n_val}-{cfg.scene_test_count}"
+    source = Source(fashion.root, fashion.files, f"{fashion.desc}, pasted into {h}x{w} scenes", build)
+    t, meta = _cached(data_dir / "cache" / f"{key}.safetensors", source, h, cfg.num_workers)
+    train = Split(t["train_images"], t["train_labels"])
+    if 0 < cfg.max_train_samples < len(train):
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(int(cfg.seed)))
+        train = _take(train, pick[:cfg.max_train_samples].sort().values)
+    test = Split(t["test_images"], t["test_labels"])
+    if 0 < cfg.max_test_samples < len(test):
+        test = _take(test, torch.arange(cfg.max_test_samples))
+    return Dataset(name=SCENES, train=train, test=test, val=Split(t["val_images"], t["val_labels"]) if n_val else None,
+                   classes=tuple(json.loads(meta["classes"])), mean=tuple(json.loads(meta["mean"])),
+                   std=tuple(json.loads(meta["std"])), source=meta["source"])
 
 
 def transfer_set(train: Split, labeled_idx: Optional[torch.Tensor], n: int, seed: int) -> Split:

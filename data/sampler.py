@@ -5,14 +5,14 @@ from dataclasses import dataclass
 
 import torch
 
-from data.dataset import Split
+from data.dataset import Split, pixel_labels
 from data.transforms import augment_batch, mixup, prepare_batch, random_erase
 
 
 @dataclass
 class Batch:
     x: torch.Tensor  # normalized float32, as the models take it (channels_last when asked)
-    y: torch.Tensor  # int64 labels (of the first image, under mixup): training accuracy
+    y: torch.Tensor  # int64 labels (of the first image, under mixup): training accuracy; masks [N, H, W] (-1: none)
     targets: torch.Tensor  # what the loss fits: y, or soft targets [N, classes] under mixup
     idx: torch.Tensor  # positions in the train split: the key of cached teacher outputs
     flips: torch.Tensor  # bool per image: horizontally flipped (the cache's "flip" view)
@@ -37,6 +37,7 @@ class BatchSampler:
         self.mean, self.std, self.channels_last, self.generator = mean, std, channels_last, generator
         self.random_erasing, self.mixup, self.num_classes = random_erasing, mixup, num_classes
         self.steps = max(1, len(data) // batch_size)
+        self.dense = data.labels.dim() > 1  # a segmentation's masks, uint8 [N, H, W]
         rank, ranks = shard
         if batch_size % ranks:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {ranks} ranks")
@@ -60,8 +61,13 @@ class BatchSampler:
         bs = self.batch_size
         for step in range(self.steps):
             idx = order[step * bs:(step + 1) * bs]
-            y = self.data.labels[idx]
-            x_u8, flips = augment_batch(self.data.images[idx], self.augment, self.generator, return_flips=True)
+            if self.dense:  # masks ride as one more channel: flipped and cropped with their images
+                both = torch.cat([self.data.images[idx], self.data.labels[idx].unsqueeze(1)], 1)
+                both, flips = augment_batch(both, self.augment, self.generator, return_flips=True)
+                x_u8, y = both[:, :-1], pixel_labels(both[:, -1])
+            else:
+                y = self.data.labels[idx]
+                x_u8, flips = augment_batch(self.data.images[idx], self.augment, self.generator, return_flips=True)
             x = prepare_batch(x_u8, self.mean, self.std, self.channels_last)
             if self.random_erasing > 0:
                 x = random_erase(x, self.random_erasing, self.generator)

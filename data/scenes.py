@@ -1,7 +1,7 @@
 """Fashion-MNIST scenes for semantic segmentation (M2NIST-style): a few garments pasted on a black canvas,
 with a mask that labels every pixel with the class of the garment seen there (0 = background).
 
-A library only: the config and the training loop do not use it yet.
+`--dataset=fashion-mnist-scenes` (--task=segment) loads them through data/dataset.load_scenes, cached.
 
 Why it is built this way:
 - The mask must agree with the image, so pasting and labelling are one rule. A garment pixel is one brighter

@@ -39,7 +39,7 @@ class Source:
     build: Callable[[int, int], tuple[dict[str, torch.Tensor], dict[str, str]]]  # (size, workers)
 
 
-def _labelled(train_x, train_y, test_x, test_y, classes) -> tuple[dict, dict]:
+def labelled_tensors(train_x, train_y, test_x, test_y, classes) -> tuple[dict, dict]:
     """Tensors + metadata of a labelled dataset; mean/std are computed here, once per cache."""
     # exact, from a 256-bin histogram per channel: no float copy of the whole split
     values = torch.arange(256, dtype=torch.float64)
@@ -132,7 +132,7 @@ def fashion_source(data_dir: Path) -> Source:
             if x.ndim != 3 or y.ndim != 1 or x.shape[0] != y.shape[0]:
                 raise DataError(f"{files[f'{split}_images']} and its labels file do not match "
                                 f"({tuple(x.shape)} vs {tuple(y.shape)}); fetch both again")
-        return _labelled(resize_uint8(arrays["train_images"].unsqueeze(1), size), arrays["train_labels"].long(),
+        return labelled_tensors(resize_uint8(arrays["train_images"].unsqueeze(1), size), arrays["train_labels"].long(),
                          resize_uint8(arrays["test_images"].unsqueeze(1), size), arrays["test_labels"].long(),
                          FASHION_CLASSES)
 
@@ -181,7 +181,7 @@ def cifar_source(name: str, data_dir: Path) -> Source:
         names = folders.unpickle_cifar(root / meta_file)[names_key]
         classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
         (tx, ty), (vx, vy) = read(train_files), read(test_files)
-        return _labelled(resize_uint8(tx, size), ty, resize_uint8(vx, size), vy, classes)
+        return labelled_tensors(resize_uint8(tx, size), ty, resize_uint8(vx, size), vy, classes)
 
     return Source(root, [root / f for f in wanted], f"{root} (cifar python batches)", build)
 
@@ -198,6 +198,6 @@ def folder_source(kind: str, data_dir: Path) -> Source:
         vx, vy, skipped2 = folders.decode_split(test_paths, test_labels, size, workers, f"decoding {test_dir.name}")
         folders.warn_skipped(skipped + skipped2, root)
         tx, ty, vx, vy = (torch.from_numpy(a) for a in (tx, ty, vx, vy))
-        return _labelled(tx, ty, vx, vy, classes)
+        return labelled_tensors(tx, ty, vx, vy, classes)
 
     return Source(root, train_paths + test_paths, f"{root} (image folders)", build)

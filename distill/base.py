@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from config import method_hparams
-from utils.names import METHODS
+from utils.names import METHODS, SEGMENT
 
 
 @dataclass
@@ -26,8 +26,8 @@ class TeacherOut:
 
 
 def labeled_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy averaged over the images with a label (>= 0); a transfer set's unlabeled images
-    (-1) add nothing, and a batch without a labeled image gives 0."""
+    """Cross-entropy averaged over the images (or a segmentation's pixels) with a label (>= 0); a transfer set's
+    unlabeled images (-1) add nothing, and a batch without a labeled image gives 0."""
     labeled = targets >= 0
     per_image = F.cross_entropy(logits, targets.clamp(min=0), reduction="none")
     return (per_image * labeled).sum() / labeled.sum().clamp(min=1)
@@ -53,6 +53,8 @@ class Distiller(nn.Module):
         self.mixup = cfg.mixup  # the Beta alpha of the batch mixup this method trains on (0 = none)
         # a transfer set: the batch holds unlabeled images too (label -1), which no cross-entropy may read
         self.transfer = cfg.role == "student" and cfg.unlabeled_samples > 0
+        # a segmentation: outputs [N, C, H, W], labels [N, H, W] whose unlabeled pixels carry -1 like such images
+        self.dense = getattr(cfg, "task", "classify") == SEGMENT
         self._hparams = method_hparams(cfg, self.name)
 
     @property
@@ -72,6 +74,8 @@ class Distiller(nn.Module):
     def ce(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Cross-entropy on the labels: the batch mean, or with a transfer set the mean over the batch's
         labeled images alone (0 when it has none), so an unlabeled image's label never reaches a loss."""
+        if self.dense:  # the mean over the labeled pixels
+            return labeled_cross_entropy(logits, targets)
         if not self.transfer or targets.dim() > 1:  # (soft targets: mixup, which a transfer set refuses)
             return F.cross_entropy(logits, targets)
         return labeled_cross_entropy(logits, targets)

@@ -6,12 +6,15 @@ as mdistiller's CE_WEIGHT and KD_WEIGHT do (its CIFAR values 0.1 and 0.9 are the
 code bases use one `alpha` for a convex mix and disagree on which term it weighs; check before copying
 a number. With `kd_logit_std` both logits are z-scored first (Sun et al., CVPR 2024, "Logit
 Standardization in Knowledge Distillation": the student matches the teacher's logit relations, not
-their scale; their recipe uses T=2 and kd_weight=9).
+their scale; their recipe uses T=2 and kd_weight=9). On --task=segment every labeled pixel is a row: pixel-wise
+KD, the baseline of the segmentation papers (e.g. Shu et al. 2021; Liu et al., CVPR 2019, "Structured Knowledge
+Distillation for Semantic Segmentation").
 """
 import torch.nn.functional as F
 
 from distill.base import Distiller
 from distill.ce import CE_TERM
+from utils.segmentation import pixel_rows
 
 
 def standardize(logits, eps: float = 1e-7):
@@ -46,5 +49,6 @@ class KD(Distiller):
 
     def forward_train(self, x, y, teacher_out, epoch):
         logits = self.student(x)
-        return logits, kd_loss(logits.float(), teacher_out.logits, y, self.temperature, self.alpha,
-                               self.kd_weight, self.logit_std, self.ce)
+        # a segmentation's labeled pixels are the rows: KL at T at every one (pixel-wise KD)
+        s, y_rows, t = pixel_rows(logits.float(), y, teacher_out.logits)
+        return logits, kd_loss(s, t, y_rows, self.temperature, self.alpha, self.kd_weight, self.logit_std, self.ce)

@@ -15,7 +15,7 @@ import os
 import torch
 from torch import nn
 
-from config import CIFAR_RESNETS, TIMM_PREFIX, TORCHVISION_TEACHERS, WRN_PATTERN
+from config import CIFAR_RESNETS, SEG_PATTERN, TIMM_PREFIX, TORCHVISION_TEACHERS, WRN_PATTERN
 from models.blocks import ResidualBlock
 from models.cnn_model import ResidualCNN
 from utils.errors import UserError
@@ -141,6 +141,10 @@ def build_teacher(cfg, in_channels: int, num_classes: int) -> nn.Module:
                         f"use {', '.join(TORCHVISION_TEACHERS)} or a timm:<name> teacher with --teacher_weights")
     if arch == "seed12":
         return seed12(in_channels, num_classes, cfg.teacher_width)
+    seg = SEG_PATTERN.match(arch)
+    if seg:  # a segmentation teacher: a deeper or wider segmenter of the student family
+        from models.segment import build_segmenter
+        return build_segmenter(int(seg.group(1)), int(seg.group(2)), in_channels, num_classes)
     if arch in CIFAR_RESNETS:
         return cifar_resnet(int(arch[len("resnet"):]), in_channels, num_classes)
     wrn = WRN_PATTERN.match(arch)
@@ -154,7 +158,10 @@ def build_model(cfg, in_channels: int, num_classes: int) -> nn.Module:
     """The model a run with this config trains (teacher or student)."""
     if cfg.role == "teacher":
         return build_teacher(cfg, in_channels, num_classes)
-    from utils.names import METHODS
+    from utils.names import METHODS, SEGMENT
+    if cfg.task == SEGMENT:  # a class per pixel: the student family's encoder and a light decoder
+        from models.segment import build_segmenter
+        return build_segmenter(cfg.blocks, cfg.width, in_channels, num_classes)
     if METHODS[cfg.method].exits:  # byot: a classifier on every stage of the ResidualCNN
         from models.multi_exit import MultiExitCNN
         return MultiExitCNN(cfg.blocks, in_channels, num_classes, cfg.width, cfg.fc_layers)

@@ -13,20 +13,52 @@ from models.fold import folded_for_eval
 CPU_EVAL_PIXELS = 200_000
 
 
+def eval_batch(data: Split, batch_size: int) -> int:
+    """The evaluation batch: on a CPU at most CPU_EVAL_PIXELS pixels (big batches fall out of the CPU caches:
+    2.5x slower at 150 px)."""
+    if data.images.device.type != "cpu":
+        return batch_size
+    return max(1, min(batch_size, CPU_EVAL_PIXELS // (data.images.shape[-1] * data.images.shape[-2])))
+
+
 @torch.no_grad()
 def predict(model, data: Split, mean, std, batch_size: int, channels_last: bool, autocast=nullcontext):
     """Logits (float32, on the device) of every image, in order, in eval mode; a residual student with its
     BatchNorms folded into its convs (models/fold.py: the same function, 5-12% faster)."""
     model.eval()
     model = folded_for_eval(model)
-    if data.images.device.type == "cpu":  # big batches fall out of the CPU caches (2.5x slower at 150 px)
-        batch_size = max(1, min(batch_size, CPU_EVAL_PIXELS // (data.images.shape[-1] * data.images.shape[-2])))
+    batch_size = eval_batch(data, batch_size)
     out = []
     for i in range(0, len(data), batch_size):
         x = prepare_batch(data.images[i:i + batch_size], mean, std, channels_last)
         with autocast():
             out.append(model(x).float())
     return torch.cat(out) if out else torch.zeros(0)
+
+
+@torch.no_grad()
+def segment_scores(model, data: Split, mean, std, batch_size: int, channels_last: bool, num_classes: int,
+                   autocast=nullcontext) -> dict:
+    """A segmentation's scores on a split, batch by batch (its logit maps are never all held: [N, C, H, W] floats
+    are C x 4 bytes a pixel): loss (mean cross-entropy over the labeled pixels, their NLL), acc (pixel accuracy),
+    miou and the per-class iou, in percent, from one confusion matrix over the split (utils/segmentation.py)."""
+    from data.dataset import pixel_labels
+    from utils.segmentation import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
+
+    model.eval()
+    batch_size = eval_batch(data, batch_size)
+    conf = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=data.images.device)
+    nll = torch.zeros((), dtype=torch.float64, device=data.images.device)
+    for i in range(0, len(data), batch_size):
+        x = prepare_batch(data.images[i:i + batch_size], mean, std, channels_last)
+        y = pixel_labels(data.labels[i:i + batch_size])
+        with autocast():
+            logits = model(x).float()
+        nll += torch.nn.functional.cross_entropy(logits, y, ignore_index=-1, reduction="sum").double()
+        conf += confusion_matrix(logits.argmax(1), y, num_classes)
+    labeled = max(1, int(conf.sum()))
+    return {"loss": nll.item() / labeled, "acc": pixel_accuracy(conf), "miou": mean_iou(conf),
+            "iou": [None if v != v else 100.0 * v for v in iou_per_class(conf)]}  # (NaN: a class seen nowhere)
 
 
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple:

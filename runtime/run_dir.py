@@ -91,7 +91,10 @@ def resume_history(run_dir, history: list) -> None:
 def model_label(cfg) -> str:
     if cfg.role == "teacher":
         return f"{cfg.teacher_arch} (teacher)"
-    return f"timm {timm_name(cfg.student_arch)} (student)" if cfg.student_arch else f"ResidualCNN res{cfg.blocks} (student)"
+    if cfg.student_arch:
+        return f"timm {timm_name(cfg.student_arch)} (student)"
+    kind = "residual segmenter" if getattr(cfg, "task", "") == "segment" else "ResidualCNN"  # models/segment.py
+    return f"{kind} res{cfg.blocks} (student)"
 
 
 def model_arch(cfg) -> str:

@@ -137,7 +137,7 @@ def check_on_hold_out(teacher, cfg, run_dir, saved, weights, data) -> None:
     digests were recorded, a record edited with them)."""
     summary = read_summary(run_dir) or {}
     recorded, val = summary.get("best_val_acc"), data.val
-    if (val is None or recorded is None or os.path.basename(weights) != BEST_WEIGHTS
+    if (val is None or recorded is None or val.labels.dim() > 1  # (a segmentation's: its digest alone) or os.path.basename(weights) != BEST_WEIGHTS
             or (saved.dataset, saved.val_fraction) != (cfg.dataset, cfg.val_fraction)
             or (summary.get("data_source"), summary.get("val_images")) != (data.source, len(val))):
         return  # other images, or no number recorded for these weights: nothing to compare with
@@ -357,7 +357,7 @@ class TeacherSource:
         self.teacher, self.layers, self.augment = teacher, tuple(layers), sampler.augment
         self.autocast = teacher_autocast(cfg, sampler.data.images.device)
         self.views = None
-        if cfg.teacher_logits == "cache" and sampler.fixed_views and not self.layers:
+        if cfg.teacher_logits == "cache" and sampler.fixed_views and not self.layers and not sampler.dense:
             self.views = cached_teacher_logits(cfg, teacher, info, sampler.data, sampler.mean, sampler.std,
                                                ("identity", "flip") if sampler.augment == "flip" else ("identity",),
                                                sampler.num_classes)
@@ -365,6 +365,7 @@ class TeacherSource:
         else:
             why = (" (feature maps are read on the fly)" if self.layers
                    else "" if cfg.teacher_logits == "online"
+                   else " (a segmentation's logit maps, C floats a pixel, are too big to cache)" if sampler.dense
                    else " (crops, erasing or mixup make every view new)")
             self.how = f"online, teacher forward on every batch{why}{teacher_precision_label(cfg)}"
 

@@ -14,7 +14,7 @@ from config import Config, config_to_dict, default_run_name
 from distill import build_distiller
 from runtime import cuda_graphs, torchrun
 from runtime.epochs import EarlyStopping, RngStream, Trainee, build_optimizer, build_scheduler
-from runtime.inference import calibration_bins, ece_of, evaluate_logits, predict
+from runtime.inference import calibration_bins, ece_of, evaluate_logits, predict, segment_scores
 from runtime.run_dir import (check_resumable, is_complete, model_arch, model_blocks, model_label, remove_derived,
                              resume_history, run_dir_of, run_weights_file)
 from models.cnn_model import count_params
@@ -23,6 +23,7 @@ from utils.atomic import atomic_write_json, remove_stale_temps
 from utils.checkpoint import load_weights_into, save_weights
 from utils.device import MIN_STRIDED_1X1_CHANNELS_LAST, channels_last_trainable, hardware_name
 from utils.errors import UserError
+from utils.names import SEGMENT
 from utils.precision import setup_precision
 from utils.provenance import provenance
 from utils.reports import write_training_summary
@@ -63,7 +64,7 @@ class TrainingRun(Trainee):
         if cfg.precision_note:
             prec.description += f" ({cfg.precision_note})"
         prec.record[SUBSTITUTED_FOR] = cfg.substituted_for or None  # the sweep's bf16 in place of fp16, as a field
-        distiller = build_distiller(cfg, self.model, teacher, (ds.in_channels, ds.image_size, ds.image_size))
+        distiller = build_distiller(cfg, self.model, teacher, ds.image_shape)
         self.teacher_info = dict(teacher_info) if distiller.uses_teacher else {}
         if distiller.per_image and world.size > 1:
             raise UserError(f"--method={cfg.method} keeps a state per training image, which one process holds; "
@@ -91,6 +92,10 @@ class TrainingRun(Trainee):
         self.stage_seconds = dict.fromkeys(STAGES, 0.0)  # where the time beside the training steps went
         self.tb = None  # the TensorBoard event stream, opened by begin()
         self.on_epoch = on_epoch  # called with (self, row) after each recorded epoch (train.train_runs)
+        # what selects the epoch: accuracy, or a segmentation's mIoU (its acc: pixel accuracy)
+        self.dense = cfg.task == SEGMENT
+        self.metric = "miou" if self.dense else "acc"
+        self.segment = {}  # a segmentation's test scores, {"best": ..., "last": ...}: test_selected_and_last's
         if cfg.resume and os.path.isfile(self.ckpt_path):
             self._resume()
 
@@ -156,6 +161,13 @@ class TrainingRun(Trainee):
         """(loss, accuracy) of this run's model, or of `model` (e.g. one rebuilt from its files), on `split`."""
         return evaluate_logits(self.logits(split, model), split.labels)
 
+    def scores(self, split) -> dict:
+        """{"loss", "acc"} of this run's model on `split`; a segmentation's also "miou" (and "iou" per class)."""
+        if self.dense:
+            return segment_scores(self.model, split, self.ds.mean, self.ds.std, self.cfg.eval_batch_size,
+                                  self.channels_last, self.ds.num_classes, self.prec.autocast)
+        return dict(zip(("loss", "acc"), self.evaluate(split)))
+
     @contextmanager
     def timed(self, stage: str):
         """Adds the block's wall time to stage_seconds[stage] (val, test or files: summary.json's stage_seconds)."""
@@ -187,8 +199,8 @@ class TrainingRun(Trainee):
         judged = epoch >= self.first_judged_epoch
         if judged:  # every rank judges by rank 0's numbers, so all stop, and pick the best epoch, together
             with self.timed(judge):
-                row[f"{judge}_loss"], row[f"{judge}_acc"] = torchrun.gather(
-                    self.evaluate(val if val is not None else test))[0]
+                scores = torchrun.gather(self.scores(val if val is not None else test))[0]
+            row.update({f"{judge}_{k}": v for k, v in scores.items() if k != "iou"})
         reference = min([stats.first_loss] + [h["train_loss"] for h in self.history])
         if not self.warnings and stats.loss > LOSS_BLOWUP * reference > 0:
             self.warnings.append(f"the training loss grew from {reference:.3g} to {stats.loss:.3g} by epoch "
@@ -198,10 +210,11 @@ class TrainingRun(Trainee):
         self.elapsed += stats.seconds
         if self.tb is not None:
             self.tb.epoch(row)
-        if judged and self.stopper.update(row[f"{judge}_acc"], epoch) and main:
+        if judged and self.stopper.update(row[f"{judge}_{self.metric}"], epoch) and main:
             with self.timed("files"):
                 save_weights(self.model, os.path.join(self.dir, BEST_WEIGHTS), {"epoch": epoch + 1})
-        judged_text = f"{row[f'{judge}_acc']:.2f}%" if judged else f"from epoch {self.first_judged_epoch + 1}"
+        judged_text = (f"{row[f'{judge}_{self.metric}']:.2f}%" + (" mIoU" if self.dense else "") if judged
+                       else f"from epoch {self.first_judged_epoch + 1}")
         print(f"{self.name} epoch {epoch + 1}/{cfg.epochs}  loss {stats.loss:.4f}  train {stats.acc:.2f}%  "
               f"{judge} {judged_text}  lr {lr:.2e}  {stats.seconds:.1f}s  "
               f"({row['images_per_second']:.0f} img/s)", flush=True)
@@ -213,7 +226,8 @@ class TrainingRun(Trainee):
         if self.on_epoch is not None:
             self.on_epoch(self, row)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:
-            print(f"{self.name}: early stopping, no better {judge} accuracy for {cfg.patience} epochs")
+            print(f"{self.name}: early stopping, no better {judge} {'mIoU' if self.dense else 'accuracy'} for "
+                  f"{cfg.patience} epochs")
 
     def _save(self, epoch: int, generator, rngs: list) -> None:
         """history.json and checkpoint.pt after `epoch`."""
@@ -233,6 +247,9 @@ class TrainingRun(Trainee):
         accuracy already, and the selected one gains its calibration error (the same weights, the same numbers)."""
         best, last = self.history[self.stopper.best_epoch], self.history[-1]
         on_test = "test_acc" in best and "test_acc" in last  # TensorBoard has those points already
+        if self.dense:  # scored batch by batch (segment_scores), no calibration
+            self._test_segmentation(test, best, last, on_test)
+            return
         if not on_test and best is not last:
             last["test_loss"], last["test_acc"] = self.evaluate(test)
         with self.selected_weights() if best is not last else nullcontext():
@@ -244,6 +261,21 @@ class TrainingRun(Trainee):
         if self.tb is not None and not on_test:
             for row in ((best,) if best is last else (best, last)):  # one point per step
                 self.tb.scalars({"test_acc": row["test_acc"], "test_loss": row["test_loss"]}, row["epoch"])
+
+    def _test_segmentation(self, test, best: dict, last: dict, on_test: bool) -> None:
+        """test_selected_and_last for a segmentation: loss, pixel accuracy and mIoU of both epochs' weights into
+        their history rows, the selected one's per-class IoU kept for the summary (self.segment)."""
+        if best is not last:
+            self.segment["last"] = self.scores(test)
+        with self.selected_weights() if best is not last else nullcontext():
+            self.segment["best"] = self.scores(test)
+        self.segment.setdefault("last", self.segment["best"])
+        for row, which in ((best, "best"), (last, "last")):
+            row.update({f"test_{k}": v for k, v in self.segment[which].items() if k != "iou"})
+        write_history(self.dir, self.history)
+        if self.tb is not None and not on_test:
+            for row in ((best,) if best is last else (best, last)):
+                self.tb.scalars({"test_acc": row["test_acc"], "test_miou": row["test_miou"]}, row["epoch"])
 
     def export_quantized(self, test) -> dict:
         """A QAT run's deployable file, written from the selected epoch's weights, and the test accuracy of
@@ -291,7 +323,10 @@ class TrainingRun(Trainee):
             "epochs_run": len(history), "best_epoch": best["epoch"], "best_test_acc": best["test_acc"],
             "best_val_acc": best.get("val_acc"), "selected_on": "val" if n_val else "test",
             "selected_from_epoch": self.first_judged_epoch + 1,
-            "final_test_acc": history[-1]["test_acc"], "test_nll": best["test_loss"], "test_ece": best["test_ece"],
+            "final_test_acc": history[-1]["test_acc"], "test_nll": best["test_loss"], "test_ece": best.get("test_ece"),
+            **({"task": cfg.task, "test_miou": best["test_miou"], "test_iou": self.segment["best"]["iou"],
+                "best_val_miou": best.get("val_miou"), "final_test_miou": history[-1]["test_miou"]}
+               if self.dense else {}),
             "test_calibration_bins": self.calibration,
             "early_stopped": history[-1]["epoch"] < cfg.epochs,
             "stopped_at_epoch": history[-1]["epoch"], "train_seconds": self.elapsed,
@@ -306,6 +341,8 @@ class TrainingRun(Trainee):
             self.tb.close()
         write_training_summary(os.path.join(self.dir, TRAINING_SUMMARY), summary)
         write_summary(self.dir, summary)
-        print(f"{self.name}: test accuracy {best['test_acc']:.2f}% at epoch {best['epoch']} (selected on "
+        score = (f"test mIoU {best['test_miou']:.2f}% (pixel accuracy {best['test_acc']:.2f}%)" if self.dense
+                 else f"test accuracy {best['test_acc']:.2f}%")
+        print(f"{self.name}: {score} at epoch {best['epoch']} (selected on "
               f"{summary['selected_on']}), {self.elapsed:.1f}s training -> {self.dir}")
         return summary

@@ -92,7 +92,8 @@ def test_each_field_is_declared_once_with_its_check_and_group():
     assert set(Config.group_fields()) == {
         "dataset", "data_dir", "image_size", "max_train_samples", "unlabeled_samples", "max_test_samples",
         "val_fraction", "augment", "random_erasing", "batch_size", "seed", "device", "out_dir", "teacher_arch",
-        "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size"}
+        "teacher_width", "teacher_checkpoint", "teacher_logits", "teacher_precision", "eval_batch_size", "task",
+        "scene_count", "scene_test_count", "scene_canvas", "scene_items"}
     checks = {f.name: f.metadata["check"] for f in dataclasses.fields(Config)}
     assert checks["deploy_variants"].says == f"allowed values are {', '.join(DEPLOY_VARIANTS)}"
     assert checks["run"] is None and checks["blocks"].says == "must be in 1..64"
@@ -110,8 +111,8 @@ def test_each_field_is_declared_once_with_its_check_and_group():
     ("--sweep_precisions=[fp7]", "--sweep_precisions=('fp7',): allowed values are fp32, fp16, bf16, fp8, auto"),
     ("--device=tpu", "--device=tpu: allowed values are auto, cpu, cuda, cuda:N, mps"),
     ("--teacher_arch=wrn17_4", "--teacher_arch=wrn17_4: allowed values are seed12, resnet20, resnet32, resnet44, "
-                               "resnet56, resnet110, wrn{depth}_{k}, resnet18, resnet50, efficientnet_b0, timm:<name> "
-                               "(depth 6n+4, e.g. wrn16_4)"),
+                               "resnet56, resnet110, wrn{depth}_{k}, resnet18, resnet50, efficientnet_b0, "
+                               "resseg{blocks}_{width}, timm:<name> (depth 6n+4, e.g. wrn16_4; resseg6_24)"),
     ("--run_name=../x", "--run_name=../x: must be a plain folder name (letters, digits, . _ - +), not a path; \"\" = "
                         "derived"),
     ("--teacher_recipe=nope", "--teacher_recipe=nope: allowed values are teacher-sgd, student-sgd, hinton-kd, "

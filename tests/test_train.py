@@ -20,7 +20,7 @@ from config import make_config
 from tests.fixtures import make_intel_folder, run_script, small_run_args
 from utils.checkpoint import load_state_dict_file
 from utils.errors import UserError
-from utils.run_files import COMPLETE_KEYS, GENERATION, QAT_KEYS, TEACHER_KEYS
+from utils.run_files import COMPLETE_KEYS, GENERATION, QAT_KEYS, SEGMENT_KEYS, TEACHER_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = small_run_args(max_train_samples=512, max_test_samples=256, epochs=2)
@@ -49,7 +49,8 @@ def test_teacher_run_files(teacher_dir):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["role"] == "teacher"
     # utils/run_files.py's schema: the version first, then every declared key (no teacher's: it has none)
-    assert list(summary) == ["schema", *(k for k in COMPLETE_KEYS if k not in TEACHER_KEYS + QAT_KEYS + (GENERATION,))]
+    absent = TEACHER_KEYS + QAT_KEYS + SEGMENT_KEYS + (GENERATION,)  # a classifier's teacher run
+    assert list(summary) == ["schema", *(k for k in COMPLETE_KEYS if k not in absent)]
     assert summary["best_test_acc"] == max(h["test_acc"] for h in history)
     assert summary["model_bytes"] == os.path.getsize(run / "model.safetensors")
     text = (run / "training_summary.txt").read_text()
@@ -66,7 +67,7 @@ def test_kd_student_teacher_stays_frozen(teacher_dir):
     after = load_state_dict_file(teacher_weights)
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert s["teacher_acc"] is not None and s["method"] == "kd" and "cached" in s["teacher_logits"]
-    assert list(s) == ["schema", *(k for k in COMPLETE_KEYS if k not in QAT_KEYS + (GENERATION,))]  # the teacher's too
+    assert list(s) == ["schema", *(k for k in COMPLETE_KEYS if k not in QAT_KEYS + SEGMENT_KEYS + (GENERATION,))]  # the teacher's too
     assert list((teacher_dir / "fashion-mnist_teacher_seed12" / "logits_cache").glob("*.safetensors"))
     # dkd and online logits run through the same loop
     s2 = train.main(make_config(SMALL, blocks=2, method="dkd", teacher_logits="online", epochs=1,

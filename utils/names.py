@@ -27,6 +27,7 @@ class Method:
     features: bool = False  # matches the teacher's intermediate feature maps: one teacher, no int8 QAT graph
     per_image: bool = False  # keeps a state per training image (steps take the batch's indices; eager, one process)
     exits: bool = False  # a multi-exit student (models/multi_exit.py: a classifier per stage; evaluate.py --exit)
+    tasks: tuple = ("classify",)  # the tasks (TASKS) it serves; --task=segment refuses the others with one line
     # its hyper-parameters, Config fields (config.py declares each, with its default, check and doc): the range
     # tune.py samples, (low, high, log scale), or None where it is not tuned; a field two methods share names
     # the same range in both
@@ -34,12 +35,16 @@ class Method:
     refuses: dict = field(default_factory=dict)  # {Config field: why}: a set field it cannot train with
 
 
+TASKS = ("classify", "segment")  # what a model outputs: a class per image, or a class per pixel ([N, C, H, W])
+SEGMENT = "segment"
+BOTH_TASKS = TASKS  # a per-row loss serves both: a segmentation's labeled pixels are its rows (utils/segmentation.py)
 TEMPERATURE = (1.0, 8.0, True)  # T 1-8: Hinton et al. 2015 use 2-20, mdistiller 4
 # in sweep order. Ranges span the literature's values: DKD's beta 0.5-16 (Zhao et al. 2022: 1-8), AT's weight
 # around mdistiller's 1000, FitNet's around its 100
 METHOD_TABLE = (
-    Method("ce", "CE control (no teacher)", "--", "", "CE", "no teacher: the control", teacher=False),
-    Method("kd", "KD (Hinton)", "-", "", "KD", "Hinton",
+    Method("ce", "CE control (no teacher)", "--", "", "CE", "no teacher: the control", teacher=False,
+           tasks=BOTH_TASKS),
+    Method("kd", "KD (Hinton)", "-", "", "KD", "Hinton; on --task=segment at every labeled pixel", tasks=BOTH_TASKS,
            hparams={"temperature": TEMPERATURE, "alpha": (0.0, 1.0, False), "kd_weight": (0.1, 10.0, True),
                     "kd_logit_std": None}),
     Method("dkd", "DKD (decoupled)", "-.", "//", "DKD", "Decoupled KD",
@@ -64,6 +69,9 @@ METHOD_TABLE = (
            exits=True, hparams={"byot_weight": (0.0, 1.0, False), "byot_temperature": TEMPERATURE,
                                 "byot_feature_weight": (1e-3, 1.0, True)},
            refuses={"student_arch": "its exits sit on the ResidualCNN's stages", "mixup": "its exits learn one label"}),
+    Method("cwd", "CWD (channel-wise)", (0, (3, 1, 3, 1, 1, 1)), "<>", "ChannelWiseKD",
+           "channel-wise KD: each class map a softmax over locations, Shu et al. 2021 (--task=segment)",
+           tasks=(SEGMENT,), hparams={"cwd_weight": (0.3, 30.0, True), "cwd_temperature": TEMPERATURE}),
     Method("pl", "pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo", "PseudoLabels",
            "CE with the teacher's argmax as the labels of unlabeled images: the transfer set's control"),
 )

@@ -127,6 +127,10 @@ SUBSTITUTED_FOR, FP8_LAYERS = "substituted_for", "fp8_layers"
 # equal-width bins; NLL = the mean cross-entropy); optional: older summaries lack them
 CALIBRATION_KEYS = ("test_nll", "test_ece", "test_calibration_bins")  # bins: runtime/inference.calibration_bins
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
+# a segmentation's (--task=segment; absent: classify): its task, the selected epoch's test mIoU (percent, every class
+# background included) and per-class IoU (percent, null for a class seen nowhere), the selection split's mIoU it was
+# chosen by, and the last epoch's test mIoU. Its *_acc keys hold pixel accuracy, its calibration keys are null
+SEGMENT_KEYS = ("task", "test_miou", "test_iou", "best_val_miou", "final_test_miou")
 GENERATION = "generation"  # a born-again student's generation (--generation): only where it is one
 # where a run's wall time went, in seconds: the training steps ("train", = train_seconds), evaluating the validation
 # split each judged epoch ("val"), the test split at the end ("test"; each epoch when selecting on it), and writing
@@ -138,7 +142,7 @@ COMPLETE_KEYS = (
     "test_images", "data_source", "precision", "precision_description", *PRECISION_KEYS, "device", "hardware",
     "threads", "method", "hparams", GENERATION, "seed", "batch_size", "lr", "effective_batch_size", "world_size", "batch_per_rank",
     "data_parallel", "optimizer", "schedule", "epochs", "steps", "epochs_run", "best_epoch", "best_test_acc",
-    "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", *CALIBRATION_KEYS, "early_stopped",
+    "best_val_acc", "selected_on", "selected_from_epoch", "final_test_acc", *SEGMENT_KEYS, *CALIBRATION_KEYS, "early_stopped",
     "stopped_at_epoch", "train_seconds", STAGE_SECONDS, "seconds_per_epoch", "images_per_second", "teacher_logits",
     *TEACHER_KEYS, *QAT_KEYS,
     "warnings", "provenance", "sha256")
@@ -171,7 +175,8 @@ SUMMARY_OPTIONAL = {"final_test_acc": _NUMBER, "best_val_acc": _NUMBER, "teacher
                     "hparams": dict, "qat_test_acc": _NUMBER, "bits_per_weight": _NUMBER, "packed_bytes": int,
                     "file_bytes": int, "fp32_bytes": int, "qat": str, DIGEST_KEY: dict, "threads": int,
                     SUBSTITUTED_FOR: str, FP8_LAYERS: dict, "test_nll": _NUMBER, "test_ece": _NUMBER,
-                    "test_calibration_bins": dict, GENERATION: int, STAGE_SECONDS: dict}
+                    "test_calibration_bins": dict, GENERATION: int, STAGE_SECONDS: dict, "task": str,
+                    "test_miou": _NUMBER, "test_iou": list, "best_val_miou": _NUMBER, "final_test_miou": _NUMBER}
 
 
 def schema_defect(record: dict):
@@ -210,7 +215,7 @@ def _ordered(values: dict, keys: tuple, optional: tuple = ()) -> dict:
 
 def complete_summary(values: dict) -> dict:
     """A finished run's summary.json (COMPLETE_KEYS, the teacher's only when it had one)."""
-    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + CALIBRATION_KEYS +
+    return _ordered(values, COMPLETE_KEYS, TEACHER_KEYS + QAT_KEYS + PRECISION_KEYS + CALIBRATION_KEYS + SEGMENT_KEYS +
                     (DIGEST_KEY, "threads", GENERATION, STAGE_SECONDS))
 
 
