@@ -19,7 +19,9 @@ from contextlib import contextmanager
 import torch
 
 from config import make_config, parse_overrides
-from data.dataset import Split, load_pred_images
+from data.dataset import Split, load_pred_images, pixel_labels
+from data.transforms import prepare_batch
+from report.plots.segmentation import plot_segmentation_examples
 from report.plots.style import plot_confusion_matrix
 from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, predict, segment_scores
 from runtime.run_dir import load_run
@@ -27,7 +29,9 @@ from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
 from utils.names import SEGMENT
-from utils.run_files import CONFUSION_MATRIX, EVALUATION, EXITS_JSON, PREDICTIONS
+from utils.run_files import CONFUSION_MATRIX, EVALUATION, EXITS_JSON, PREDICTIONS, SEGMENTATION_EXAMPLES
+
+EXAMPLES = 6  # test scenes a segmentation run's examples picture shows
 
 
 @contextmanager
@@ -77,7 +81,8 @@ def evaluate_test(cfg, model, ds, weights, run_dir, device) -> dict:
 
 def evaluate_segmentation(cfg, model, ds, weights, run_dir, device) -> dict:
     """A segmentation run's test scores (runtime/inference.segment_scores): mIoU (every class, background
-    included), per-class IoU, pixel accuracy and the NLL per labeled pixel, into evaluation.json."""
+    included), per-class IoU, pixel accuracy and the NLL per labeled pixel, into evaluation.json; its first
+    EXAMPLES test scenes with their truth and its labels into segmentation_examples.png."""
     test = ds.test.to(device)
     s = segment_scores(model.to(device), test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last,
                        ds.num_classes)
@@ -90,8 +95,17 @@ def evaluate_segmentation(cfg, model, ds, weights, run_dir, device) -> dict:
     print(f"{'class':>16} {'IoU':>7}")
     for c, v in zip(ds.classes, s["iou"]):
         print(f"{c:>16} {'-' if v is None else f'{v:.2f}':>7}")
+    shown = Split(test.images[:EXAMPLES].cpu(), test.labels[:EXAMPLES].cpu())
+    with torch.no_grad():
+        x = prepare_batch(shown.images, ds.mean, ds.std, False)
+        pred = model.cpu().eval()(x).argmax(1)
     with saving(run_dir, EVALUATION):
         atomic_write_json(os.path.join(run_dir, EVALUATION), result)
+        plot_segmentation_examples(shown.images.numpy(), {"truth": pixel_labels(shown.labels).numpy(),
+                                                          cfg.method: pred.numpy()}, ds.classes,
+                                   os.path.join(run_dir, SEGMENTATION_EXAMPLES),
+                                   f"{os.path.basename(os.path.normpath(run_dir))}: test mIoU {s['miou']:.2f}%",
+                                   f"the first {len(shown)} test scenes; {os.path.basename(weights)}")
     return result
 
 

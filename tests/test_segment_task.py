@@ -87,6 +87,7 @@ def test_teacher_ce_kd_and_cwd_train_select_on_miou_and_evaluate(fashion_idx, tm
     assert "test mIoU" in capsys.readouterr().out
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["task"] == "segment" and ev["miou"] == pytest.approx(runs["kd"]["test_miou"])
+    assert (run / "segmentation_examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     line, _ = one_line_exit(evaluate.cli, [f"--run={run}", "--deploy=True"], capsys)
     assert "a segmentation run is evaluated on its test scenes only" in line
 

@@ -34,6 +34,7 @@ INT8_FILE, INT8_STATE_FILE = "model.int8.pt2", "model.int8.safetensors"  # an in
 TRAINING_SUMMARY = "training_summary.txt"
 EVALUATION, CONFUSION_MATRIX, PREDICTIONS = "evaluation.json", "confusion_matrix.png", "predictions.csv"
 EXITS_JSON = "exits.json"  # evaluate.py --exit on a multi-exit (byot) run
+SEGMENTATION_EXAMPLES = "segmentation_examples.png"  # evaluate.py on a segmentation run
 DEPLOY_JSON, DEPLOY_MD, DEPLOY_DIR, DEPLOY_QAT = "deploy.json", "deploy.md", "deploy", "deploy_qat.json"
 PTQ_FILE, PTQ_DIR = "ptq.json", "ptq"
 TB_DIR = "tb"
@@ -67,10 +68,12 @@ RUN_FILES = {
                 "train.py --qat=int8"),
     INT8_STATE_FILE: ("the int8 QAT graph's weights and quantization scales: what the int8 student is rebuilt from",
                       "train.py --qat=int8"),
-    EVALUATION: ("accuracy, per-class precision/recall/F1, confusion matrix", "evaluate.py"),
+    EVALUATION: ("accuracy, per-class precision/recall/F1, confusion matrix (a segmentation: mIoU, per-class IoU, "
+                 "pixel accuracy)", "evaluate.py"),
     EXITS_JSON: ("a multi-exit (byot) student's exits measured: accuracy, parameters, batch-1 latency; early exit at "
                  "a confidence: accuracy, share answered per exit, mean latency", "evaluate.py --exit"),
     CONFUSION_MATRIX: ("the confusion matrix, drawn", "evaluate.py"),
+    SEGMENTATION_EXAMPLES: ("a segmentation run's first test scenes: image, truth and its labels, drawn", "evaluate.py"),
     PREDICTIONS: ("one predicted class and confidence per image of Intel's unlabelled seg_pred",
                   "evaluate.py --split=pred"),
     DEPLOY_JSON: ("the deploy variants measured: accuracy, agreement, bytes, latency, throughput",
@@ -103,7 +106,8 @@ SWEEP_FILES = {
 FOLDERS = (DEPLOY_DIR, PTQ_DIR, TB_DIR, LOGITS_CACHE, PLOTS_DIR, HPARAMS_DIR)
 # files made from a run's weights (summary.json, evaluate.py, deploy): a fresh start removes them with the
 # weights they describe
-DERIVED_FILES = (SUMMARY, EVALUATION, CONFUSION_MATRIX, PREDICTIONS, DEPLOY_JSON, DEPLOY_MD, EXITS_JSON)
+DERIVED_FILES = (SUMMARY, EVALUATION, CONFUSION_MATRIX, PREDICTIONS, DEPLOY_JSON, DEPLOY_MD, EXITS_JSON,
+                 SEGMENTATION_EXAMPLES)
 
 # a run directory's default name (cli.default_run_name), like the original's res4_b224_fp16: {student} is
 # res<blocks> or timm-<name>; each *_PART appears only where its field is set (a teacher's seed: other than 0)
