@@ -20,6 +20,7 @@ from models.timm_models import timm_name
 from utils.atomic import read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import UserError, first_line
+from utils.names import SEGMENT
 from utils.run_files import (BEST_WEIGHTS, CHECKPOINT, CONFIG, DERIVED_FILES, FINAL_WEIGHTS, HISTORY, LOCK_FILE,
                              SUMMARY, check_digest, load_checkpoint, load_history, load_summary, read_summary,
                              run_weights_file, write_history)
@@ -93,7 +94,7 @@ def model_label(cfg) -> str:
         return f"{cfg.teacher_arch} (teacher)"
     if cfg.student_arch:
         return f"timm {timm_name(cfg.student_arch)} (student)"
-    kind = "residual segmenter" if getattr(cfg, "task", "") == "segment" else "ResidualCNN"  # models/segment.py
+    kind = "residual segmenter" if getattr(cfg, "task", "") == SEGMENT else "ResidualCNN"  # models/segment.py
     return f"{kind} res{cfg.blocks} (student)"
 
 

@@ -137,7 +137,8 @@ def check_on_hold_out(teacher, cfg, run_dir, saved, weights, data) -> None:
     digests were recorded, a record edited with them)."""
     summary = read_summary(run_dir) or {}
     recorded, val = summary.get("best_val_acc"), data.val
-    if (val is None or recorded is None or val.labels.dim() > 1  # (a segmentation's: its digest alone) or os.path.basename(weights) != BEST_WEIGHTS
+    if (val is None or recorded is None or os.path.basename(weights) != BEST_WEIGHTS
+            or val.labels.dim() > 1  # a segmentation's masks: its digest alone checks it
             or (saved.dataset, saved.val_fraction) != (cfg.dataset, cfg.val_fraction)
             or (summary.get("data_source"), summary.get("val_images")) != (data.source, len(val))):
         return  # other images, or no number recorded for these weights: nothing to compare with
