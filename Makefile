@@ -7,12 +7,14 @@
 # make scale : set-up, data, then distillation against labeled data: 500 to 58,800 images, res4 and res8, 3 seeds
 # make teacher : set-up, data, then train the stronger released teacher again: two resnet32 members and their ensemble
 # make teacher20 : the same for the demo's released resnet20 teacher
+# make seg : set-up, data, then segmentation: res4 and res6 segmenters, CE control, pixel-wise KD and CWD, 3 seeds
+# make seg-teacher : set-up, data, then train the released segmentation teacher (resseg6_24) again
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data demo qat selfkd reduced scale teacher teacher20 test clean
+.PHONY: setup data demo qat selfkd reduced scale seg seg-teacher teacher teacher20 test clean
 
 setup: $(VENV)/.installed
 
@@ -60,6 +62,15 @@ scale: setup data
 	$(BIN)/python run_experiments.py --preset=scale-transfer
 	$(BIN)/python run_experiments.py --preset=scale
 	$(BIN)/python plot_experiment_results.py --preset=scale
+
+# segmentation of Fashion-MNIST scenes: students of the released resseg6_24 (teachers/), mIoU table and pictures
+seg: setup data
+	$(BIN)/python run_experiments.py --preset=seg
+	$(BIN)/python plot_experiment_results.py --preset=seg
+
+seg-teacher: setup data
+	$(BIN)/python train.py --preset=seg-teacher --resume=True
+	$(BIN)/python teachers/release.py --compare checkpoints/teachers/fashion-mnist-scenes_teacher_resseg6_24
 
 # the released teacher (teachers/), remade from scratch under checkpoints/teachers/ (an interrupted one resumes),
 # then measured and set beside the released one

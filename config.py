@@ -39,7 +39,7 @@ class Config:
     dataset: str = _train("fashion-mnist", one_of(*DATASETS), group=True, section="data", doc="which dataset; "
         "fashion-mnist is real data that ships with Debian")
     task: str = _train("classify", one_of(*TASKS), group=True, doc="classify: a class per image | segment: a class "
-        "per pixel (outputs [N, C, H, W], a per-pixel loss, mIoU), on a dataset of masks (fashion-mnist-scenes)")
+        "per pixel (outputs [N, C, H, W], a per-pixel loss, mIoU), on masks (fashion-mnist-scenes, voc, segfolder)")
     scene_count: int = _train(12000, POSITIVE, group=True, doc="fashion-mnist-scenes: training scenes, val_fraction "
         "of them the hold-out (pasted from other training garments)")
     scene_test_count: int = _train(2000, POSITIVE, group=True, doc="fashion-mnist-scenes: test scenes (test garments)")
@@ -49,7 +49,7 @@ class Config:
         "1 to this many garments a scene (uniform)")
     data_dir: str = _run("data", group=True, doc="where the dataset files live; decoded caches go to data_dir/cache")
     image_size: int = _train(0, NON_NEGATIVE, group=True, doc="px, square; 0 = the dataset's native size (28 "
-        "Fashion-MNIST, 32 CIFAR, 150 Intel)")
+        "Fashion-MNIST, 32 CIFAR, 150 Intel, 128 VOC, 64 image and segmentation folders)")
     max_train_samples: int = _train(0, must(lambda v: v == 0 or v >= 2, "0 (all) or at least 2 (BatchNorm needs two "
         "images a batch)"), group=True, doc="images; 0 = all. A class-stratified, seeded subset otherwise")
     max_test_samples: int = _eval(0, NON_NEGATIVE, group=True, doc="images; 0 = all")

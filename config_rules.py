@@ -11,7 +11,8 @@ from utils.run_files import SIZE_FOLDER, SWEEP_FILES
 NO_TEACHER_METHODS = tuple(name for name, m in METHODS.items() if not m.teacher)
 FEATURE_METHODS = tuple(name for name, m in METHODS.items() if m.features)
 LOGIT_METHODS = tuple(name for name in METHODS if name not in FEATURE_METHODS)  # the rest: logits alone
-MASK_DATASETS = ("fashion-mnist-scenes",)  # labels are masks, a class per pixel: --task=segment's (data/scenes.py)
+# labels are masks, a class per pixel: --task=segment's (data/scenes.py; VOC and a folder: data/seg_folders.py)
+MASK_DATASETS = ("fashion-mnist-scenes", "voc", "segfolder")
 SEG_PATTERN = re.compile(r"resseg(\d+)_(\d+)$")  # a segmenter of the student family as teacher (models/segment.py)
 SEGMENT_METHODS = tuple(name for name, m in METHODS.items() if SEGMENT in m.tasks)
 MAX_SEED = 2 ** 32 - 1  # numpy's RandomState (Optuna's samplers) takes 0..2**32-1; torch takes up to 2**64-1
@@ -90,8 +91,10 @@ def check_task(cfg) -> None:
     if cfg.role == "student" and cfg.method not in SEGMENT_METHODS:
         raise UserError(f"--method={cfg.method} with --task={SEGMENT}: it distills one class per image; "
                         f"use {either(SEGMENT_METHODS)}")
-    for name, why in (("image_size", "a scene keeps its canvas (--scene_canvas)"),
-                      ("student_arch", "the students are the residual segmenters of --blocks"),
+    if cfg.image_size and cfg.dataset == MASK_DATASETS[0]:
+        raise UserError(f"--image_size={cfg.image_size} with --dataset={cfg.dataset}: a scene keeps its canvas "
+                        f"(--scene_canvas)")
+    for name, why in (("student_arch", "the students are the residual segmenters of --blocks"),
                       ("unlabeled_samples", "no transfer set for segmentation yet"),
                       ("mixup", "mixup blends one label per image"),
                       ("random_erasing", "an erased patch would keep its pixels' labels"),

@@ -3,7 +3,8 @@ Intel predictions; a segmentation run's mIoU, per-class IoU and pixel accuracy.
 
     python evaluate.py --run=checkpoints/demo/fashion-mnist_res4_b128_fp32_kd_s0
     python evaluate.py --run=<intel run> --split=pred            # predictions.csv for seg_pred
-    python evaluate.py --run=<run> --deploy=True                 # quantized variants, measured (deploy.json)
+    python evaluate.py --run=<run> --deploy=True                 # quantized variants, measured (deploy.json;
+                                                                 # a segmentation's: mIoU, pixel accuracy)
     python evaluate.py --run=<byot run> --exit=1                 # one exit of a multi-exit student (exits.json)
     python evaluate.py --run=<byot run> --exit=auto --exit_threshold=0.9   # early exit at a confidence
 
@@ -132,12 +133,11 @@ def evaluate_run(run_dir: str, overrides: dict = None) -> None:
     cfg, model, ds, weights = load_run(run_dir, overrides)
     device = resolve_device(cfg.device)
     if cfg.task == SEGMENT:
-        if cfg.deploy or cfg.exit or cfg.split == "pred":
-            raise UserError(f"{run_dir}: a segmentation run is evaluated on its test scenes only; --deploy, --exit "
-                            f"and --split=pred serve classifiers")
-        evaluate_segmentation(cfg, model, ds, weights, run_dir, device)
-        return
-    if cfg.split == "pred":
+        if cfg.exit or cfg.split == "pred":
+            raise UserError(f"{run_dir}: a segmentation run is evaluated on its test scenes only; --exit and "
+                            f"--split=pred serve classifiers")
+        evaluate_segmentation(cfg, model, ds, weights, run_dir, device)  # then its deploy variants, as a classifier's
+    elif cfg.split == "pred":
         predict_unlabelled(cfg, model, ds, run_dir, device)
     elif cfg.exit:  # a byot run's exit K, or early exit at a confidence
         from deploy.exits import evaluate_exits

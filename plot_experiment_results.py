@@ -32,9 +32,9 @@ from report.plots.deploy import plot_deploy
 from report.plots.runs import plot_accuracy_vs_params, plot_curves, plot_kd_gain, plot_seconds_per_epoch
 from report.plots.style import plot_confusion_matrix
 from report.qat import plot_qat, qat_points
-from report.results import quantized, selection_acc
+from report.results import is_segment, quantized, selection_acc
 from utils.errors import cli_entry
-from utils.run_files import DEPLOY_JSON, PLOTS_DIR
+from utils.run_files import DEPLOY_JSON, PLOTS_DIR, SEGMENTATION_EXAMPLES
 
 
 def plot_best_confusion(runs: list, path: str):
@@ -68,9 +68,12 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
     have_students = bool(students(runs))
     # runs that select on a validation split are judged on it every epoch (the test split only at the end)
     split = "val" if all(r.get("selected_on") == "val" for r in runs) else "test"
+    # a segmentation is judged by mIoU (report.results.score); it has no confusion matrix or calibration figure
+    dense = any(is_segment(r.summary) for r in runs)
+    metric, what = ("miou", "mIoU") if dense else ("acc", "accuracy")
     jobs = [  # (name, needs student runs, draw(path) -> path | [paths] | None)
-        ("accuracy_curves", False, lambda p: plot_curves(runs, f"{split}_acc", f"{split} accuracy (%)",
-                                                         f"{split.capitalize()} accuracy per epoch", p)),
+        ("accuracy_curves", False, lambda p: plot_curves(runs, f"{split}_{metric}", f"{split} {what} (%)",
+                                                         f"{split.capitalize()} {what} per epoch", p)),
         ("loss_curves", False, lambda p: plot_curves(runs, f"{split}_loss", f"{split} loss (cross-entropy)",
                                                      f"{split.capitalize()} loss per epoch", p)),
         ("accuracy_vs_params", True, lambda p: plot_accuracy_vs_params(runs, p)),
@@ -85,6 +88,10 @@ def plot_dataset(runs: list, plots_dir: str, prefix: str) -> int:
     ]
     failures = 0
     for name, needs_students, draw in jobs:
+        if dense and name in ("confusion_matrix_best_student", "reliability_diagram"):
+            print(f"skipped {prefix}{name}.png: a segmentation's per-class IoU is in evaluation.json, its pictures "
+                  f"in plots/{SEGMENTATION_EXAMPLES} (drawn by the sweep)")
+            continue
         if needs_students and not have_students:
             print(f"skipped {prefix}{name}.png: no finished student run")
             continue

@@ -20,7 +20,6 @@ import dataclasses
 import sys
 
 from config import Config, make_config
-from utils.names import SEGMENT
 from runtime import torchrun
 from runtime.run_dir import is_complete, run_dir_of
 from sweep.launch import check_writable, run_grid, run_one
@@ -54,9 +53,6 @@ def scale_main(base: Config) -> int:
 
 
 def main(base: Config) -> int:
-    if base.task == SEGMENT:  # its table would rank pixel accuracy; mIoU tables are not built yet
-        raise UserError(f"--task={SEGMENT}: run_experiments.py sweeps classifiers only so far; train each segmentation "
-                        f"run with train.py (its summary.json and evaluate.py give mIoU)")
     if base.sweep_train_samples:
         return scale_main(base)
     if torchrun.launched_by_torchrun():

@@ -29,8 +29,7 @@ import torch
 
 from cli import group_key
 from config import Config, default_run_name, make_config
-from config_rules import MASK_DATASETS
-from data.dataset import NATIVE_SIZE, load_dataset
+from data.dataset import NATIVE_SIZE, SCENES, load_dataset
 from data.sampler import BatchSampler
 from distill import needs_teacher
 from runtime import torchrun
@@ -54,7 +53,7 @@ def refuse_finished(cfg: Config, run_dir: str) -> None:
 
 def check_image_size(cfg: Config) -> None:
     """Before any data loads: a student's stride-2 blocks need a big enough input (models/cnn_model.py)."""
-    size = cfg.image_size or (min(cfg.scene_canvas) if cfg.dataset in MASK_DATASETS else NATIVE_SIZE[cfg.dataset])
+    size = cfg.image_size or (min(cfg.scene_canvas) if cfg.dataset == SCENES else NATIVE_SIZE[cfg.dataset])
     blocks = cfg.blocks if cfg.role == "student" and not cfg.student_arch else 0
     need = min_image_size(blocks)
     if size < need:
@@ -168,9 +167,10 @@ def _train_locked(cfgs: list, todo: list, world, device, on_epoch=None) -> dict:
 
         teacher, info = load_frozen_teacher(first, ds.in_channels, ds.num_classes, device, ds.image_size,
                                             data=ds)
-        if info["teacher_acc"] is None and test.labels.dim() > 1:  # a segmentation's: pixel accuracy
-            info["teacher_acc"] = segment_scores(teacher, test, ds.mean, ds.std, first.eval_batch_size,
-                                                 first.channels_last, ds.num_classes)["acc"]
+        if test.labels.dim() > 1:  # a segmentation's, on the students' test scenes: pixel accuracy and mIoU
+            scores = segment_scores(teacher, test, ds.mean, ds.std, first.eval_batch_size, first.channels_last,
+                                    ds.num_classes)
+            info.update(teacher_acc=scores["acc"], teacher_miou=scores["miou"])
         elif info["teacher_acc"] is None:
             info["teacher_acc"] = evaluate_logits(predict(teacher, test, ds.mean, ds.std, first.eval_batch_size,
                                                           first.channels_last), test.labels)[1]
@@ -204,7 +204,7 @@ def _fit(runs: list, ds, train, val, test, teacher, info: dict, isolate: bool) -
         generator.set_state(runs[0].generator_state)
     sampler = BatchSampler(train, cfg.batch_size, cfg.augment, ds.mean, ds.std, runs[0].channels_last,
                            generator, cfg.random_erasing, runs[0].distiller.mixup, ds.num_classes,
-                           shard=(world.rank, world.size))
+                           shard=(world.rank, world.size), pad_ignored=ds.name != SCENES)
     source = None
     if teacher is not None:
         from runtime.teacher import TeacherSource

@@ -1,6 +1,7 @@
 """Datasets -> uint8 tensor cache -> tensors on any device.
 
-Each dataset (found and decoded by data/sources.py) is decoded once into uint8 [N, C, H, W] tensors saved as
+Each dataset (found and decoded by data/sources.py; images with masks by data/seg_folders.py) is
+decoded once into uint8 [N, C, H, W] tensors saved as
 <data_dir>/cache/<dataset>-<size>px.safetensors (no pickle: the class names, the
 source fingerprint and the train mean/std live in the safetensors metadata).
 The cache is rebuilt when a source file's path, size or mtime changes; the image
@@ -22,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from data import folders
 from data.folders import DataError
-from data import scenes
+from data import scenes, seg_folders
 from data.sources import CIFAR, Source, labelled_tensors, cifar_source, fashion_source, folder_source
 from utils.atomic import atomic_write_to
 
@@ -31,8 +32,12 @@ __all__ = ["DataError", "Split", "Dataset", "load_dataset", "load_pred_images", 
 
 SCENES = "fashion-mnist-scenes"  # config_rules.MASK_DATASETS: Fashion-MNIST garments pasted on a canvas (scenes.py)
 MASK_IGNORE = scenes.IGNORE_INDEX  # a mask pixel without a label (VOC's 255); batches carry it as -1
-# a scene's native size: the shorter side of the default canvas (its --scene_canvas is the real one)
-NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64, SCENES: 64}
+# masks read from files (data/seg_folders.py), also config_rules.MASK_DATASETS
+SEG_FOLDERS = {"voc": seg_folders.voc_source, "segfolder": seg_folders.segfolder_source}
+# a scene's native size: the shorter side of the default canvas (its --scene_canvas is the real one); VOC's photos
+# (about 500x375) go to 128 px, where its objects stay recognisable and a segmenter still trains on a CPU
+NATIVE_SIZE = {"fashion-mnist": 28, "cifar10": 32, "cifar100": 32, "intel": 150, "imagefolder": 64, SCENES: 64,
+               "voc": 128, "segfolder": 64}
 CACHE_FORMAT = "kd-uint8-cache-1"  # bump when the cache layout changes: old files are rebuilt
 
 
@@ -203,6 +208,8 @@ def load_dataset(cfg) -> Dataset:
     name = cfg.dataset
     if name == SCENES:
         return load_scenes(cfg, data_dir)
+    if name in SEG_FOLDERS:
+        return load_masks(cfg, data_dir, SEG_FOLDERS[name](data_dir), size)
     if name == "fashion-mnist":
         source = fashion_source(data_dir)
     elif name in CIFAR:
@@ -260,16 +267,36 @@ def load_scenes(cfg, data_dir: Path) -> Dataset:
     key = f"{SCENES}-{h}x{w}-{cfg.scene_items}items-{n_train}-{n_val}-{cfg.scene_test_count}"
     source = Source(fashion.root, fashion.files, f"{fashion.desc}, pasted into {h}x{w} scenes", build)
     t, meta = _cached(data_dir / "cache" / f"{key}.safetensors", source, h, cfg.num_workers)
-    train = Split(t["train_images"], t["train_labels"])
+    val = Split(t["val_images"], t["val_labels"]) if n_val else None
+    return _mask_dataset(cfg, Split(t["train_images"], t["train_labels"]), val, t, meta)
+
+
+def load_masks(cfg, data_dir: Path, source: Source, size: int) -> Dataset:
+    """Images and masks read from files (data/seg_folders.py), cached at size x size: val_fraction of the training
+    split is the hold-out, a seeded draw (VAL_SEED, so the same images for every run; a mask has no one class
+    to stratify by), and max_train_samples takes a subset of the rest seeded by cfg.seed."""
+    t, meta = _cached(data_dir / "cache" / f"{cfg.dataset}-{size}px.safetensors", source, size, cfg.num_workers)
+    whole = Split(t["train_images"], t["train_labels"])
+    n_val = max(1, int(round(cfg.val_fraction * len(whole)))) if cfg.val_fraction > 0 else 0
+    if len(whole) - n_val < 2:
+        raise DataError(f"{source.root}: {len(whole)} training image(s) with --val_fraction={cfg.val_fraction} "
+                        f"leave {len(whole) - n_val} to train on; at least 2 are needed")
+    order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(VAL_SEED))
+    val = _take(whole, order[:n_val].sort().values) if n_val else None
+    return _mask_dataset(cfg, _take(whole, order[n_val:].sort().values), val, t, meta)
+
+
+def _mask_dataset(cfg, train: Split, val: Optional[Split], t: dict, meta: dict) -> Dataset:
+    """A dataset of masks: max_train_samples a subset of `train` seeded by cfg.seed, max_test_samples the first
+    test images."""
     if 0 < cfg.max_train_samples < len(train):
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(int(cfg.seed)))
         train = _take(train, pick[:cfg.max_train_samples].sort().values)
     test = Split(t["test_images"], t["test_labels"])
     if 0 < cfg.max_test_samples < len(test):
         test = _take(test, torch.arange(cfg.max_test_samples))
-    return Dataset(name=SCENES, train=train, test=test, val=Split(t["val_images"], t["val_labels"]) if n_val else None,
-                   classes=tuple(json.loads(meta["classes"])), mean=tuple(json.loads(meta["mean"])),
-                   std=tuple(json.loads(meta["std"])), source=meta["source"])
+    return Dataset(name=cfg.dataset, train=train, test=test, val=val, classes=tuple(json.loads(meta["classes"])),
+                   mean=tuple(json.loads(meta["mean"])), std=tuple(json.loads(meta["std"])), source=meta["source"])
 
 
 def transfer_set(train: Split, labeled_idx: Optional[torch.Tensor], n: int, seed: int) -> Split:

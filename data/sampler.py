@@ -32,12 +32,15 @@ class BatchSampler:
 
     def __init__(self, data: Split, batch_size: int, augment: str, mean, std, channels_last: bool,
                  generator: torch.Generator, random_erasing: float = 0.0, mixup: float = 0.0,
-                 num_classes: int = 0, shard: tuple = (0, 1)):
+                 num_classes: int = 0, shard: tuple = (0, 1), pad_ignored: bool = False):
         self.data, self.batch_size, self.augment = data, batch_size, augment
         self.mean, self.std, self.channels_last, self.generator = mean, std, channels_last, generator
         self.random_erasing, self.mixup, self.num_classes = random_erasing, mixup, num_classes
         self.steps = max(1, len(data) // batch_size)
         self.dense = data.labels.dim() > 1  # a segmentation's masks, uint8 [N, H, W]
+        # a crop's padding in a mask: background where the canvas goes on beyond the edge (the scenes), no label
+        # where the picture ends (a photo's masks: VOC, a folder), as VOC's 255 border is
+        self.pad_ignored = pad_ignored
         rank, ranks = shard
         if batch_size % ranks:
             raise ValueError(f"batch_size {batch_size} does not split evenly over {ranks} ranks")
@@ -62,9 +65,13 @@ class BatchSampler:
         for step in range(self.steps):
             idx = order[step * bs:(step + 1) * bs]
             if self.dense:  # masks ride as one more channel: flipped and cropped with their images
-                both = torch.cat([self.data.images[idx], self.data.labels[idx].unsqueeze(1)], 1)
+                masks = self.data.labels[idx]
+                if self.pad_ignored:  # uint8 k -> k + 1 and 255 (no label) -> 0, so the zero padding is "no label"
+                    masks = masks + 1
+                both = torch.cat([self.data.images[idx], masks.unsqueeze(1)], 1)
                 both, flips = augment_batch(both, self.augment, self.generator, return_flips=True)
-                x_u8, y = both[:, :-1], pixel_labels(both[:, -1])
+                x_u8, masks = both[:, :-1], both[:, -1]
+                y = pixel_labels(masks - 1 if self.pad_ignored else masks)  # (0 - 1 wraps to 255: no label)
             else:
                 y = self.data.labels[idx]
                 x_u8, flips = augment_batch(self.data.images[idx], self.augment, self.generator, return_flips=True)

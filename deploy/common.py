@@ -17,6 +17,7 @@ class Variant:
     note: str
     status: str = "ok"  # ok | skipped
     build_seconds: float = 0.0  # set by deploy.variants._build, which times every builder alike
+    facts: dict = field(default_factory=dict)  # more fields of its deploy.json row (int8: which ops are int8)
 
 
 def skipped(name: str, reason: str) -> Variant:

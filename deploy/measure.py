@@ -1,4 +1,5 @@
-"""Accuracy, agreement and timing of variants, all in one process on the same inputs.
+"""Scores (accuracy, or mIoU and pixel accuracy for a segmentation), agreement and timing of variants, all in one
+process on the same inputs.
 
 Every variant sees only two batch shapes, 1 and 64 (the ragged last test batch is zero-padded to 64),
 so a statically compiled graph is built twice and never recompiled while it is timed. Timing rounds
@@ -32,17 +33,46 @@ def batches(images_u8, mean, std, channels_last: bool, batch: int = TIMING_BATCH
 
 @torch.inference_mode()
 def predictions(variant: Variant, images_u8, mean, std, channels_last: bool) -> torch.Tensor:
-    """Predicted class of every image (int64), via the variant's run function."""
+    """Predicted class of every image (int64 [N]), or of every pixel of a segmentation ([N, H, W], uint8 where
+    the classes fit: 8x less to hold per variant over a split of scenes), via the variant's run function."""
     out = []
     for x, n in batches(images_u8, mean, std, channels_last):
-        out.append(variant.run(x)[:n].float().argmax(1))
+        y = variant.run(x)[:n].float()
+        pred = y.argmax(1)
+        out.append(pred.to(torch.uint8) if y.dim() == 4 and y.shape[1] <= 256 else pred)
     return torch.cat(out)
 
 
-def accuracy_and_agreement(pred: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor) -> tuple:
-    acc = 100.0 * (pred == labels).float().mean().item()
+# the scores a row of deploy.json carries, by the labels' kind: one class per image, or a mask per image
+IMAGE_SCORES = ("accuracy", "agreement")
+PIXEL_SCORES = ("miou", "pixel_accuracy", "accuracy", "agreement")
+
+
+def score_names(labels: torch.Tensor) -> tuple:
+    return PIXEL_SCORES if labels.dim() == 3 else IMAGE_SCORES
+
+
+def headline(labels: torch.Tensor) -> str:
+    """The score the int8 targets and the teacher comparison judge: mIoU for masks (pixel accuracy is ~88% for
+    labeling everything background), else accuracy."""
+    return "miou" if labels.dim() == 3 else "accuracy"
+
+
+def scores(pred: torch.Tensor, labels: torch.Tensor, ref: torch.Tensor, num_classes: int) -> dict:
+    """A variant's test scores, in percent, from its predictions (`predictions`) and fp32's (`ref`).
+    Classes per image: accuracy, and agreement (images where it predicts what fp32 predicts). Masks ([N, H, W],
+    uint8, data.dataset.MASK_IGNORE on unlabeled pixels): mIoU (every class, background included) and pixel
+    accuracy from one confusion matrix over the split, as runtime/inference.segment_scores scores a model
+    (utils/segmentation.py), accuracy = pixel accuracy (as evaluation.json), and agreement over every pixel."""
     agree = 100.0 * (pred == ref).float().mean().item()
-    return acc, agree
+    if labels.dim() != 3:
+        return {"accuracy": 100.0 * (pred == labels).float().mean().item(), "agreement": agree}
+    from data.dataset import pixel_labels
+    from utils.segmentation import confusion_matrix, mean_iou, pixel_accuracy
+
+    conf = confusion_matrix(pred.long(), pixel_labels(labels), num_classes)
+    acc = pixel_accuracy(conf)
+    return {"miou": mean_iou(conf), "pixel_accuracy": acc, "accuracy": acc, "agreement": agree}
 
 
 @torch.inference_mode()
@@ -80,15 +110,16 @@ def time_variants(variants: list, x1: torch.Tensor, x64: torch.Tensor, repeats: 
             for v in variants}
 
 
-def check_runs(variant: Variant, x1: torch.Tensor, num_classes: int) -> Variant:
-    """One batch-1 call; a variant that cannot run here becomes 'skipped' with the reason."""
+def check_runs(variant: Variant, x1: torch.Tensor, shape: tuple) -> Variant:
+    """One batch-1 call, which must give fp32's output `shape` ((1, classes), or (1, classes, H, W) for a
+    segmentation); a variant that cannot run here becomes 'skipped' with the reason."""
     if variant.status != "ok":
         return variant
     try:
         with torch.inference_mode():
             y = variant.run(x1)
-        if tuple(y.shape) != (1, num_classes):
-            raise RuntimeError(f"output shape {tuple(y.shape)}, expected (1, {num_classes})")
+        if tuple(y.shape) != tuple(shape):
+            raise RuntimeError(f"output shape {tuple(y.shape)}, expected {tuple(shape)}")
     except Exception as e:  # a backend that does not work on this machine: say so, never fake it
         variant.status, variant.run = "skipped", None
         variant.note = f"cannot run on this device: {first_line(e)}"

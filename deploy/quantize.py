@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from deploy.common import BuildContext, Variant, skipped
-from quant.pt2e import ptq_int8, save_int8_program
+from quant.pt2e import op_precisions, ptq_int8, save_int8_program
 from utils.checkpoint import save_weights
 from utils.fp8 import E4M3, fp8_max, saturating_cast
 from utils.device import import_bitsandbytes
@@ -45,11 +45,21 @@ def build_int8(ctx: BuildContext) -> Variant:
     back and compile it with freezing (Inductor lowers q/dq patterns to int8 oneDNN kernels)."""
     example = ctx.example[:2].clone()  # the program stores its example input (clone: not the whole batch)
     quantized = ptq_int8(ctx.fresh_model(), example, ctx.calib)  # q/dq graph, weights folded to int8 constants
+    ops = op_precisions(quantized)
     path, loaded = save_int8_program(quantized, example, ctx.path("int8.pt2"))
     how = (f"torchao PT2E static int8 (X86InductorQuantizer, per-channel weights, calibrated on {ctx.calib_images} "
-           f"training images)")
+           f"training images); {ops_line(ops)}")
     run, note = int8_runner(loaded, how, ctx.compile)
-    return Variant("int8", run, path, note)
+    return Variant("int8", run, path, note, facts={"ops": ops})
+
+
+def ops_line(ops: dict) -> str:
+    """'int8 ...: 14 conv2d; on float tensors: 4 add, 2 cat, ...' of quant.pt2e.op_precisions (compiled, a ReLU or
+    a residual add becomes a post-op of the int8 conv before it; docs/deploy.md)."""
+    def counts(kind):
+        return ", ".join(f"{n} {op}" for op, n in sorted(ops[kind].items())) or "none"
+
+    return f"int8 (uint8 activations, int8 weights): {counts('int8')}; on float tensors: {counts('float')}"
 
 
 def fp8_state(state: dict) -> dict:

@@ -91,18 +91,24 @@ def calibration_batches(cfg, ds, batch: int) -> list:
             for i in range(0, len(images), batch)]
 
 
-def _check_model(model, x: torch.Tensor, num_classes: int, run_dir: str) -> None:
+def _check_model(model, x: torch.Tensor, num_classes: int, run_dir: str) -> tuple:
+    """The fp32 model's output shape at batch 1: (1, classes), or (1, classes, H, W) for a segmentation, whose
+    maps must be the input's size (every variant must give the same)."""
     try:
         with torch.inference_mode():
             y = model(x)
     except RuntimeError as e:
         raise UserError(f"{run_dir}: the model built from {CONFIG} cannot take the dataset's images "
                         f"{tuple(x.shape[1:])} ({first_line(e, 160)})")
-    if y.shape[-1] != num_classes:
-        raise UserError(f"{run_dir}: the model has {y.shape[-1]} outputs but the dataset has {num_classes} classes")
+    if y.dim() < 2 or y.shape[1] != num_classes:
+        raise UserError(f"{run_dir}: the model has {y.shape[1] if y.dim() > 1 else y.numel()} outputs but the "
+                        f"dataset has {num_classes} classes")
+    if y.dim() == 4 and y.shape[-2:] != x.shape[-2:]:
+        raise UserError(f"{run_dir}: the model labels {tuple(y.shape[-2:])} pixels of a {tuple(x.shape[-2:])} image")
+    return tuple(y.shape)
 
 
-def _build(name: str, ctx: BuildContext, x1: torch.Tensor, num_classes: int) -> Variant:
+def _build(name: str, ctx: BuildContext, x1: torch.Tensor, shape: tuple) -> Variant:
     t0 = time.perf_counter()
     try:
         v = BUILDERS[name](ctx)
@@ -110,7 +116,7 @@ def _build(name: str, ctx: BuildContext, x1: torch.Tensor, num_classes: int) -> 
         raise
     except Exception as e:  # e.g. a quantization backend missing on this machine: recorded, never faked
         return skipped(name, f"could not be built here: {first_line(e)}")
-    v = measure.check_runs(v, x1, num_classes)  # also compiles the batch-1 graph of compiled variants
+    v = measure.check_runs(v, x1, shape)  # also compiles the batch-1 graph of compiled variants
     v.build_seconds = time.perf_counter() - t0
     print(f"deploy: {name}: {v.status} ({v.build_seconds:.1f}s) {'' if v.status == 'ok' else v.note}")
     return v
@@ -153,10 +159,10 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     calib = calibration_batches(cfg, ds, measure.TIMING_BATCH)
     x1, _ = next(measure.batches(ds.test.images[:1], ds.mean, ds.std, cfg.channels_last, batch=1))
     x64, _ = next(measure.batches(ds.test.images[:measure.TIMING_BATCH], ds.mean, ds.std, cfg.channels_last))
-    _check_model(model, x1, ds.num_classes, run_dir)
+    shape = _check_model(model, x1, ds.num_classes, run_dir)
     ctx = BuildContext(model, calib, x64, os.path.join(run_dir, DEPLOY_DIR), cfg.channels_last, compile)
     load_before = os.getloadavg()[0]
-    built = [_build(n, ctx, x1, ds.num_classes) for n in names]
+    built = [_build(n, ctx, x1, shape) for n in names]
     ok = [v for v in built if v.status == "ok"]
 
     labels = ds.test.labels
@@ -165,21 +171,21 @@ def _deploy(run_dir, cfg, model, ds, variants, repeats, compile) -> dict:
     threads = torch.get_num_threads()
     rows = []
     for v in built:
-        row = {"name": v.name, "status": v.status, "accuracy": None, "agreement": None, "size_bytes": None,
+        row = {"name": v.name, "status": v.status, **dict.fromkeys(measure.score_names(labels)), "size_bytes": None,
                "latency_ms_b1": None, "throughput_b64": None, "device": "cpu", "threads": threads,
                "note": v.note, "artifact": os.path.relpath(v.artifact, run_dir) if v.artifact else None,
-               "build_seconds": round(v.build_seconds, 2)}
+               "build_seconds": round(v.build_seconds, 2), **v.facts}
         if v.status == "ok":
-            acc, agree = measure.accuracy_and_agreement(preds[v.name], labels, preds[FP32])
             lat, thr = timings[v.name]
-            row.update(accuracy=acc, agreement=agree, size_bytes=measure.file_size(v.artifact),
-                       latency_ms_b1=lat, throughput_b64=thr)
+            row.update(measure.scores(preds[v.name], labels, preds[FP32], ds.num_classes),
+                       size_bytes=measure.file_size(v.artifact), latency_ms_b1=lat, throughput_b64=thr)
         rows.append(row)
 
     summary = read_summary(run_dir) or {}
     result = {
         "run_name": summary.get("run_name") or os.path.basename(os.path.normpath(run_dir)),
-        "role": cfg.role, "params": sum(p.numel() for p in model.parameters()),
+        "role": cfg.role, "task": cfg.task, "metric": measure.headline(labels),
+        "params": sum(p.numel() for p in model.parameters()),
         "model": summary.get("arch") or (cfg.teacher_arch if cfg.role == "teacher" else student_name(cfg)),
         "test_images": len(labels), "calib_images": ctx.calib_images,
         "hardware": measure.hardware(), "threads": threads, "repeats": repeats,

@@ -99,6 +99,30 @@ class Int8QAT(nn.Module):
         return convert(self.graph)
 
 
+def _op(node: torch.fx.Node) -> str:
+    """An ATen call's op name without overload or in-place mark: aten.relu_.default -> relu."""
+    return getattr(node.target, "__name__", str(node.target)).split(".")[0].rstrip("_")
+
+
+def op_precisions(quantized: torch.fx.GraphModule) -> dict:
+    """{"int8": {op: count}, "float": {op: count}} of a converted q/dq graph, read from the graph itself: a conv or
+    linear is int8 where its input and its weight both arrive through a dequantize of int8 (uint8) data, the
+    pattern torch.compile's freezing lowers to an int8 oneDNN kernel; every other computing op (not a quantize
+    or a dequantize) takes float tensors as the q/dq graph states it (a bilinear upsampling, which
+    X86InductorQuantizer does not annotate, a cat of such a float input, a residual add)."""
+    out = {"int8": {}, "float": {}}
+    for node in quantized.graph.nodes:
+        if not isinstance(node.target, torch._ops.OpOverload) or "quantize" in _op(node) or \
+                (_op(node) == "dropout" and node.args[2:3] == (False,)):
+            continue  # (a getitem, the guards' module call; an eval-mode dropout is the identity)
+        ins = [a for a in node.args[:2] if isinstance(a, torch.fx.Node)]
+        int8 = _op(node) in ("conv1d", "conv2d", "linear") and len(ins) == 2 and \
+            all(a.op == "call_function" and _op(a).startswith("dequantize") for a in ins)
+        kind = out["int8" if int8 else "float"]
+        kind[_op(node)] = kind.get(_op(node), 0) + 1
+    return out
+
+
 def drop_unused_attributes(gm: torch.fx.GraphModule) -> int:
     """convert_pt2e leaves the original fp32 weights registered beside their int8 copies; without this
     the saved program would carry both. Returns how many tensors were dropped."""

@@ -11,12 +11,23 @@ from utils.atomic import atomic_update_text
 from utils.names import CONTROL, grid_order
 from utils.precision_table import FP32, precision_how
 from utils.reports import hparams_text
-from utils.run_files import RESULTS_CSV, RESULTS_MD, SUMMARY, load_summary
+from utils.run_files import RESULTS_CSV, RESULTS_MD, SUMMARY, is_segment, load_summary, score
 
 COLUMNS = ["run_name", "dataset", "role", "arch", "blocks", "params", "model_bytes", "precision", "precision_how",
-           "method", "hparams", "generation", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc", "test_ece", "test_nll",
-           "teacher_acc", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
+           "method", "hparams", "generation", "train_images", "unlabeled_images", "seed", "selected_on", "best_test_acc", "best_val_acc", "final_test_acc", "task", "test_miou",
+           "best_val_miou", "final_test_miou", "test_ece", "test_nll",
+           "teacher_acc", "teacher_miou", "kd_gain", "train_seconds", "seconds_per_epoch", "images_per_second", "threads", "epochs_run",
            "early_stopped", "qat", "bits_per_weight", "file_bytes", "qat_test_acc", "status", "error"]
+
+
+def teacher_score(summary: dict):
+    """The teacher's score() as a student recorded it (its teacher_acc, or a segmentation's teacher_miou)."""
+    return summary.get("teacher_miou" if is_segment(summary) else "teacher_acc")
+
+
+def score_name(summaries: list) -> str:
+    """What score() returns for these runs, as the tables and plots name it."""
+    return "test mIoU %" if any(is_segment(s) for s in summaries) else "test acc %"
 
 
 def quantized(summary: dict) -> bool:
@@ -34,12 +45,12 @@ def kd_gain(summary: dict, ce_controls: dict):
     """A distilled student's best accuracy minus its same-depth, same-seed, same-precision CE control's
     (control_precisions); None without one."""
     if summary.get("role") != "student" or quantized(summary) or summary.get("method") in (CONTROL, None) \
-            or summary.get("status") != "complete" or summary.get("best_test_acc") is None:
+            or summary.get("status") != "complete" or score(summary) is None:
         return None
     key = (student_key(summary), summary.get("seed"))
     control = next((ce_controls[(*key, p)] for p in control_precisions(summary.get("precision"))
                     if (*key, p) in ce_controls), None)
-    return None if control is None else summary["best_test_acc"] - control
+    return None if control is None else score(summary) - control
 
 
 def _evaluated_from(cfg) -> str:
@@ -49,9 +60,9 @@ def _evaluated_from(cfg) -> str:
 
 
 def selection_acc(summary) -> float:
-    """The accuracy a run's weights were selected on: validation where it has a val split, else test."""
-    val = summary.get("best_val_acc")
-    return val if val is not None else summary.get("best_test_acc")
+    """The score a run's weights were selected on: validation where it has a val split, else test (score())."""
+    val = score(summary, "val")
+    return val if val is not None else score(summary)
 
 
 def student_key(summary: dict):
@@ -72,11 +83,11 @@ def student_order(key) -> tuple:
 
 
 def ce_controls(summaries: list) -> dict:
-    """{(student, seed, precision): best accuracy} of the complete CE-control students among `summaries`
-    (student_key)."""
-    return {(student_key(s), s.get("seed"), s.get("precision", FP32)): s["best_test_acc"] for s in summaries
+    """{(student, seed, precision): score at the selected epoch} of the complete CE-control students among
+    `summaries` (student_key)."""
+    return {(student_key(s), s.get("seed"), s.get("precision", FP32)): score(s) for s in summaries
             if s.get("role") == "student" and s.get("method") == CONTROL and s.get("status") == "complete"
-            and not quantized(s) and s.get("best_test_acc") is not None}
+            and not quantized(s) and score(s) is not None}
 
 
 def collect_results(out_dir: str, run_dirs: list) -> list:
@@ -156,13 +167,14 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
             groups[(student_key(r), r["method"], r["precision"], r.get("unlabeled_images") or 0,
                     r.get("generation") or 0)].append(r)
     n = " (mean ± std, n seeds)" if seeds > 1 else ""
-    lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | test acc % at the selected "
-             f"epoch{n} | test acc % at the last epoch | KD gain, pts vs the same seed's CE control | ECE % | NLL | "
+    what = score_name(ok)
+    lines = [f"| model | params | method (hyper-parameters) | precision (how it ran) | {what} at the selected "
+             f"epoch{n} | {what} at the last epoch | KD gain, pts vs the same seed's CE control | ECE % | NLL | "
              f"train s | s/epoch |",
              "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for t in teacher:
         lines.append(f"| teacher {t.get('arch') or t['run_name']} | {t['params']:,} | ce | {t['precision_how']} | "
-                     f"{t['best_test_acc']:.2f} | {t['final_test_acc']:.2f} | - | {fmt_ms([t.get('test_ece')])} | "
+                     f"{score(t):.2f} | {score(t, 'last'):.2f} | - | {fmt_ms([t.get('test_ece')])} | "
                      f"{_nll_cell([t])} | {t['train_seconds']:.1f} | "
                      f"{t['seconds_per_epoch']:.1f} |")
     for key in sorted(groups, key=lambda k: (student_order(k[0]), grid_order(0, *k[1:3]), k[3], k[4])):
@@ -172,7 +184,7 @@ def markdown_table(rows: list, seeds: int = 1) -> str:
         transfer += f", born-again generation {key[4]}" if key[4] else ""
         lines.append(
             f"| {student_label(key[0])} | {r0['params']:,} | {_method_cell(r0)}{transfer} | {r0['precision_how']} | "
-            f"{fmt_ms([r['best_test_acc'] for r in g])} | {fmt_ms([r['final_test_acc'] for r in g])} | "
+            f"{fmt_ms([score(r) for r in g])} | {fmt_ms([score(r, 'last') for r in g])} | "
             f"{_gain_cell(g) if key[1] != CONTROL else '(control)'} | {fmt_ms([r.get('test_ece') for r in g])} | "
             f"{_nll_cell(g)} | "
             f"{mean_std([r['train_seconds'] for r in g])[0]:.1f} | "
@@ -188,7 +200,8 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
     teacher = next((r for r in rows if r["role"] == "teacher" and r["status"] == "complete"), None)
     # a released teacher (--teacher_checkpoint) has no run here: its accuracy as its students recorded it
     used = next((r for r in rows if r["role"] == "student" and r["status"] == "complete"
-                 and r.get("teacher_acc") is not None), None)
+                 and teacher_score(r) is not None), None)
+    dense = any(is_segment(r) for r in rows)
     hw = next((r["hardware"] for r in rows if r["status"] == "complete"), "")
     threads = sorted({r["threads"] for r in rows if r["status"] == "complete" and r.get("threads") is not None})
     if len(threads) > 1:  # e.g. a local sweep and a Ray one in one out_dir: bf16 sums differ with the split of work
@@ -196,15 +209,20 @@ def results_text(out_dir: str, rows: list, cfg) -> tuple:
                f"'threads' column), so their digits are not comparable run for run")
     selected = sorted({str(r.get("selected_on")) for r in rows if r["status"] == "complete"})
     head = [f"# Results: {cfg.dataset}, {len(rows)} runs in {out_dir}", "",
-            f"Accuracy in percent on the test split, at the epoch selected on the {' / '.join(selected)} split "
+            ("Mean IoU in percent over every class, background included (pixel accuracy: results.csv's *_acc "
+             "columns), on the test scenes" if dense else "Accuracy in percent on the test split")
+            + f", at the epoch selected on the {' / '.join(selected)} split "
             f"(the best one seen{_evaluated_from(cfg)}; 'val' never uses the test images to choose) and at the last "
             f"epoch. KD gain = the "
-            f"distilled student's accuracy at its selected epoch minus the CE control's (same depth, seed, "
-            f"precision, data order and schedule, no teacher), per seed, then mean ± std over seeds. ECE: the "
-            f"selected epoch's expected calibration error on the test split (15 equal-width confidence bins, "
-            f"percent); NLL: its mean negative log-likelihood (nats)."
-            + (f" Teacher: {teacher['best_test_acc']:.2f}%." if teacher else
-               f" Teacher: {used['teacher_run']}, {used['teacher_acc']:.2f}% on its full test split." if used else "")
+            f"distilled student's {'mIoU' if dense else 'accuracy'} at its selected epoch minus the CE control's "
+            f"(same depth, seed, precision, data order and schedule, no teacher), per seed, then mean ± std over "
+            f"seeds. "
+            + ("NLL: the selected epoch's mean negative log-likelihood per labeled pixel (nats); no ECE." if dense else
+               "ECE: the selected epoch's expected calibration error on the test split (15 equal-width confidence "
+               "bins, percent); NLL: its mean negative log-likelihood (nats).")
+            + (f" Teacher: {score(teacher):.2f}%." if teacher else
+               f" Teacher: {used['teacher_run']}, {teacher_score(used):.2f}% on "
+               f"{'these test scenes' if dense else 'its full test split'}." if used else "")
             + (f" Hardware: {hw}." if hw else ""), ""]
     return _csv_text(rows), "\n".join(head) + markdown_table(rows, cfg.seeds) + "\n"
 

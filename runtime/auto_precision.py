@@ -17,24 +17,27 @@ from contextlib import nullcontext
 
 import torch
 
-from data.dataset import NATIVE_SIZE
+from data.dataset import NATIVE_SIZE, SCENES
 from runtime.inference import CPU_EVAL_PIXELS
 from utils.atomic import atomic_write_json, read_json_object
 from utils.device import cpu_identity, native_bf16, resolve_auto_precision
 from utils.precision_table import AUTO, BF16, FP32
+from utils.names import SEGMENT
 from utils.run_files import CONFIG
 
 MARGIN = 1.10  # bf16 must beat fp32 by 10% to be worth its rounding
 WARMUP, STEPS, ROUNDS = 2, 3, 2  # per precision and round: the median step of STEPS after WARMUP
 CACHE_FILE = "auto_precision.json"
-CHANNELS = {"fashion-mnist": 1}  # others are RGB
-CLASSES = {"cifar100": 100, "intel": 6}  # others 10 (an image folder's count only changes the last layer)
+CHANNELS = {"fashion-mnist": 1, SCENES: 1}  # others are RGB
+CLASSES = {"cifar100": 100, "intel": 6, SCENES: 11}  # others 10 (an image folder's count only changes the last layer)
 
 
 def model_shape(cfg) -> tuple:
-    """(channels, classes, image size) of cfg's data, from the dataset's name alone (no data is loaded)."""
+    """(channels, classes, (height, width)) of cfg's data, from the dataset's name alone (no data is loaded): a
+    square image, or the scenes' canvas."""
+    size = cfg.image_size or NATIVE_SIZE.get(cfg.dataset, 32)
     return (CHANNELS.get(cfg.dataset, 3), CLASSES.get(cfg.dataset, 10),
-            cfg.image_size or NATIVE_SIZE.get(cfg.dataset, 32))
+            tuple(cfg.scene_canvas) if cfg.dataset == SCENES else (size, size))
 
 
 def timed_config(cfg, role: str):
@@ -56,8 +59,8 @@ def timed_batch(cfg, role: str) -> int:
     """A training step's batch, or the batch predict() evaluates a teacher at on a CPU (capped in pixels)."""
     if role == "train":
         return cfg.batch_size
-    size = model_shape(cfg)[2]
-    return max(1, min(cfg.eval_batch_size, CPU_EVAL_PIXELS // (size * size)))
+    h, w = model_shape(cfg)[2]
+    return max(1, min(cfg.eval_batch_size, CPU_EVAL_PIXELS // (h * w)))
 
 
 def cache_key(cfg, role: str) -> str:
@@ -80,7 +83,8 @@ def time_step(cfg, role: str, bf16: bool) -> float:
     t = timed_config(cfg, role)
     model = build_model(dataclasses.replace(t, teacher_pretrained=False, student_weights=""), channels, classes)
     batch = timed_batch(cfg, role)
-    x, y = torch.randn(batch, channels, size, size), torch.randint(0, classes, (batch,))
+    x = torch.randn(batch, channels, *size)
+    y = torch.randint(0, classes, (batch, *size) if t.task == SEGMENT else (batch,))  # a segmenter's: a class a pixel
     if cfg.channels_last:
         model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)

@@ -14,6 +14,7 @@ from runtime.inference import evaluate_logits
 from runtime.run_dir import is_complete, measure_test_logits, run_dir_of
 from utils.atomic import atomic_update_text, read_json_object
 from utils.errors import UserError, cannot_write
+from utils.names import SEGMENT
 from utils.run_files import BEST_WEIGHTS, BORN_AGAIN, DIGEST_KEY, EVALUATION, read_summary
 
 
@@ -31,13 +32,17 @@ def ptq_contrasts(base: Config, quantized: list) -> None:
 
 
 def after_runs(base: Config, runs: list) -> list:
-    """--deploy's variants of every finished run, the born-again ensembles, then the best student's evaluation;
+    """--deploy's variants of every finished run, the born-again ensembles, then the best student's evaluation (and
+    a segmentation sweep's examples picture, sweep/seg_examples.py);
     what could not be saved (one line each: the sweep's exit code says so after its table)."""
     if base.deploy:
         deploy_finished(base, runs)
     try:
         born_again_ensembles(base, runs)
         evaluate_best_student(runs)
+        if base.task == SEGMENT:
+            from sweep.seg_examples import draw_segmentation_examples
+            draw_segmentation_examples(base, runs)
     except UserError as e:  # e.g. a read-only out_dir: the table still comes, and the exit code says so
         return [str(e)]
     return []

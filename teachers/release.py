@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from runtime.inference import evaluate_logits  # noqa: E402
-from runtime.run_dir import measure_test_logits  # noqa: E402
+from runtime.inference import evaluate_logits, segment_scores  # noqa: E402
+from runtime.run_dir import load_run, measure_test_logits  # noqa: E402
 from utils.atomic import atomic_copy_file, read_json_object  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.run_files import (BEST_WEIGHTS, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS, HISTORY,  # noqa: E402
-                             RELEASE_KEY, SUMMARY, TRAINING_SUMMARY, check_digest, file_digests, read_summary,
-                             write_summary)
+                             RELEASE_KEY, SUMMARY, TRAINING_SUMMARY, check_digest, file_digests, is_segment,
+                             read_summary, score, write_summary)
 
 HERE = Path(__file__).resolve().parent
 RELEASED_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS, CONFIG, SUMMARY, HISTORY, TRAINING_SUMMARY)
@@ -44,9 +44,19 @@ TOLERANCE = 0.15  # points: the same weights on another CPU's kernels may flip a
 
 def measured_accuracy(run_dir, measured: tuple = None) -> tuple:
     """(test accuracy %, test images) of the run's weights on its whole test split: of measure_test_logits' `measured`
-    when given, else measured now."""
+    when given, else measured now. A segmentation teacher's test mIoU (%) and test scenes instead, scored batch by
+    batch (its logit maps are never all held)."""
+    if measured is None and is_segment(read_summary(run_dir) or {}):
+        cfg, model, ds, _ = load_run(str(run_dir))
+        return segment_scores(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last,
+                              ds.num_classes)["miou"], len(ds.test)
     logits, labels, _ = measured or measure_test_logits(run_dir)
     return evaluate_logits(logits, labels)[1], len(labels)
+
+
+def what(summary: dict) -> str:
+    """What measured_accuracy measures for this run, for its lines."""
+    return "test mIoU" if is_segment(summary) else "test accuracy"
 
 
 def summary_of(run_dir) -> dict:
@@ -93,12 +103,12 @@ def check(run_dir, measured: tuple = None) -> float:
     """The run's test accuracy now (of measure_test_logits' `measured` when given) against its summary's: one line."""
     s = summary_of(run_dir)
     check_digests(run_dir, s)
-    recorded = s["best_test_acc"]
+    recorded = score(s)
     acc, n = measured_accuracy(run_dir, measured)
     verdict = "ok" if abs(acc - recorded) <= TOLERANCE else "MISMATCH"
-    print(f"{run_dir}: {acc:.2f}% on {n:,} test images now, {recorded:.2f}% in its summary: {verdict}")
+    print(f"{run_dir}: {what(s)} {acc:.2f}% on {n:,} test images now, {recorded:.2f}% in its summary: {verdict}")
     if verdict != "ok":
-        raise UserError(f"{run_dir}: measured {acc:.2f}% but its summary says {recorded:.2f}%")
+        raise UserError(f"{run_dir}: measured {what(s)} {acc:.2f}% but its summary says {recorded:.2f}%")
     return acc
 
 
@@ -112,8 +122,8 @@ def compare(run_dir) -> None:
         return
     s = summary_of(run_dir)
     print(f"remade {acc:.2f}% ({s['hardware']}, {s['train_seconds'] / 60:.1f} min) vs released "
-          f"{theirs['best_test_acc']:.2f}% ({theirs['hardware']}, {theirs['train_seconds'] / 60:.1f} min): "
-          f"{acc - theirs['best_test_acc']:+.2f} points")
+          f"{score(theirs):.2f}% ({theirs['hardware']}, {theirs['train_seconds'] / 60:.1f} min): "
+          f"{acc - score(theirs):+.2f} points of {what(s)}")
 
 
 def ensemble(spec: str) -> float:
@@ -173,15 +183,15 @@ def release(run_dir, note: str = "", remade_by: str = REMADE_BY) -> Path:
                 atomic_copy_file(src / name, tmp / name)
         s[RELEASE_KEY] = {"remade_by": remade_by,
                           "trained_at": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
-                          "released": str(datetime.date.today()), "test_acc_at_release": acc, "test_images": n,
-                          "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
+                          "released": str(datetime.date.today()),
+                          f"test_{'miou' if is_segment(s) else 'acc'}_at_release": acc, "test_images": n, "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
                           "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
         write_summary(tmp, s)
         _swap_in(tmp, dest)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    print(f"released {dest}: {acc:.2f}% on {n:,} test images, {size:,} bytes")
+    print(f"released {dest}: {what(s)} {acc:.2f}% on {n:,} test images, {size:,} bytes")
     return dest
 
 

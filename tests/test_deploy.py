@@ -74,6 +74,7 @@ def test_int8_agrees_with_fp32_and_is_smaller(deployed):
         assert by[name]["status"] == "ok", by[name]["note"]
         assert by[name]["agreement"] >= 90.0, name
         assert by[name]["size_bytes"] < 0.6 * by["fp32"]["size_bytes"], name
+    assert by["int8"]["ops"]["int8"] == {"conv2d": 6, "linear": 3}  # every conv and Linear, read from its graph
 
 
 def test_int8_program_carries_no_debug_metadata(deployed, run_dir):

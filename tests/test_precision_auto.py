@@ -119,6 +119,14 @@ def test_a_real_measurement_times_both_precisions(tmp_path):
     assert auto_precision.measure(cfg, "teacher")["bf16_seconds"] > 0
 
 
+def test_a_segmenter_is_timed_on_its_canvas_with_a_class_a_pixel(tmp_path):
+    cfg = make_config(["--preset=smoke", f"--data_dir={tmp_path}", "--task=segment", "--dataset=fashion-mnist-scenes",
+                       "--scene_canvas=[32,40]", "--blocks=2", "--batch_size=4", "--teacher_arch=resseg2_8"])
+    assert auto_precision.model_shape(cfg) == (1, 11, (32, 40))
+    assert auto_precision.measure(cfg, "train")["bf16_seconds"] > 0  # a step: [N, 11, 32, 40] against [N, 32, 40]
+    assert "forward teacher resseg2_8" in auto_precision.cache_key(cfg, "teacher")
+
+
 @pytest.mark.parametrize("faster", [True, False])
 def test_the_sweep_names_what_auto_chose(timed, tmp_path, faster):
     speeds, _ = timed

@@ -88,15 +88,13 @@ def test_teacher_ce_kd_and_cwd_train_select_on_miou_and_evaluate(fashion_idx, tm
     ev = json.loads((run / "evaluation.json").read_text())
     assert ev["task"] == "segment" and ev["miou"] == pytest.approx(runs["kd"]["test_miou"])
     assert (run / "segmentation_examples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    line, _ = one_line_exit(evaluate.cli, [f"--run={run}", "--deploy=True"], capsys)
-    assert "a segmentation run is evaluated on its test scenes only" in line
+    for flag in ("--split=pred", "--exit=1"):  # (--deploy=True measures its variants: tests/test_segment_deploy.py)
+        line, _ = one_line_exit(evaluate.cli, [f"--run={run}", flag], capsys)
+        assert "a segmentation run is evaluated on its test scenes only" in line, flag
 
 
-def test_the_sweep_and_tune_refuse_a_segmentation_for_now(capsys):
-    import run_experiments
+def test_tune_refuses_a_segmentation_for_now(capsys):
     import tune
     flags = ["--preset=smoke", *SEG, "--method=ce"]
-    line, _ = one_line_exit(run_experiments.cli, flags, capsys)
-    assert "run_experiments.py sweeps classifiers only so far" in line
     line, _ = one_line_exit(tune.cli, flags, capsys)
     assert "tune.py searches classifiers' settings only so far" in line

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from utils.precision_table import precision_order
+from utils.run_files import SEGMENT  # noqa: F401 (the task's name, where its summaries are read: re-exported)
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,7 @@ class Method:
     refuses: dict = field(default_factory=dict)  # {Config field: why}: a set field it cannot train with
 
 
-TASKS = ("classify", "segment")  # what a model outputs: a class per image, or a class per pixel ([N, C, H, W])
-SEGMENT = "segment"
+TASKS = ("classify", SEGMENT)  # what a model outputs: a class per image, or a class per pixel ([N, C, H, W])
 BOTH_TASKS = TASKS  # a per-row loss serves both: a segmentation's labeled pixels are its rows (utils/segmentation.py)
 TEMPERATURE = (1.0, 8.0, True)  # T 1-8: Hinton et al. 2015 use 2-20, mdistiller 4
 # in sweep order. Ranges span the literature's values: DKD's beta 0.5-16 (Zhao et al. 2022: 1-8), AT's weight

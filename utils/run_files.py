@@ -133,8 +133,27 @@ CALIBRATION_KEYS = ("test_nll", "test_ece", "test_calibration_bins")  # bins: ru
 PRECISION_KEYS = (SUBSTITUTED_FOR, FP8_LAYERS)
 # a segmentation's (--task=segment; absent: classify): its task, the selected epoch's test mIoU (percent, every class
 # background included) and per-class IoU (percent, null for a class seen nowhere), the selection split's mIoU it was
-# chosen by, and the last epoch's test mIoU. Its *_acc keys hold pixel accuracy, its calibration keys are null
-SEGMENT_KEYS = ("task", "test_miou", "test_iou", "best_val_miou", "final_test_miou")
+# chosen by, the last epoch's test mIoU, and a distilled student's teacher's mIoU on the same test scenes. Its *_acc
+# keys hold pixel accuracy (teacher_acc too), its calibration keys are null
+SEGMENT_KEYS = ("task", "test_miou", "test_iou", "best_val_miou", "final_test_miou", "teacher_miou")
+SEGMENT = "segment"  # --task=segment: a summary's "task" (absent: classify); utils/names.py re-exports it
+# What a run is compared by, per task: at the selected epoch on test, at the last epoch on test, and on the split the
+# epoch was selected on. A segmentation's *_acc keys are pixel accuracy, which a background-heavy scene inflates, so it
+# is compared by mIoU (every class, background included: utils/segmentation.mean_iou)
+SCORE_KEYS = {"best": ("best_test_acc", "test_miou"), "last": ("final_test_acc", "final_test_miou"),
+              "val": ("best_val_acc", "best_val_miou")}
+
+
+def is_segment(summary: dict) -> bool:
+    return summary.get("task") == SEGMENT
+
+
+def score(summary: dict, at: str = "best"):
+    """The run's test accuracy, or a segmentation's test mIoU, `at` the selected ("best") or the last epoch, or on
+    its selection split ("val"); None where the run has none."""
+    return summary.get(SCORE_KEYS[at][is_segment(summary)])
+
+
 GENERATION = "generation"  # a born-again student's generation (--generation): only where it is one
 # where a run's wall time went, in seconds: the training steps ("train", = train_seconds), evaluating the validation
 # split each judged epoch ("val"), the test split at the end ("test"; each epoch when selecting on it), and writing

@@ -10,7 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Optional
 
-from report.results import ce_controls, kd_gain, student_key, student_label, student_order
+from report.results import ce_controls, is_segment, kd_gain, score, student_key, student_label, student_order
 from utils.errors import UserError
 from utils.names import CONTROL, grid_order, series_of
 from utils.precision_table import FP32, precision_label as summaries_label
@@ -68,7 +68,8 @@ class Run:
 
     @property
     def acc(self) -> Optional[float]:
-        return self.summary.get("best_test_acc")
+        """Test accuracy, or a segmentation's test mIoU, at the selected epoch (report.results.score)."""
+        return score(self.summary)
 
     @property
     def label(self) -> str:
@@ -132,6 +133,11 @@ def by_dataset(runs: list) -> dict:
     for r in runs:
         groups[r.get("dataset", "unknown dataset")].append(r)
     return dict(groups)
+
+
+def score_label(runs: list) -> str:
+    """What Run.acc is for these runs: test accuracy, or a segmentation's test mIoU."""
+    return "test mIoU" if any(is_segment(r.summary) for r in runs) else "test accuracy"
 
 
 def students(runs: list) -> list:

@@ -10,7 +10,7 @@ import math
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from report.plots.data import context_line
+from report.plots.data import context_line, score_label
 from report.plots.style import DEPTH_MARKERS, finish_figure, legend_right, plt, save_figure
 from report.results import student_label, student_order
 from utils.names import TEACHER_COLOR
@@ -37,17 +37,19 @@ def deploy_points(runs: list, cost_key: str) -> tuple:
     seeds = {r.get("seed", 0) for r in runs if r.deploy}
     points, skipped = [], 0
     for r in runs:
+        # a segmentation's deploy.json scores its variants by mIoU ("metric"; their "accuracy" is pixel accuracy)
+        key = "miou" if isinstance(r.deploy, dict) and r.deploy.get("metric") == "miou" else "accuracy"
         for v in (r.deploy or {}).get("variants", []) if isinstance(r.deploy, dict) else []:
             if v.get("status", "ok") != "ok":
                 skipped += 1
                 continue
-            if _number(v.get("accuracy")) and _number(v.get(cost_key)) and v[cost_key] > 0:
+            if _number(v.get(key)) and _number(v.get(cost_key)) and v[cost_key] > 0:
                 model = r.label + (f" s{r.get('seed', 0)}" if len(seeds) > 1 and not r.is_teacher else "")
                 where = (r.deploy.get("hardware") or "").split("; ISA")[0]  # the flag list is too long here
                 where = where or f"{v.get('device') or 'device not recorded'}" + (
                     f", {v['threads']} threads" if v.get("threads") else "")
                 points.append({"model": model, "depth": None if r.is_teacher else r.model,
-                               "variant": str(v.get("name", "?")), "run": r.name, "accuracy": float(v["accuracy"]),
+                               "variant": str(v.get("name", "?")), "run": r.name, "accuracy": float(v[key]),
                                "cost": float(v[cost_key]), "where": where})
     return points, skipped
 
@@ -111,7 +113,7 @@ def plot_deploy_tradeoff(runs: list, cost_key: str, xlabel: str, title: str, pat
     if cost_key == "size_bytes":
         ax.xaxis.set_major_formatter(FuncFormatter(human_bytes))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{score_label(runs)} (%)")
     ax.grid(alpha=0.3, which="both")
     handles = [Line2D([], [], ls="none", marker="s", ms=8, color=vcolor[v], label=v) for v in variants]
     handles.append(Line2D([], [], ls="none", label=" "))

@@ -9,7 +9,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, NullLocator
 
-from report.plots.data import context_line, group_students, kd_gains, precision_label, seeds_note, teacher_of
+from report.plots.data import (context_line, group_students, kd_gains, precision_label, score_label, seeds_note,
+                               teacher_of)
 from report.plots.style import depth_colors, finish_figure, legend_right, plt, save_figure
 from report.results import control_precisions, mean_std, student_label, student_order
 from utils.names import CE_COLOR, CONTROL, TEACHER_COLOR, method_look, method_order, series_parts
@@ -127,10 +128,11 @@ def plot_accuracy_vs_params(runs: list, path: str) -> str:
         top.set_xticks([pp for pp, _ in depth_params], [student_label(b) for _, b in depth_params], fontsize=8)
         top.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("parameters (log scale)")
-    ax.set_ylabel("test accuracy, selected epoch (%)")
+    ax.set_ylabel(f"{score_label(runs)}, selected epoch (%)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    finish_figure(fig, "Test accuracy (selected epoch) vs model size", f"{context_line(runs)} | {seeds_note(runs)}")
+    finish_figure(fig, f"{score_label(runs).capitalize()} (selected epoch) vs model size",
+                  f"{context_line(runs)} | {seeds_note(runs)}")
     save_figure(fig, path)
     return path
 
@@ -179,7 +181,7 @@ def plot_kd_gain(runs: list, path: str) -> str:
     ax.set_xticks(range(len(depths)), [student_label(b) for b in depths], rotation=20 if named else 0,
                   ha="right" if named else "center")
     ax.set_xlabel("student" if named else "student depth (residual blocks)")
-    ax.set_ylabel("test accuracy, selected epoch (%)" + (f", axis from {bottom:.0f}%" if bottom > 0 else ""))
+    ax.set_ylabel(f"{score_label(runs)}, selected epoch (%)" + (f", axis from {bottom:.0f}%" if bottom > 0 else ""))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False,
               title="numbers: KD gain over the\nsame-depth CE control (pts)", title_fontsize=8)

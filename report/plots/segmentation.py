@@ -11,11 +11,14 @@ CLASS_COLOURS = np.array([(0.0, 0.0, 0.0), *plt.get_cmap("tab10").colors])  # cl
 
 
 def plot_segmentation_examples(images, columns: dict, classes, path, title: str, footnote: str = "") -> None:
-    """images uint8 [N, 1, H, W] (or [N, H, W]); columns {name: label maps int [N, H, W]} in order (the truth
-    first, then each model's argmax); one row per scene, the image on the left. Classes past the palette take
-    its colours again."""
+    """images uint8 [N, 1, H, W], [N, 3, H, W] (RGB, e.g. VOC) or [N, H, W]; columns {name: label maps int
+    [N, H, W]} in order (the truth first, then each model's argmax); one row per scene, the image on the left.
+    Classes past the palette take its colours again."""
     images = np.asarray(images)
-    images = images.reshape(images.shape[0], *images.shape[-2:])
+    if images.ndim == 4 and images.shape[1] == 3:  # RGB: channels last for imshow
+        images = images.transpose(0, 2, 3, 1)
+    elif images.ndim == 4:
+        images = images.reshape(images.shape[0], *images.shape[-2:])
     n, cols = images.shape[0], 1 + len(columns)
     fig, grid = plt.subplots(n, cols, figsize=(1.9 * cols, 1.55 * n + 0.6), squeeze=False)
     for i in range(n):
