@@ -205,10 +205,23 @@ def test_a_refused_release_leaves_the_previous_release_intact(copy, teachers, mo
     dest = release.release(str(copy))
     before = _files(dest)
     (copy / "training_summary.txt").write_text("a retrained teacher\n" * 1000)
-    monkeypatch.setattr(release, "MAX_BYTES", sum(len(b) for b in before.values()))
+    # too big even without the last epoch's weights (which a release leaves out first)
+    monkeypatch.setattr(release, "MAX_BYTES", sum(len(b) for n, b in before.items() if n != "model.safetensors"))
     line, _ = one_line_exit(release.cli, ["--release", str(copy)], capsys)
     assert "over the" in line and "a released teacher may take" in line, line
     assert _files(dest) == before and sorted(p.name for p in teachers.iterdir()) == [TEACHER]
+
+
+def test_a_release_over_the_size_leaves_the_last_epochs_weights_out_and_says_so(copy, teachers, monkeypatch,
+                                                                                 fashion_idx, tmp_path):
+    files = {p.name: p.stat().st_size for p in copy.iterdir() if p.name in release.RELEASED_FILES}
+    monkeypatch.setattr(release, "MAX_BYTES", sum(files.values()) - files["model.safetensors"] // 2)
+    dest = release.release(str(copy))
+    assert not (dest / "model.safetensors").exists() and (dest / "best_model.safetensors").is_file()
+    s = read_summary(dest)
+    assert "model.safetensors left out" in s["release"]["note"] and s["release"]["bytes"] <= release.MAX_BYTES
+    assert set(s["release"][DIGEST_KEY]) == {"best_model.safetensors"}  # what it holds, each file checked
+    load_frozen_teacher(make_config(student(fashion_idx, tmp_path, dest)), 1, 10, "cpu", 28)
 
 
 def test_an_interrupted_release_leaves_the_previous_release_intact(copy, teachers, monkeypatch):
