@@ -97,3 +97,17 @@ def test_a_rerun_keeps_the_chains_whose_weights_it_recorded(chain, fashion_idx, 
     (chain / BORN_AGAIN).write_text(json.dumps(spoiled))
     assert run_experiments.main(chain_config(fashion_idx, chain, teacher)) == 0
     assert len(calls) == 2 and json.loads((chain / BORN_AGAIN).read_text()) == record  # that chain alone, again
+
+
+def test_test_logits_are_measured_in_the_precision_the_run_tested_in(fashion_idx, tmp_path):
+    """A bf16 run's test logits are measured again under bf16 autocast: the same accuracy its summary records, so
+    an ensemble of bf16 generations is scored as they were."""
+    s = train.main(make_config(small_run_args(fashion_idx, tmp_path, "--blocks=1", "--method=ce", "--precision=bf16",
+                                              "--val_fraction=0", batch_size=32, epochs=1)))
+    logits, labels, _ = measure_test_logits(tmp_path / s["run_name"])
+    assert evaluate_logits(logits, labels)[1] == pytest.approx(s["best_test_acc"], abs=1e-9)
+    from runtime.inference import predict
+    from runtime.run_dir import load_run
+    cfg, model, ds, _ = load_run(str(tmp_path / s["run_name"]))
+    fp32 = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last)
+    assert not torch.equal(logits, fp32)  # bf16's rounding shows in the logits: not measured in fp32
