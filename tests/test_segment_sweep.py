@@ -50,3 +50,24 @@ def test_a_segmentation_sweep_tables_miou_and_draws_its_examples(fashion_idx, tm
     assert plot_experiment_results.main(str(tmp_path)) == 0
     out = capsys.readouterr().out
     assert "accuracy_curves.png" in out and "skipped confusion_matrix_best_student.png" in out
+
+
+def test_a_killed_segmentation_run_resumes_to_the_same_weights_and_scores(fashion_idx, tmp_path, monkeypatch):
+    import hashlib
+
+    import train
+    from tests.fixtures import interrupt_after_first_epoch
+
+    train.main(make_config(seg_args(fashion_idx, tmp_path, "--role=teacher", "--teacher_arch=resseg2_8")))
+    student = ("--method=cwd", "--blocks=2", "--teacher_arch=resseg2_8", "--epochs=3")
+    whole = train.main(make_config(seg_args(fashion_idx, tmp_path, *student, "--run_name=whole")))
+    with monkeypatch.context() as m:
+        interrupt_after_first_epoch(m)
+        with pytest.raises(KeyboardInterrupt):
+            train.main(make_config(seg_args(fashion_idx, tmp_path, *student, "--run_name=cut")))
+    assert not (tmp_path / "cut" / "summary.json").exists() and (tmp_path / "cut" / "checkpoint.pt").exists()
+    resumed = train.main(make_config(seg_args(fashion_idx, tmp_path, *student, "--run_name=cut", "--resume=True")))
+    for key in ("test_miou", "best_val_miou", "final_test_miou", "best_epoch", "epochs_run", "test_iou"):
+        assert resumed[key] == whole[key], key
+    digest = lambda run: hashlib.sha256((tmp_path / run / "model.safetensors").read_bytes()).hexdigest()  # noqa
+    assert digest("cut") == digest("whole")  # the same weights, bit for bit
