@@ -99,7 +99,8 @@ def check_task(cfg) -> None:
                       ("mixup", "mixup blends one label per image"),
                       ("random_erasing", "an erased patch would keep its pixels' labels"),
                       ("generation", "no born-again segmenters yet"), ("sweep_generations", "no born-again "
-                                                                                      "segmenters yet")):
+                                                                                      "segmenters yet"),
+                      ("sweep_train_samples", "the data-scaling table compares classifiers only so far")):
         if getattr(cfg, name):
             raise UserError(f"--{name}={getattr(cfg, name)} with --task={SEGMENT}: {why}")
     if cfg.qat != "none" or cfg.sweep_qat:

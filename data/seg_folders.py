@@ -130,6 +130,10 @@ def mask_source(root: Path, splits: dict, classes, files: list, desc: str) -> So
             if len(seen) == 0:
                 raise DataError(f"{root}: every mask pixel is {IGNORE_INDEX} (no label); nothing to learn from")
             names = tuple(str(c) for c in range(int(seen.max()) + 1))
+            if len(names) < 2:  # e.g. 0/255 masks: 255 is "no label" here, so there is nothing to tell apart
+                raise DataError(f"{root}: every labeled mask pixel is 0, one class; a mask's value is its class "
+                                f"and {IGNORE_INDEX} means no label (0/255 masks: write the foreground as 1, or "
+                                f"add a classes.txt)")
         tensors, meta = labelled_tensors(tx, ty, vx, vy, names)
         return tensors, {**meta, "canvas": json.dumps([size, size])}  # data/dataset.cache_defect: masks of size
 

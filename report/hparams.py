@@ -6,7 +6,7 @@ import os
 import shutil
 
 from utils.atomic import atomic_update_text
-from utils.run_files import HPARAMS_DIR, HPARAMS_JSON
+from utils.run_files import HPARAMS_DIR, HPARAMS_JSON, score
 from utils.tensorboard import writer_class
 
 
@@ -27,7 +27,8 @@ def write_hparams(out_dir: str, rows: list) -> None:
         params = {"method": r.get("method"), "arch": r.get("arch"), "precision": r.get("precision"),
                   "seed": r.get("seed"), "train_images": r.get("train_images"),
                   **{f"{r.get('method')}.{k}": v for k, v in (r.get("hparams") or {}).items()}}
-        metrics = {"hparams/test_acc": r.get("best_test_acc"), "hparams/val_acc": r.get("best_val_acc"),
+        # a segmentation's mIoU under the same names (score()): its kd_gain is in mIoU points
+        metrics = {"hparams/test_acc": score(r), "hparams/val_acc": score(r, "val"),
                    "hparams/kd_gain": r.get("kd_gain")}
         records.append([r["run_name"], {k: _hparam_value(v) for k, v in params.items() if v is not None},
                         {k: v for k, v in metrics.items() if isinstance(v, (int, float))}])

@@ -42,7 +42,8 @@ def control_precisions(precision) -> tuple:
 
 
 def kd_gain(summary: dict, ce_controls: dict):
-    """A distilled student's best accuracy minus its same-depth, same-seed, same-precision CE control's
+    """A distilled student's score at its selected epoch (accuracy, or a segmentation's mIoU: score()) minus its
+    same-depth, same-seed, same-precision CE control's
     (control_precisions); None without one."""
     if summary.get("role") != "student" or quantized(summary) or summary.get("method") in (CONTROL, None) \
             or summary.get("status") != "complete" or score(summary) is None:

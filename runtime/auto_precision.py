@@ -29,7 +29,8 @@ MARGIN = 1.10  # bf16 must beat fp32 by 10% to be worth its rounding
 WARMUP, STEPS, ROUNDS = 2, 3, 2  # per precision and round: the median step of STEPS after WARMUP
 CACHE_FILE = "auto_precision.json"
 CHANNELS = {"fashion-mnist": 1, SCENES: 1}  # others are RGB
-CLASSES = {"cifar100": 100, "intel": 6, SCENES: 11}  # others 10 (an image folder's count only changes the last layer)
+# others 10 (an image folder's count changes a classifier's last layer only; a segmenter's head runs at every pixel)
+CLASSES = {"cifar100": 100, "intel": 6, SCENES: 11, "voc": 21}
 
 
 def model_shape(cfg) -> tuple:

@@ -150,23 +150,28 @@ def load_run(run_dir: str, overrides: dict = None):
     return cfg, model.eval(), ds, path
 
 
-def measure_test_logits(run_dir) -> tuple:
-    """(logits, labels, dataset) of a finished run's weights on its test split, measured now (load_run) on the CPU,
-    under autocast in the dtype the run trained and tested in (bf16 for a bf16 run, as its summary's numbers were
-    measured; none for fp32 and fp8)."""
+def run_autocast(cfg):
+    """What to evaluate a finished run's model under, on the CPU, to measure it as it was measured: autocast in
+    the dtype its precision ran in (bf16 for a bf16 run), nothing for fp32 and fp8."""
     from contextlib import nullcontext
 
     import torch
 
-    from runtime.inference import predict
     from utils.precision import autocast_dtype
     from utils.precision_table import PRECISIONS
 
-    cfg, model, ds, _ = load_run(str(run_dir))
     known = cfg.precision in PRECISIONS and not PRECISIONS[cfg.precision].chosen  # (auto: resolved before a run)
     dtype = autocast_dtype(cfg.precision) if known else None
-    cast = (lambda: torch.autocast("cpu", dtype=dtype)) if dtype is not None else nullcontext
-    logits = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last, cast)
+    return (lambda: torch.autocast("cpu", dtype=dtype)) if dtype is not None else nullcontext
+
+
+def measure_test_logits(run_dir) -> tuple:
+    """(logits, labels, dataset) of a finished run's weights on its test split, measured now (load_run) on the CPU,
+    in the precision its own numbers were measured in (run_autocast)."""
+    from runtime.inference import predict
+
+    cfg, model, ds, _ = load_run(str(run_dir))
+    logits = predict(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last, run_autocast(cfg))
     return logits, ds.test.labels, cfg.dataset
 
 

@@ -132,8 +132,9 @@ class TrainingRun(Trainee):
         t = self.teacher_info
         print(f"{self.name}: {model_label(self.cfg)}, {self.params:,} params, {self.prec.description}, "
               f"{n_train} train / {n_test} test images from {self.ds.source}"
-              + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%, logits {t['teacher_logits']}"
-                 if t else ""))
+              + (f", teacher {t['teacher_arch']} at {t['teacher_acc']:.2f}%"
+                 + (f" pixel accuracy, {t['teacher_miou']:.2f}% mIoU" if t.get("teacher_miou") is not None else "")
+                 + f", logits {t['teacher_logits']}" if t else ""))
         if self.world.main and not self.cfg.resume:
             if is_complete(self.dir):
                 print(f"{self.name}: replacing the finished run (--overwrite=True)")

@@ -96,8 +96,8 @@ def deploy_finished(base: Config, runs: list) -> None:
 
 
 def evaluate_best_student(runs: list) -> None:
-    """evaluation.json + confusion matrix of the most accurate student (the plots show it), chosen on
-    the validation accuracy where the runs have one (never on test when they do)."""
+    """evaluation.json + confusion matrix (a segmentation's: per-class IoU and its examples picture) of the best
+    student (the plots show it), chosen on the validation score where the runs have one (never on test)."""
     summaries = [(read_summary(run_dir_of(c)), run_dir_of(c)) for c in runs if c.role == "student"]
     done = [(selection_acc(s), d) for s, d in summaries if s is not None and s.get("status") == "complete"]
     if done:

@@ -5,14 +5,16 @@
     python teachers/release.py --release checkpoints/teachers/fashion-mnist_teacher_resnet20
     python teachers/release.py --ensemble teachers/<run>,teachers/<run>_s1   # make teacher: the two members
 
---check measures the run's test accuracy again (its whole test split, the weights students load) and
-compares it with the number its summary.json records, after checking every file whose sha256 it records.
+--check measures the run's test accuracy (a segmentation teacher's test mIoU) again, on its whole test split,
+with the weights students load and in the precision it was measured in, and compares it with the number its
+summary.json records, after checking every file whose sha256 it records.
 --compare does that for a remade teacher and sets it beside the released one of the same name. --ensemble
 checks each member and measures the teacher students learn from when --teacher_checkpoint names them all: the
 mean of their logits (runtime/teacher.TeacherEnsemble). --release
 copies a finished teacher run's small files into teachers/<run name>/ (no checkpoint.pt: students need the
-weights, not the optimizer state) and adds a "release" block to its summary.json: how it is remade, the
-accuracy measured at release, the bytes, the sha256 of its weights. The size is checked before anything is
+weights, not the optimizer state; not the last epoch's model.safetensors either where the files would pass
+MAX_BYTES with it) and adds a "release" block to its summary.json: how it is remade, the accuracy (or mIoU)
+measured at release, the bytes, the sha256 of its weights. The size is checked before anything is
 copied, and the files are copied into a temporary folder beside it that then takes its place: a refused or
 interrupted release leaves the previous one as it was.
 """
@@ -28,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from runtime.inference import evaluate_logits, segment_scores  # noqa: E402
-from runtime.run_dir import load_run, measure_test_logits  # noqa: E402
+from runtime.run_dir import load_run, measure_test_logits, run_autocast  # noqa: E402
 from utils.atomic import atomic_copy_file, read_json_object  # noqa: E402
 from utils.errors import UserError, cli_entry  # noqa: E402
 from utils.run_files import (BEST_WEIGHTS, CONFIG, DIGEST_KEY, DIGESTED_FILES, FINAL_WEIGHTS, HISTORY,  # noqa: E402
@@ -39,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 RELEASED_FILES = (BEST_WEIGHTS, FINAL_WEIGHTS, CONFIG, SUMMARY, HISTORY, TRAINING_SUMMARY)
 MAX_BYTES = 5 * 2 ** 20  # a released teacher stays small: it lives in the repository
 REMADE_BY = "make teacher (python train.py --preset=teacher --resume=True)"
+SEG_REMADE_BY = "make seg-teacher (python train.py --preset=seg-teacher --resume=True)"  # a segmentation teacher's
 TOLERANCE = 0.15  # points: the same weights on another CPU's kernels may flip an image or two of 10,000
 
 
@@ -49,7 +52,7 @@ def measured_accuracy(run_dir, measured: tuple = None) -> tuple:
     if measured is None and is_segment(read_summary(run_dir) or {}):
         cfg, model, ds, _ = load_run(str(run_dir))
         return segment_scores(model, ds.test, ds.mean, ds.std, cfg.eval_batch_size, cfg.channels_last,
-                              ds.num_classes)["miou"], len(ds.test)
+                              ds.num_classes, run_autocast(cfg))["miou"], len(ds.test)
     logits, labels, _ = measured or measure_test_logits(run_dir)
     return evaluate_logits(logits, labels)[1], len(labels)
 
@@ -100,7 +103,8 @@ def destination(run_dir) -> Path:
 
 
 def check(run_dir, measured: tuple = None) -> float:
-    """The run's test accuracy now (of measure_test_logits' `measured` when given) against its summary's: one line."""
+    """The run's test accuracy (or mIoU) now (of measure_test_logits' `measured` when given) against its summary's:
+    one line."""
     s = summary_of(run_dir)
     check_digests(run_dir, s)
     recorded = score(s)
@@ -134,7 +138,9 @@ def ensemble(spec: str) -> float:
         raise UserError(f"--ensemble={spec}: name two or more different teacher runs, joined by commas")
     total, labels, datasets = None, None, set()
     for run_dir in members:
-        teacher_summary(run_dir)
+        if is_segment(teacher_summary(run_dir)):
+            raise UserError(f"--ensemble: {run_dir} is a segmentation teacher; an ensemble is measured for "
+                            f"classifiers only (--check measures each member's mIoU)")
         measured = measure_test_logits(run_dir)  # once: checked against the summary, then averaged
         check(run_dir, measured)
         logits, labels, dataset = measured
@@ -163,7 +169,9 @@ def _swap_in(tmp: Path, dest: Path) -> None:
         shutil.rmtree(old)
 
 
-def release(run_dir, note: str = "", remade_by: str = REMADE_BY) -> Path:
+def release(run_dir, note: str = "", remade_by: str = "") -> Path:
+    """Release a finished teacher run into teachers/<run name>/; remade_by: the command that trains it again
+    (default: make teacher's, or make seg-teacher's for a segmentation teacher)."""
     dest = destination(run_dir)
     src = Path(run_dir).resolve()
     s = teacher_summary(src)
@@ -185,10 +193,11 @@ def release(run_dir, note: str = "", remade_by: str = REMADE_BY) -> Path:
         for name in files:
             if name != SUMMARY:  # written below, with the release block
                 atomic_copy_file(src / name, tmp / name)
-        s[RELEASE_KEY] = {"remade_by": remade_by,
+        s[RELEASE_KEY] = {"remade_by": remade_by or (SEG_REMADE_BY if is_segment(s) else REMADE_BY),
                           "trained_at": str(src.relative_to(ROOT) if src.is_relative_to(ROOT) else src),
                           "released": str(datetime.date.today()),
-                          f"test_{'miou' if is_segment(s) else 'acc'}_at_release": acc, "test_images": n, "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
+                          f"test_{'miou' if is_segment(s) else 'acc'}_at_release": acc, "test_images": n,
+                          "bytes": size, DIGEST_KEY: file_digests(tmp, DIGESTED_FILES),
                           "machine": s.get("hardware"), "wall_seconds": s.get("train_seconds"), "note": note}
         write_summary(tmp, s)
         _swap_in(tmp, dest)
@@ -208,7 +217,8 @@ def cli(argv=None):
     g.add_argument("--release", metavar="RUN_DIR")
     g.add_argument("--ensemble", metavar="RUN_DIR,RUN_DIR", help="each member checked, then their mean logits")
     p.add_argument("--note", default="", help="with --release: what the summary alone does not say")
-    p.add_argument("--remade_by", default=REMADE_BY, help="with --release: the command that trains it again")
+    p.add_argument("--remade_by", default="", help="with --release: the command that trains it again (default: "
+                   "make teacher's, make seg-teacher's for a segmentation teacher)")
     a = p.parse_args(argv)
     if a.check:
         check(a.check)

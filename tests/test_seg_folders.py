@@ -136,6 +136,13 @@ def test_segfolder_classes_from_the_masks_or_classes_txt_and_its_two_layouts(tmp
     assert (len(ds.train), len(ds.test)) == (4, 2) and [int(m[8, 8]) for m in ds.test.labels] == [3, 3]
 
 
+def test_a_folder_of_0_255_masks_is_one_class_and_refused(tmp_path):
+    from data.folders import DataError
+    root = make_segfolder(tmp_path / "binary", classes=(255,) * 6)  # foreground written as 255: "no label"
+    with pytest.raises(DataError, match="one class; a mask's value is its class and 255 means no label"):
+        load_dataset(seg_cfg(root, "segfolder", "--val_fraction=0"))
+
+
 def broken(voc_src, tmp_path, spoil):
     """A copy of the VOC fixture spoiled by spoil(VOC2012 folder)."""
     import shutil

@@ -31,6 +31,7 @@ def seg_args(data, out, *flags):
     (SEG + ("--method=dkd", TEACHER), "--method=dkd with --task=segment: it distills one class per image; use ce, kd"),
     (SEG + ("--method=kd", TEACHER, "--mixup=0.2"), "--mixup=0.2 with --task=segment"),
     (SEG + ("--method=ce", "--qat=int8", "--precision=fp32"), "--task=segment: quantization-aware training"),
+    (SEG + ("--method=ce", "--sweep_train_samples=[50,0]"), "--sweep_train_samples=(50, 0) with --task=segment"),
     (("--method=kd", TEACHER), "--teacher_arch=resseg2_8 with --task=classify: resseg models label pixels"),
 ])
 def test_what_a_segmentation_cannot_take_is_one_line(flags, start, capsys):

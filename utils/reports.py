@@ -29,7 +29,10 @@ def write_training_summary(path, s: dict) -> None:
         + f" / {s['test_images']:,} test images, "
         f"{s['image_size']}x{s['image_size']} px)",
         f"Method: {s['method']}" + (f" ({hparams_text(s.get('hparams'))})" if s.get("hparams") else ""),
-        f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))})" if s.get("teacher_run") else ""),
+        f"Teacher: {s.get('teacher_run') or 'none'}" + (f" ({_acc(s.get('teacher_acc'))}"
+                                                        + (f" pixel accuracy, {_acc(s['teacher_miou'])} mIoU"
+                                                           if s.get("teacher_miou") is not None else "") + ")"
+                                                        if s.get("teacher_run") else ""),
         f"Batch Size: {s['batch_size']}" + (f" (global: {s['world_size']} processes x {s['batch_per_rank']}, "
                                             f"{s['data_parallel']})" if s.get("world_size", 1) > 1 else ""),
         f"Learning Rate: {s['lr']} ({s['optimizer']}, {s['schedule']} schedule)",
@@ -37,6 +40,9 @@ def write_training_summary(path, s: dict) -> None:
         f"Best Test Accuracy: {_acc(s['best_test_acc'])} (epoch {s['best_epoch']}, selected on {s['selected_on']}"
         + (f" from epoch {s['selected_from_epoch']})" if s.get("selected_from_epoch", 1) > 1 else ")"),
         f"Final Test Accuracy: {_acc(s['final_test_acc'])}",
+        *([f"Test mIoU: {_acc(s['test_miou'])} at the selected epoch ({_acc(s.get('best_val_miou'))} on "
+           f"{s['selected_on']}), {_acc(s.get('final_test_miou'))} at the last (every class, background included; "
+           f"the accuracies above are pixel accuracy)"] if s.get("test_miou") is not None else []),
         f"Early Stopping: {'Yes' if s['early_stopped'] else 'No'}",
         f"Stopped at epoch: {s['stopped_at_epoch']}",
         f"Seed: {s['seed']}",
