@@ -163,6 +163,11 @@ MEASURED = {
     "teacher": Measured("about 2 h 15 min", "two resnet32 members, each 90 epochs at 41.5-47 s alone (about 66 min; "
                         "neither run had the cores to itself the whole time, so their summaries say more), then "
                         "their ensemble measured (25 s)", "2-core AMD EPYC Zen 5, no GPU", "3ae952f, d8f958f"),
+    "seg-teacher": Measured(None, "not timed end to end: its training took 25 min 55 s (1,555 s) at 1 thread on one "
+                            "core, another training on the other core", "2-core AMD EPYC Zen 5, no GPU", "8b7c2ce"),
+    "seg": Measured(None, "not timed from a fresh clone: its sweep, examples and table took 26 min 18 s in the main "
+                    "checkout at 1 thread on one core, another training on the other core; the plots 1 s more",
+                    "2-core AMD EPYC Zen 5, no GPU", "8b7c2ce"),
     "scale": Measured("74 min 43 s", "make scale from a fresh clone, venv set-up included: the transfer set (27 min), "
                       "then 500 to 58,800 labeled images; every run in bf16 by auto, 2 threads (other work ran beside "
                       "it part of the time)", "2-core AMD EPYC Zen 5, no GPU", "3975953"),

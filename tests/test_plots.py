@@ -181,3 +181,12 @@ def test_a_ce_controls_label_names_its_own_precision():
     assert _series_name("ce", "bf16", runs).startswith("CE control (bf16") and "fp32" not in _series_name(
         "ce", "bf16", runs)
     assert _series_name("ce", "fp32", runs).startswith("CE control (fp32")
+
+
+def test_every_methods_hatch_is_one_matplotlib_draws():
+    """A hatch of other characters draws nothing (CWD's '<>' once showed as a plain KD bar)."""
+    from utils.names import METHOD_TABLE
+    drawn = set("/\\|-+xoO.*")
+    hatches = [m.hatch for m in METHOD_TABLE if m.hatch]
+    assert all(set(h) <= drawn for h in hatches), hatches
+    assert len(set(hatches)) == len(hatches)  # and no two methods share one

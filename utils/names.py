@@ -69,7 +69,7 @@ METHOD_TABLE = (
            exits=True, hparams={"byot_weight": (0.0, 1.0, False), "byot_temperature": TEMPERATURE,
                                 "byot_feature_weight": (1e-3, 1.0, True)},
            refuses={"student_arch": "its exits sit on the ResidualCNN's stages", "mixup": "its exits learn one label"}),
-    Method("cwd", "CWD (channel-wise)", (0, (3, 1, 3, 1, 1, 1)), "<>", "ChannelWiseKD",
+    Method("cwd", "CWD (channel-wise)", (0, (3, 1, 3, 1, 1, 1)), "**", "ChannelWiseKD",
            "channel-wise KD: each class map a softmax over locations, Shu et al. 2021 (--task=segment)",
            tasks=(SEGMENT,), hparams={"cwd_weight": (0.3, 30.0, True), "cwd_temperature": TEMPERATURE}),
     Method("pl", "pseudo-labels (CE on the teacher's argmax)", (0, (5, 1, 1, 1)), "oo", "PseudoLabels",
