@@ -75,7 +75,8 @@ def test_the_released_teachers_still_read():
         assert (run / rf.TRAINING_SUMMARY).is_file()
         saved = json.loads((run / rf.CONFIG).read_text())
         assert run.name == default_run_name(config(role="teacher", teacher_arch=saved["teacher_arch"],
-                                                   seed=saved["seed"]))
+                                                   seed=saved["seed"], dataset=saved["dataset"],
+                                                   task=saved.get("task", "classify")))
 
 
 def test_run_file_names_are_spelled_in_run_files_alone():
