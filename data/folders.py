@@ -99,22 +99,45 @@ def scan_split(split_dir: Path, classes: tuple[str, ...] | None = None):
 
 # ----------------------------------------------------------------------------- decoding
 
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)  # what a bad image file raises
+
+
+def rgb_square(im: Image.Image, size: int) -> np.ndarray:
+    """An opened image -> uint8 [size, size, 3] RGB (it may raise DECODE_ERRORS while decoding)."""
+    # JPEG only: let libjpeg decode at 1/2, 1/4, 1/8 scale when the photo is much larger
+    im.draft("RGB", (size, size))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")  # PIL wants palette transparency resolved before RGB
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    if im.size != (size, size):
+        # straight to a square, like transforms.Resize((150, 150)); PIL antialiases when shrinking
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
 def decode_image(path: Path, size: int) -> np.ndarray | None:
     """One file -> uint8 [size, size, 3] RGB, or None when the file cannot be decoded."""
     try:
         with Image.open(path) as im:
-            # JPEG only: let libjpeg decode at 1/2, 1/4, 1/8 scale when the photo is much larger
-            im.draft("RGB", (size, size))
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")  # PIL wants palette transparency resolved before RGB
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            if im.size != (size, size):
-                # straight to a square, like transforms.Resize((150, 150)); PIL antialiases when shrinking
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            return rgb_square(im, size)
+    except DECODE_ERRORS:
         return None
+
+
+def each_with_bar(n: int, work, workers: int, desc: str) -> None:
+    """work(i) for i in 0..n-1, with a progress bar: in `workers` threads (PIL releases the GIL while decoding
+    and resizing, so threads give real parallelism), or in order when workers is 0 (where the first exception
+    in order is the one raised)."""
+    with tqdm(total=n, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
+        if workers > 0:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(work, range(n)):
+                    bar.update()
+        else:
+            for i in range(n):
+                work(i)
+                bar.update()
 
 
 def decode_images(paths: list[Path], size: int, num_workers: int = 0, desc: str = "decoding"):
@@ -132,16 +155,7 @@ def decode_images(paths: list[Path], size: int, num_workers: int = 0, desc: str 
             out[i] = arr
             keep[i] = True
 
-    bar = tqdm(total=len(paths), desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
-    with bar:
-        if num_workers > 0:
-            with ThreadPoolExecutor(max_workers=num_workers) as pool:
-                for _ in pool.map(work, range(len(paths))):
-                    bar.update()
-        else:
-            for i in range(len(paths)):
-                work(i)
-                bar.update()
+    each_with_bar(len(paths), work, num_workers, desc)
     skipped = [p for p, k in zip(paths, keep) if not k]
     images = np.ascontiguousarray(out[keep].transpose(0, 3, 1, 2))
     return images, keep, skipped

@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from data.folders import DataError, is_image_file, list_images
+from data.folders import DECODE_ERRORS, DataError, each_with_bar, is_image_file, list_images, rgb_square
 from data.scenes import IGNORE_INDEX
 from data.sources import Source, labelled_tensors
 
@@ -39,7 +36,6 @@ VOC_HOW = ("download VOCtrainval_11-May-2012.tar (http://host.robots.ox.ac.uk/pa
 MASK_MODES = frozenset({"P", "L", "1", "I", "I;16", "I;16B", "I;16L"})
 TEST_EVERY = 5  # a segfolder without train/ and test/: every 5th pair (sorted by name) is a test pair, 20 %
 CLASSES_FILE = "classes.txt"
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -78,14 +74,7 @@ def decode_pair(image: Path, mask: Path, size: int, num_classes: int | None) -> 
             if im.size != values.shape[::-1]:
                 raise DataError(f"{mask} is {values.shape[1]}x{values.shape[0]} px but its image {image} is "
                                 f"{im.size[0]}x{im.size[1]}; a mask labels its image's pixels one for one")
-            im.draft("RGB", (size, size))  # JPEG: decode a large photo at 1/2, 1/4 or 1/8 scale
-            if im.mode == "P" and "transparency" in im.info:
-                im = im.convert("RGBA")
-            if im.mode != "RGB":
-                im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            pixels = np.asarray(im, dtype=np.uint8)
+            pixels = rgb_square(im, size)
     except DECODE_ERRORS as e:
         raise DataError(f"cannot decode the image {image} ({e}); replace it, or remove it and its mask") from e
     if values.shape != (size, size):
@@ -103,15 +92,7 @@ def decode_pairs(pairs: list, size: int, num_classes: int | None, workers: int, 
     def work(i):
         images[i], masks[i] = decode_pair(*pairs[i], size, num_classes)
 
-    with tqdm(total=len(pairs), desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True) as bar:
-        if workers > 0:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(work, range(len(pairs))):
-                    bar.update()
-        else:
-            for i in range(len(pairs)):
-                work(i)
-                bar.update()
+    each_with_bar(len(pairs), work, workers, desc)
     return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(masks)
 
 
