@@ -153,16 +153,9 @@ def load_run(run_dir: str, overrides: dict = None):
 def run_autocast(cfg):
     """What to evaluate a finished run's model under, on the CPU, to measure it as it was measured: autocast in
     the dtype its precision ran in (bf16 for a bf16 run), nothing for fp32 and fp8."""
-    from contextlib import nullcontext
+    from utils.precision import autocast_context
 
-    import torch
-
-    from utils.precision import autocast_dtype
-    from utils.precision_table import PRECISIONS
-
-    known = cfg.precision in PRECISIONS and not PRECISIONS[cfg.precision].chosen  # (auto: resolved before a run)
-    dtype = autocast_dtype(cfg.precision) if known else None
-    return (lambda: torch.autocast("cpu", dtype=dtype)) if dtype is not None else nullcontext
+    return autocast_context(cfg.precision, "cpu")
 
 
 def measure_test_logits(run_dir) -> tuple:

@@ -16,7 +16,6 @@ distillation: A good teacher is patient and consistent"): use online there.
 import hashlib
 import os
 import sys
-from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from runtime.run_dir import SAME_MODEL, run_weights_file
 from utils.atomic import atomic_write_bytes, read_json, read_json_object
 from utils.checkpoint import load_weights_into
 from utils.errors import ENVIRONMENT_ERRNOS, UserError, first_line
-from utils.precision import autocast_dtype
+from utils.precision import autocast_context
 from utils.precision_table import PRECISIONS
 from utils.run_files import (BEST_WEIGHTS, CONFIG, LOGITS_CACHE, SUMMARY, TEACHER_RUN_NAME, check_digest,
                              read_summary)
@@ -243,11 +242,7 @@ def load_frozen_teacher(cfg, in_channels: int, num_classes: int, device, image_s
 def teacher_autocast(cfg, device):
     """The context factory for the teacher's forward: autocast in --teacher_precision's dtype (bf16), or a no-op
     (fp32)."""
-    dtype = autocast_dtype(cfg.teacher_precision)
-    if dtype is None:
-        return nullcontext
-    kind = torch.device(device).type
-    return lambda: torch.autocast(kind, dtype=dtype)
+    return autocast_context(cfg.teacher_precision, torch.device(device).type)
 
 
 def teacher_autocasts(cfg) -> bool:

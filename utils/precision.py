@@ -51,6 +51,15 @@ def autocast_dtype(name: str) -> Optional[torch.dtype]:
     return getattr(torch, dtype) if dtype else None
 
 
+def autocast_context(name: str, device_type: str):
+    """A context factory for evaluating in precision `name`: autocast in its dtype on `device_type` (bf16, fp16),
+    or a no-op where it has none (fp32, fp8, an unresolved auto)."""
+    dtype = autocast_dtype(name)
+    if dtype is None:
+        return nullcontext
+    return lambda: torch.autocast(device_type, dtype=dtype)
+
+
 def setup_precision(name: str, model: torch.nn.Module, device: torch.device) -> Precision:
     """Prepare `model` (in place) for `name` and return the step helpers and an honest description."""
     spec = PRECISIONS.get(name)
