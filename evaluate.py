@@ -21,18 +21,15 @@ import torch
 
 from config import make_config, parse_overrides
 from data.dataset import Split, load_pred_images, pixel_labels
-from data.transforms import prepare_batch
-from report.plots.segmentation import plot_segmentation_examples
+from report.plots.segmentation import EXAMPLES, plot_segmentation_examples
 from report.plots.style import plot_confusion_matrix
-from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, predict, segment_scores
+from runtime.inference import ECE_BINS, calibration_error, evaluate_logits, label_maps, predict, segment_scores
 from runtime.run_dir import load_run
 from utils.atomic import atomic_write_bytes, atomic_write_json
 from utils.device import resolve_device
 from utils.errors import UserError, cannot_write, cli_entry
 from utils.names import SEGMENT
 from utils.run_files import CONFUSION_MATRIX, EVALUATION, EXITS_JSON, PREDICTIONS, SEGMENTATION_EXAMPLES
-
-EXAMPLES = 6  # test scenes a segmentation run's examples picture shows
 
 
 @contextmanager
@@ -97,9 +94,7 @@ def evaluate_segmentation(cfg, model, ds, weights, run_dir, device) -> dict:
     for c, v in zip(ds.classes, s["iou"]):
         print(f"{c:>16} {'-' if v is None else f'{v:.2f}':>7}")
     shown = Split(test.images[:EXAMPLES].cpu(), test.labels[:EXAMPLES].cpu())
-    with torch.no_grad():
-        x = prepare_batch(shown.images, ds.mean, ds.std, False)
-        pred = model.cpu().eval()(x).argmax(1)
+    pred = label_maps(model, shown.images, ds.mean, ds.std)
     with saving(run_dir, EVALUATION):
         atomic_write_json(os.path.join(run_dir, EVALUATION), result)
         plot_segmentation_examples(shown.images.numpy(), {"truth": pixel_labels(shown.labels).numpy(),

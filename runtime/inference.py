@@ -61,6 +61,13 @@ def segment_scores(model, data: Split, mean, std, batch_size: int, channels_last
             "iou": [None if v != v else 100.0 * v for v in iou_per_class(conf)]}  # (NaN: a class seen nowhere)
 
 
+@torch.no_grad()
+def label_maps(model, images: torch.Tensor, mean, std) -> torch.Tensor:
+    """A segmenter's argmax label maps [N, H, W] of uint8 `images` [N, C, H, W], on the CPU in eval mode (the few
+    scenes a picture shows)."""
+    return model.cpu().eval()(prepare_batch(images.cpu(), mean, std, False)).float().argmax(1)
+
+
 def evaluate_logits(logits: torch.Tensor, labels: torch.Tensor) -> tuple:
     """(mean cross-entropy, accuracy in percent). The mean cross-entropy is the negative log-likelihood that
     calibration reports beside the ECE."""

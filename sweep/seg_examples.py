@@ -8,15 +8,14 @@ import os
 import torch
 
 from data.dataset import pixel_labels
-from data.transforms import prepare_batch
-from report.plots.segmentation import plot_segmentation_examples
+from config import student_name
+from report.plots.segmentation import EXAMPLES, plot_segmentation_examples
 from report.results import score, selection_acc
+from runtime.inference import label_maps
 from runtime.run_dir import is_complete, load_run, run_dir_of
 from runtime.teacher import load_frozen_teacher
 from utils.names import CONTROL
 from utils.run_files import PLOTS_DIR, SEGMENTATION_EXAMPLES, read_summary
-
-EXAMPLES = 6  # test scenes the picture shows, one row each
 
 
 def best_pair(runs: list):
@@ -35,12 +34,6 @@ def best_pair(runs: list):
     return None
 
 
-def labels_of(model, images, ds) -> torch.Tensor:
-    """The argmax label maps of `model` on uint8 `images` [N, 1, H, W], on the CPU."""
-    with torch.no_grad():
-        return model.cpu().eval()(prepare_batch(images, ds.mean, ds.std, False)).float().argmax(1)
-
-
 def draw_segmentation_examples(base, runs: list):
     """The picture's path, or None (and a printed line) when the sweep has no finished distilled student with its
     control."""
@@ -52,10 +45,10 @@ def draw_segmentation_examples(base, runs: list):
     _, model, ds, _ = load_run(run_dir_of(student))
     images, truth = ds.test.images[:EXAMPLES], ds.test.labels[:EXAMPLES]
     teacher, info = load_frozen_teacher(student, ds.in_channels, ds.num_classes, torch.device("cpu"), ds.image_size)
-    columns = {"truth": pixel_labels(truth).numpy(), f"teacher {info['teacher_arch']}": labels_of(teacher, images, ds)
-               .numpy(), f"{student_name(student)} {student.method}": labels_of(model, images, ds).numpy(),
-               f"{student_name(student)} {CONTROL} (control)": labels_of(load_run(run_dir_of(control))[1], images, ds)
-               .numpy()}
+    models = {f"teacher {info['teacher_arch']}": teacher, f"{student_name(student)} {student.method}": model,
+              f"{student_name(student)} {CONTROL} (control)": load_run(run_dir_of(control))[1]}
+    columns = {"truth": pixel_labels(truth).numpy(),
+               **{name: label_maps(m, images, ds.mean, ds.std).numpy() for name, m in models.items()}}
     s, c = read_summary(run_dir_of(student)), read_summary(run_dir_of(control))
     path = os.path.join(base.out_dir, PLOTS_DIR, SEGMENTATION_EXAMPLES)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -65,7 +58,3 @@ def draw_segmentation_examples(base, runs: list):
         f"the first {len(images)} test scenes; test mIoU: teacher {s.get('teacher_miou') or float('nan'):.2f}%, "
         f"{student.method} {score(s):.2f}%, control {score(c):.2f}% (seed {student.seed}, {student.precision})")
     return path
-
-
-def student_name(cfg) -> str:
-    return f"res{cfg.blocks}"

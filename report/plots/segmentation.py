@@ -7,6 +7,7 @@ from matplotlib.patches import Patch
 
 from report.plots.style import plt, save_figure
 
+EXAMPLES = 6  # test scenes an examples picture shows, one row each (evaluate.py's and a sweep's)
 CLASS_COLOURS = np.array([(0.0, 0.0, 0.0), *plt.get_cmap("tab10").colors])  # class k: row k (11 classes)
 
 
