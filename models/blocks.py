@@ -21,6 +21,10 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # ReLU as modules, not torch.relu calls: the PT2E quantizers find conv-BN-ReLU and add-ReLU by the module
+        # type each graph node came from, and only then quantize after the ReLU alone (QAT's int8 program ran
+        # at PTQ's speed only from then on: docs/speed.md). No parameters, so no state-dict change.
+        self.relu1, self.relu2 = nn.ReLU(), nn.ReLU()
         self.shortcut = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             proj = nn.Conv2d(in_ch, out_ch, 1, stride, bias=False)
@@ -28,10 +32,10 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.preact:
-            a = torch.relu(self.bn1(x))
-            out = self.conv2(self.drop(torch.relu(self.bn2(self.conv1(a)))))
+            a = self.relu1(self.bn1(x))
+            out = self.conv2(self.drop(self.relu2(self.bn2(self.conv1(a)))))
             # a projection shortcut sees the activated input, as in the WRN reference code
             return out + (x if isinstance(self.shortcut, nn.Identity) else self.shortcut(a))
-        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return torch.relu(out + self.shortcut(x))
+        return self.relu2(out + self.shortcut(x))

@@ -85,10 +85,10 @@ def test_a_file_without_packing_is_refused_in_one_line(tmp_path):
         read_packed(tmp_path / "junk.safetensors")
 
 
-@pytest.mark.slow  # torch.export and PT2E preparation, three times over: ~25 s on 2 cores
+@pytest.mark.slow  # torch.export and PT2E preparation, four times over: ~30 s on 2 cores
 def test_int8_qat_graph_trains_freezes_scales_in_eval_and_converts(tmp_path):
-    from quant.pt2e import save_int8_program
-    from quant.pt2e import Int8QAT
+    from quant.pt2e import Int8QAT, ptq_int8, save_int8_program
+    from utils.checkpoint import load_weights_into, save_weights
 
     torch.manual_seed(0)
     example = torch.randn(2, 1, 28, 28)
@@ -105,10 +105,16 @@ def test_int8_qat_graph_trains_freezes_scales_in_eval_and_converts(tmp_path):
         a, b = q(x), q(x)
     assert torch.equal(a, b)  # observers are off in eval: evaluating does not move the scales
     again = Int8QAT(ResidualCNN(4, 1, 10), example)
-    again.load_state_dict(q.state_dict())  # a checkpoint restores the scales too
+    save_weights(q, tmp_path / "qat.safetensors")  # shared quantizers (an add's inputs) are stored once each
+    load_weights_into(again, tmp_path / "qat.safetensors")  # a checkpoint restores the scales too
     with torch.no_grad():
         assert torch.equal(again.eval()(x), a)
-    _, loaded = save_int8_program(q.convert(), example, tmp_path / "model.int8.pt2")
+    converted = q.convert()
+    # each conv's ReLU and each residual add's ReLU are fused (quantized after the ReLU only), as post-training
+    # int8's are: no extra quantize/dequantize pair keeps Inductor from its int8 conv(+add)+ReLU kernels
+    qdq = lambda g: sorted(str(n.target) for n in g.graph.nodes if "quantize" in str(n.target))
+    assert qdq(converted) == qdq(ptq_int8(ResidualCNN(4, 1, 10).eval(), example, [x]))
+    _, loaded = save_int8_program(converted, example, tmp_path / "model.int8.pt2")
     with torch.no_grad():
         out = loaded(x)
     assert (out.argmax(1) == a.argmax(1)).float().mean() > 0.9

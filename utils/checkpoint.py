@@ -35,6 +35,11 @@ def save_weights(model_or_state, path, metadata: dict = None) -> int:
     """State dict -> safetensors (atomic). Returns the file size in bytes."""
     state = model_or_state.state_dict() if hasattr(model_or_state, "state_dict") else model_or_state
     state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    seen = set()  # safetensors refuses tensors sharing memory (an int8 QAT graph's shared quantizer): a copy each
+    for k, v in state.items():
+        if v.numel() and v.data_ptr() in seen:
+            state[k] = v.clone()
+        seen.add(v.data_ptr())
     meta = {k: str(v) for k, v in (metadata or {}).items()}
     atomic_write_bytes(path, save(state, metadata=meta))
     return os.path.getsize(path)
