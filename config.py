@@ -157,6 +157,8 @@ class Config:
     run_name: str = _run("", PLAIN_NAME, doc="\"\" = derived, like the original's res4_b224_fp16 plus dataset, method, "
         "transfer set and seed; a plain folder name, never a path")
     resume: bool = _run(False, doc="continue out_dir/run_name/checkpoint.pt if present")
+    checkpoint_seconds: float = _run(30.0, NON_NEGATIVE, doc="write checkpoint.pt and history.json after an epoch "
+        "once this long since the last write, and at the end (a resume replays the rest alike); 0 = every epoch")
     tensorboard: bool = _run(True, doc="TensorBoard files in each run's tb/ (losses, accuracies, lr, images/s)")
     overwrite: bool = _run(False, doc="replace a finished run of the same run_name (else train.py exits 2)")
     run: str = _eval("", section="evaluate.py", doc="evaluate.py: the run directory to evaluate")

@@ -79,9 +79,10 @@ class Measured(NamedTuple):
     commit: str
 
 PRESETS = {
-    # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes
+    # seconds: the test suite's size; a tiny teacher so a whole sweep fits in about two minutes; every file written
+    # after every epoch (checkpoint.pt too), so that a run killed in any epoch resumes from the one before
     "smoke": dict(max_train_samples=256, max_test_samples=128, epochs=1, batch_size=64,
-                  eval_batch_size=256, teacher_width=4, out_dir="checkpoints/smoke"),
+                  eval_batch_size=256, teacher_width=4, checkpoint_seconds=0.0, out_dir="checkpoints/smoke"),
     # the demo's released teacher, `make teacher20` (teachers/fashion-mnist_teacher_resnet20): a resnet20 on the whole
     # Fashion-MNIST training split less the fixed 2% validation hold-out the demo and reduced students select
     # on, with the teacher recipe at batch 256 (lr 0.2, the linear-scaling rule from 0.1 at 128; ~1.3x the

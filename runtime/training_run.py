@@ -85,6 +85,7 @@ class TrainingRun(Trainee):
         if cfg.cuda_graphs:
             print(f"{self.name}: {self.step_how}")
         self.stopper, self.history, self.start_epoch, self.elapsed = EarlyStopping(cfg.patience), [], 0, 0.0
+        self.saved_at = time.monotonic()  # the last checkpoint.pt written (--checkpoint_seconds)
         self.generator_state = None  # the shared batch generator's state after the last finished epoch
         self.failure = None  # the error that ended this run early, when it trained in a group
         self.warnings = []  # what summary.json's "warnings" will say (e.g. a loss that blew up)
@@ -222,8 +223,11 @@ class TrainingRun(Trainee):
         rngs = torchrun.gather(self.rng.state())
         if not main:
             return
-        with self.timed("files"):
-            self._save(epoch, generator, rngs)
+        last = epoch + 1 >= cfg.epochs or self.stopper.should_stop
+        if last or time.monotonic() - self.saved_at >= cfg.checkpoint_seconds:  # a resume replays the epochs since
+            with self.timed("files"):
+                self._save(epoch, generator, rngs)
+            self.saved_at = time.monotonic()
         if self.on_epoch is not None:
             self.on_epoch(self, row)
         if self.stopper.should_stop and epoch + 1 < cfg.epochs:

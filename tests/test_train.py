@@ -109,7 +109,8 @@ def test_same_seed_same_history_bit_for_bit(tmp_path):
 
 @pytest.mark.slow
 def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
-    args = SMALL + ["--blocks=3", "--method=ce", "--epochs=4", "--max_train_samples=2048", f"--out_dir={tmp_path}/a"]
+    args = SMALL + ["--blocks=3", "--method=ce", "--epochs=4", "--max_train_samples=2048", f"--out_dir={tmp_path}/a",
+                    "--checkpoint_seconds=0"]  # a checkpoint after every epoch: killed in the next one
     run = tmp_path / "a" / "fashion-mnist_res3_b64_fp32_ce_s0"
     proc = subprocess.Popen([sys.executable, "train.py", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -129,6 +130,17 @@ def test_killed_mid_epoch_resumes_to_the_same_result(tmp_path):
     straight = json.loads((tmp_path / "b" / run.name / "history.json").read_text())
     keys = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr")
     assert [[h[k] for k in keys] for h in resumed] == [[h[k] for k in keys] for h in straight]
+
+
+def test_checkpoint_waits_for_checkpoint_seconds_but_the_last_epoch_always_writes(tmp_path):
+    seen = []  # after each epoch: is there a checkpoint.pt yet?
+    train.main(make_config(SMALL, method="ce", epochs=3, checkpoint_seconds=3600.0, out_dir=str(tmp_path)),
+               on_epoch=lambda run, row: seen.append(os.path.exists(run.ckpt_path)))
+    assert seen == [False, False, True]
+    every = []
+    train.main(make_config(SMALL, method="ce", epochs=2, checkpoint_seconds=0.0, out_dir=str(tmp_path / "every")),
+               on_epoch=lambda run, row: every.append(json.loads(open(os.path.join(run.dir, "history.json")).read())))
+    assert [len(h) for h in every] == [1, 2]
 
 
 @pytest.fixture(scope="module")

@@ -51,9 +51,10 @@ RUN_FILES = {
     FINAL_WEIGHTS: ("final weights", "train.py"),
     BEST_WEIGHTS: ("weights of the epoch early stopping kept", "train.py"),
     CHECKPOINT: ("model, optimizer, scheduler, GradScaler, epoch, early-stopping state, RNG state: `--resume=True` "
-                 "continues from it to the same result", "train.py, every epoch"),
+                 "continues from it to the same result",
+                 "train.py, after an epoch once --checkpoint_seconds (30) have passed, and at the end"),
     HISTORY: ("per epoch: train_loss, train_acc, test_loss, test_acc, lr, epoch_seconds, images_per_second "
-              "(+ val_*, + each loss term; the selected epoch: test_ece)", "train.py, every epoch"),
+              "(+ val_*, + each loss term; the selected epoch: test_ece)", "train.py, with checkpoint.pt"),
     CONFIG: ("the resolved config", "train.py"),
     TRAINING_SUMMARY: ("the original repo's lines (Model Architecture, Residual Blocks, Fully Connected Layers, "
                        "Trainable Parameters, Training Time, Hardware Used, Batch Size, Learning Rate, Epochs, Best "
