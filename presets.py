@@ -149,14 +149,15 @@ PRESETS = {
 # commit. README, the Makefile and the presets' comments link here (docs/config.md#presets renders it); a new
 # measurement replaces its row. A target not yet timed end to end says so (`wall` None).
 MEASURED = {
-    "test": Measured("8 min 2 s", "make test from a fresh clone, venv set-up included (598 tests, pytest 6 min 38 s)",
-                     "2-core AMD EPYC Zen 5, no GPU", "c625649"),
-    "demo": Measured("4 min 18 s", "make demo right after make test in the same fresh clone (venv present), every "
-                     "student in bf16 by auto; in fp32 at 8972ffd, venv set-up included: 7 min 19 s; on a Zen 4 at "
-                     "285820e: 10 min 53 s", "2-core AMD EPYC Zen 5, no GPU", "c625649"),
-    "selfkd": Measured("14 min 41 s", "make selfkd right after make demo in the same fresh clone (the demo's 18 runs "
-                       "reused; 45 new runs, the born-again ensembles, the plots)", "2-core AMD EPYC Zen 5, no GPU",
-                       "8972ffd"),
+    "test": Measured("7 min 40 s", "make test right after make demo and make selfkd in the same fresh clone (venv "
+                     "present; 675 tests, pytest 7 min 31 s); at c625649 with the venv set-up: 8 min 2 s",
+                     "2-core AMD EPYC Zen 5, no GPU", "30adbfc"),
+    "demo": Measured("5 min 10 s", "make demo from a fresh clone, venv set-up included, every student in bf16 by auto; "
+                     "at c625649 right after make test (venv present): 4 min 18 s; in fp32 at 8972ffd, set-up included: "
+                     "7 min 19 s; on a Zen 4 at 285820e: 10 min 53 s", "2-core AMD EPYC Zen 5, no GPU", "30adbfc"),
+    "selfkd": Measured("10 min 9 s", "make selfkd right after make demo in the same fresh clone (the demo's 18 runs "
+                       "reused; 45 new runs in bf16, the born-again ensembles, the plots)", "2-core AMD EPYC Zen 5, no GPU",
+                       "30adbfc"),
     "reduced": Measured("24 min 33 s", "make reduced after make demo in the same clone (the reduced sweep 16 min "
                         "40 s, the transfer-set rows 7 min 31 s)", "2-core AMD EPYC Zen 4, no GPU", "285820e"),
     "qat": Measured("60 min 40 s", "make qat after make demo (its students reused)",
