@@ -81,11 +81,10 @@ def rebuild_int8(cfg, path, in_channels: int, num_classes: int):
     student = build_student(cfg, in_channels, num_classes).eval()
     qat = cfg.qat == "int8"  # a QAT run's graph; otherwise the PTQ contrast of an fp32 run
     prepared = Int8QAT(student, example) if qat else ptq_prepared(student, example)
-    try:
-        load_weights_into(prepared, state, f"the int8 res{cfg.blocks} student")
-    except UserError as e:  # the graph's quantizers changed once (models/blocks.py: ReLU as modules, December 2026)
-        raise UserError(f"{e}; an int8 run made before the graph fused each ReLU into its conv or add has other "
-                        f"quantizers: train it again with --overwrite=True") from None
+    # the graph's quantizers changed once (models/blocks.py: ReLU as modules, December 2026): a mismatch says so
+    load_weights_into(prepared, state, f"the int8 res{cfg.blocks} student as built now (a run made before its graph "
+                      f"fused each ReLU into its conv or add has other quantizers: train it again with "
+                      f"--overwrite=True)")
     converted = prepared.convert() if qat else convert(prepared)
     return int8_program(converted, example)
 
